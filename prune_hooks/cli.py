@@ -1,0 +1,140 @@
+"""``prune-hooks``: score and select from the command line, without training again."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .core import (
+    AGGREGATIONS,
+    PruneHooksError,
+    VPSAccumulator,
+    cipa_pass,
+    keep_count,
+    load_coco,
+    load_detections,
+    random_order,
+    rank_images,
+    read_images_csv,
+    read_meta,
+    subset_record,
+    write_subset,
+    write_vps_run,
+)
+from .core.coco import sha256_file
+
+__all__ = ["main"]
+
+logger = logging.getLogger("prune_hooks")
+METHODS = ("vps_iou", "vps_conf", "random")
+
+
+def cmd_score_vps(args: argparse.Namespace) -> None:
+    index = load_coco(args.annotations)
+    acc = VPSAccumulator(index.num_objects)
+    everything = torch.arange(index.num_objects)
+    for t, path in enumerate(args.detections, 1):
+        iou, conf = cipa_pass(index, load_detections(path, index))
+        acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf))
+        acc.end_pass()
+        logger.info("pass %d/%d: %s", t, len(args.detections), path)
+    run = write_vps_run(
+        args.out, index, acc, framework="coco-results",
+        extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
+    )
+    print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {run}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    meta = read_meta(args.run)
+    ann = args.annotations or meta.get("annotations")
+    if not ann:
+        raise PruneHooksError(f"{args.run}/meta.json records no annotation file: pass --annotations GT.json")
+    index = load_coco(ann)
+    if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
+        logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
+    n_keep, ratio = keep_count(index.num_images, keep=args.keep, prune=args.prune, count=args.count)
+
+    if args.method == "random":
+        seed = 0 if args.seed is None else args.seed
+        ranked, aggregation = random_order(index.image_ids, seed), None
+    else:
+        seed, aggregation = args.seed, args.aggregation
+        table = read_images_csv(args.run)
+        column = f"{args.method}_{aggregation}"
+        if column not in table:
+            raise PruneHooksError(f"{args.run}/images.csv has no column {column}")
+        if not np.array_equal(np.sort(table["image_id"]), np.sort(index.image_ids)):
+            raise PruneHooksError(f"image ids of {args.run}/images.csv do not match the images of {ann}")
+        ranked = rank_images(table["image_id"], table[column])
+    subset = subset_record(args.method, aggregation, ratio, index.num_images, seed, ranked[:n_keep])
+    subset_path, pruned = write_subset(args.out or args.run, subset, index)
+    print(f"kept {n_keep} of {index.num_images} images ({args.method}) -> {subset_path}, {pruned}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, like every other error of the CLI."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"prune-hooks: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="prune-hooks",
+        description="Dataset pruning for object detection: score images, select subsets, write pruned COCO files.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    score = sub.add_parser("score", help="score objects and images from saved detections")
+    score_sub = score.add_subparsers(dest="scorer", required=True, metavar="SCORER", parser_class=_Parser)
+    vps = score_sub.add_parser(
+        "vps",
+        help="VPS from per-pass detections in COCO results format",
+        description="Variance-based prediction score (std of CIPA-matched IoU and confidence over passes) "
+        "from one COCO results file per scoring pass, in pass order.",
+    )
+    vps.add_argument("--annotations", required=True, help="COCO instances file of the scored images")
+    vps.add_argument("--detections", required=True, nargs="+", help="COCO results files, one per pass, in order")
+    vps.add_argument("--out", required=True, help="run directory to write")
+    vps.set_defaults(func=cmd_score_vps)
+
+    sel = sub.add_parser(
+        "select",
+        help="choose a subset from a run directory",
+        description="Rank images by a score of the run directory and write subset.json and the pruned COCO file.",
+    )
+    sel.add_argument("run", help="run directory (meta.json, images.csv)")
+    sel.add_argument("--method", required=True, choices=METHODS)
+    sel.add_argument("--aggregation", default="max", choices=AGGREGATIONS, help="image score from object scores")
+    group = sel.add_mutually_exclusive_group(required=True)
+    group.add_argument("--keep", type=float, help="fraction of images to keep, in (0, 1]")
+    group.add_argument("--prune", type=float, help="fraction of images to drop, in [0, 1)")
+    group.add_argument("--count", type=int, help="number of images to keep")
+    sel.add_argument("--seed", type=int, default=None, help="seed of the random method (default 0)")
+    sel.add_argument("--annotations", help="annotation file to prune (default: the one in meta.json)")
+    sel.add_argument("--out", help="output directory (default: the run directory)")
+    sel.set_defaults(func=cmd_select)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="prune-hooks: %(levelname)s: %(message)s", level=logging.INFO, stream=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return int(e.code or 0)
+    try:
+        args.func(args)
+    except (PruneHooksError, OSError) as e:
+        print(f"prune-hooks: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Framework-free core: matching, accumulators, scores, selection, schedule scaling, file writers.
+
+Imports numpy, torch, torchvision and the standard library only; the framework adapters turn their
+objects into plain tensors and call these functions.
+"""
+from .coco import CocoIndex, Detections, load_coco, load_detections, write_pruned_coco
+from .errors import PruneHooksError
+from .matching import cipa_match
+from .rundir import read_images_csv, read_meta, write_subset, write_vps_run
+from .schedule import describe_changes, scale_iters, scale_schedule
+from .scores import AGGREGATIONS, VPSAccumulator, aggregate, cipa_pass, rank_images, vps_image_scores
+from .selection import keep_count, random_order, subset_record
+from .welford import Welford
+
+__all__ = [
+    "AGGREGATIONS",
+    "CocoIndex",
+    "Detections",
+    "PruneHooksError",
+    "VPSAccumulator",
+    "Welford",
+    "aggregate",
+    "cipa_match",
+    "cipa_pass",
+    "describe_changes",
+    "keep_count",
+    "load_coco",
+    "load_detections",
+    "random_order",
+    "rank_images",
+    "read_images_csv",
+    "read_meta",
+    "scale_iters",
+    "scale_schedule",
+    "subset_record",
+    "vps_image_scores",
+    "write_pruned_coco",
+    "write_subset",
+    "write_vps_run",
+]

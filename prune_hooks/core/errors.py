@@ -1,0 +1,12 @@
+"""The one exception type prune_hooks raises for bad input."""
+from __future__ import annotations
+
+__all__ = ["PruneHooksError"]
+
+
+class PruneHooksError(ValueError):
+    """Bad input or configuration. The message names the field, the expected and the given value.
+
+    The CLI prints it as one line (no traceback); hooks raise it at start-up, prefixed with
+    ``[prune_hooks]``.
+    """

@@ -1,0 +1,52 @@
+"""CIPA: class-prioritized IoU-aware prediction assignment (VPS paper, Algorithm 1; SPEC.md)."""
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_iou
+
+__all__ = ["cipa_match"]
+
+
+def cipa_match(
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    pred_scores: torch.Tensor,
+    pred_labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Match every ground-truth object of one image to one prediction.
+
+    For object g: among predictions with label ``gt_labels[g]`` take the one of highest IoU with
+    ``gt_boxes[g]``; if there is none, the highest-IoU prediction of any class. Ties: higher score,
+    then lower prediction index. Without predictions an object gets IoU 0, confidence 0, index -1.
+
+    Args:
+        gt_boxes: Tensor[N, 4], xyxy, original image coordinates.
+        gt_labels: Tensor[N], integer class ids (any id space shared with ``pred_labels``).
+        pred_boxes: Tensor[M, 4], xyxy, post-NMS predictions.
+        pred_scores: Tensor[M].
+        pred_labels: Tensor[M].
+
+    Returns:
+        (iou Tensor[N] float, conf Tensor[N] float, index Tensor[N] long): the matched prediction's IoU
+        with the object, its score, and its index in the predictions (-1 when M == 0).
+    """
+    n, m = gt_boxes.shape[0], pred_boxes.shape[0]
+    dtype = torch.promote_types(gt_boxes.dtype, torch.float32)
+    if m == 0 or n == 0:
+        zeros = torch.zeros(n, dtype=dtype, device=gt_boxes.device)
+        return zeros, zeros.clone(), torch.full((n,), -1, dtype=torch.long, device=gt_boxes.device)
+
+    iou = box_iou(gt_boxes.to(dtype), pred_boxes.to(dtype))  # [N, M]
+    same = gt_labels.view(n, 1) == pred_labels.view(1, m)  # [N, M]
+    # Candidates: same-class predictions where an object has any, otherwise all predictions.
+    cand = same | ~same.any(dim=1, keepdim=True)
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=iou.device)
+    iou_c = torch.where(cand, iou, neg_inf)
+    tie = cand & (iou_c == iou_c.max(dim=1, keepdim=True).values)
+    score_c = torch.where(tie, pred_scores.to(dtype).view(1, m), neg_inf)
+    tie &= score_c == score_c.max(dim=1, keepdim=True).values
+    # argmax returns the first maximal index: the lowest prediction index among the remaining ties.
+    index = tie.to(torch.uint8).argmax(dim=1)
+    rows = torch.arange(n, device=iou.device)
+    return iou[rows, index], pred_scores.to(dtype)[index], index

@@ -1,0 +1,136 @@
+"""The run directory: the files every producer (CLI, hooks) writes and every consumer reads.
+
+    RUN/meta.json      framework, annotation file + sha256, categories, passes, version, time
+    RUN/objects.csv    ann_id,image_id,category_id,passes,iou_mean,iou_std,conf_mean,conf_std
+    RUN/images.csv     image_id,n_objects,vps_iou_max,vps_iou_mean,vps_iou_sum,vps_conf_max,...
+    DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
+    DIR/<stem>_pruned.json   the annotation file restricted to the subset
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .coco import CocoIndex, sha256_file, write_pruned_coco
+from .errors import PruneHooksError
+from .io import read_json, write_csv, write_json
+from .scores import VPSAccumulator, vps_image_scores
+
+__all__ = [
+    "OBJECT_COLUMNS",
+    "IMAGE_SCORE_COLUMNS",
+    "write_vps_run",
+    "read_meta",
+    "read_images_csv",
+    "write_subset",
+    "pruned_name",
+]
+
+OBJECT_COLUMNS = ("ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std")
+IMAGE_SCORE_COLUMNS = tuple(f"vps_{k}_{a}" for k in ("iou", "conf") for a in ("max", "mean", "sum"))
+
+
+def write_vps_run(
+    run: str | os.PathLike,
+    index: CocoIndex,
+    acc: VPSAccumulator,
+    framework: str,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order)."""
+    run = Path(run)
+    if acc.num_objects != index.num_objects:
+        raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
+    vps = acc.vps()
+    write_csv(
+        run / "objects.csv",
+        OBJECT_COLUMNS,
+        zip(
+            index.ann_ids.tolist(),
+            index.obj_image_ids.tolist(),
+            index.obj_category_ids.tolist(),
+            vps["passes"].tolist(),
+            vps["iou_mean"].tolist(),
+            vps["iou_std"].tolist(),
+            vps["conf_mean"].tolist(),
+            vps["conf_std"].tolist(),
+        ),
+    )
+    scores = vps_image_scores(index, vps)
+    write_csv(
+        run / "images.csv",
+        ("image_id", "n_objects", *IMAGE_SCORE_COLUMNS),
+        zip(
+            index.image_ids.tolist(),
+            index.objects_per_image().tolist(),
+            *(scores[c].tolist() for c in IMAGE_SCORE_COLUMNS),
+        ),
+    )
+    meta = {
+        "framework": framework,
+        "annotations": str(Path(index.path).resolve()) if index.path else None,
+        "annotations_sha256": sha256_file(index.path) if index.path else None,
+        "categories": index.categories,
+        "num_images": index.num_images,
+        "num_objects": index.num_objects,
+        "passes": acc.passes,
+        "prune_hooks_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update(extra_meta or {})
+    write_json(run / "meta.json", meta)
+    return run
+
+
+def read_meta(run: str | os.PathLike) -> dict[str, Any]:
+    run = Path(run)
+    if not run.is_dir():
+        raise PruneHooksError(f"run directory not found: {run}")
+    meta = read_json(run / "meta.json", "run metadata")
+    if not isinstance(meta, dict):
+        raise PruneHooksError(f"{run / 'meta.json'}: expected an object, got {type(meta).__name__}")
+    return meta
+
+
+def read_images_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of RUN/images.csv: ``image_id``/``n_objects`` int64, score columns float64 (NaN = none)."""
+    path = Path(run) / "images.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise PruneHooksError(f"image scores not found: {path}") from None
+    if not rows or rows[0][:2] != ["image_id", "n_objects"]:
+        raise PruneHooksError(f"{path}: expected a header starting with image_id,n_objects, got {rows[:1]}")
+    header, body = rows[0], rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        col = [r[j] for r in body]
+        try:
+            if name in ("image_id", "n_objects"):
+                out[name] = np.array([int(v) for v in col], dtype=np.int64)
+            else:
+                out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
+        except ValueError as e:
+            raise PruneHooksError(f"{path}: column {name}: {e}") from None
+    return out
+
+
+def pruned_name(annotations: str | os.PathLike) -> str:
+    """``instances_train.json`` -> ``instances_train_pruned.json``."""
+    return f"{Path(annotations).stem}_pruned.json"
+
+
+def write_subset(out: str | os.PathLike, subset: dict, index: CocoIndex) -> tuple[Path, Path]:
+    """Write ``subset.json`` and the pruned COCO file into ``out``; returns both paths."""
+    out = Path(out)
+    subset_path = write_json(out / "subset.json", subset)
+    name = pruned_name(index.path or "annotations.json")
+    pruned = write_pruned_coco(index.dataset, subset["image_ids"], out / name)
+    return subset_path, pruned

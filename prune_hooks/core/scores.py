@@ -1,0 +1,142 @@
+"""VPS: per-object spread of matched IoU / confidence over scoring passes, and image scores."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .coco import CocoIndex, Detections
+from .errors import PruneHooksError
+from .matching import cipa_match
+from .welford import Welford
+
+__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "rank_images", "vps_image_scores"]
+
+AGGREGATIONS = ("max", "mean", "sum")
+
+
+class VPSAccumulator:
+    """Running IoU / confidence statistics of N objects over scoring passes.
+
+    One Welford state of shape (N, 2) (column 0: IoU, column 1: confidence) plus the number of
+    completed passes, so a resumed run knows what it already holds. 8 + 2 * 2 * 4 = 24 bytes per object.
+    """
+
+    def __init__(self, num_objects: int, device: torch.device | str | None = None) -> None:
+        self.stats = Welford(num_objects, shape=(2,), device=device)
+        self.passes = 0
+
+    @property
+    def num_objects(self) -> int:
+        return self.stats.num
+
+    def update(self, indices: torch.Tensor, iou: torch.Tensor, conf: torch.Tensor) -> None:
+        """Record one pass's CIPA IoU/confidence for ``indices`` (Tensor[K] each)."""
+        self.stats.update(indices, torch.stack([torch.as_tensor(iou), torch.as_tensor(conf)], dim=1))
+
+    def end_pass(self) -> None:
+        self.passes += 1
+
+    def merge(self, other: VPSAccumulator) -> None:
+        """Combine with another rank's accumulator that scored other images over the same passes."""
+        if other.passes != self.passes:
+            raise PruneHooksError(f"[VPSAccumulator] cannot merge {other.passes} passes into {self.passes}")
+        self.stats.merge(other.stats)
+
+    def vps(self) -> dict[str, np.ndarray]:
+        """ndarray[N] float64 each: ``iou_mean, iou_std, conf_mean, conf_std`` and ``passes`` (int)."""
+        mean = self.stats.means().double().cpu().numpy()
+        std = self.stats.std().double().cpu().numpy()
+        return {
+            "passes": self.stats.count.cpu().numpy(),
+            "iou_mean": mean[:, 0],
+            "iou_std": std[:, 0],
+            "conf_mean": mean[:, 1],
+            "conf_std": std[:, 1],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"passes": self.passes, "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state["stats"])
+        self.passes = int(state["passes"])
+
+
+def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """CIPA-match every object of ``index`` to the pass's detections.
+
+    Returns:
+        (iou ndarray[N], conf ndarray[N]) in object order.
+    """
+    iou = np.zeros(index.num_objects, dtype=np.float64)
+    conf = np.zeros(index.num_objects, dtype=np.float64)
+    boxes_t = torch.from_numpy(index.obj_boxes)
+    labels_t = torch.from_numpy(index.obj_category_ids)
+    det_boxes = torch.from_numpy(dets.boxes)
+    det_scores = torch.from_numpy(dets.scores)
+    det_labels = torch.from_numpy(dets.category_ids)
+    for i in range(index.num_images):
+        a, b = index.offsets[i], index.offsets[i + 1]
+        if a == b:
+            continue
+        c, d = dets.offsets[i], dets.offsets[i + 1]
+        m_iou, m_conf, _ = cipa_match(boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d])
+        iou[a:b] = m_iou.numpy()
+        conf[a:b] = m_conf.numpy()
+    return iou, conf
+
+
+def aggregate(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:
+    """Image score from its objects' scores.
+
+    Args:
+        values: ndarray[N], object scores grouped by image; NaN = object without a score (ignored).
+        offsets: ndarray[I + 1], objects of image i are ``values[offsets[i]:offsets[i + 1]]``.
+        how: ``max`` | ``mean`` | ``sum``.
+
+    Returns:
+        ndarray[I] float64; NaN for an image without scored objects.
+    """
+    if how not in AGGREGATIONS:
+        raise PruneHooksError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
+    values = np.asarray(values, dtype=np.float64)
+    num_images = len(offsets) - 1
+    owner = np.repeat(np.arange(num_images), np.diff(offsets))
+    ok = ~np.isnan(values)
+    owner, v = owner[ok], values[ok]
+    n = np.bincount(owner, minlength=num_images)
+    if how == "max":
+        out = np.full(num_images, -np.inf)
+        np.maximum.at(out, owner, v)
+    else:
+        out = np.bincount(owner, weights=v, minlength=num_images).astype(np.float64)
+        if how == "mean":
+            out = out / np.maximum(n, 1)
+    out[n == 0] = np.nan
+    return out
+
+
+def vps_image_scores(index: CocoIndex, vps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The six ``vps_{iou,conf}_{max,mean,sum}`` image-score columns, ndarray[I] each."""
+    return {
+        f"vps_{kind}_{how}": aggregate(vps[f"{kind}_std"], index.offsets, how)
+        for kind in ("iou", "conf")
+        for how in AGGREGATIONS
+    }
+
+
+def rank_images(image_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Image ids best first: highest score first, ties by lower image id; NaN (no score) last by id.
+
+    Args:
+        image_ids: ndarray[I] int.
+        scores: ndarray[I] float, NaN for images without a score.
+    """
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    missing = np.isnan(scores)
+    # lexsort: last key is primary. Scored before unscored, then score descending, then id ascending.
+    order = np.lexsort((image_ids, np.where(missing, 0.0, -scores), missing))
+    return image_ids[order]
