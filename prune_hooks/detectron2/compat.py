@@ -1,0 +1,44 @@
+"""The one place where prune_hooks adapts the environment for detectron2 v0.6.
+
+detectron2 v0.6 (the last tagged release, and what the python-only build installs) still uses names
+that newer libraries removed:
+
+* ``np.int`` / ``np.float`` / ``np.bool`` (removed in numpy 1.24): ``data/build.py`` builds the class
+  histogram printed at the start of every training with ``dtype=np.int``; masks and the semantic
+  segmentation evaluator use the other two. They were aliases of the builtins, so that is what we restore.
+* ``PIL.Image.LINEAR`` (removed in Pillow 10): ``data/transforms/transform.py`` uses it as a default
+  argument, so importing ``detectron2.data`` fails without it. It was an alias of ``BILINEAR``.
+
+Each alias is added only when it is missing, and only when detectron2 0.6 is the installed version
+(newer official sources no longer use them), before anything imports ``detectron2.data``.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+
+__all__ = ["apply"]
+
+_applied: list[str] = []
+
+
+def apply() -> list[str]:
+    """Restore the removed aliases detectron2 0.6 needs; returns the names added (idempotent)."""
+    if _applied:
+        return _applied
+    try:
+        version = importlib.metadata.version("detectron2")
+    except importlib.metadata.PackageNotFoundError:
+        return _applied
+    if not version.startswith("0.6"):
+        return _applied
+    import numpy as np
+    from PIL import Image
+
+    for name, value in (("int", int), ("float", float), ("bool", bool)):
+        if name not in np.__dict__:
+            setattr(np, name, value)
+            _applied.append(f"numpy.{name}")
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR  # type: ignore[attr-defined]
+        _applied.append("PIL.Image.LINEAR")
+    return _applied

@@ -1,0 +1,42 @@
+"""``cfg.PRUNE``: the prune_hooks options of a detectron2 config."""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_prune_config", "register_coco_datasets"]
+
+
+def add_prune_config(cfg: CN) -> CN:
+    """Add the ``PRUNE`` node (defaults below) to ``cfg``, before merging a yaml that sets it."""
+    cfg.PRUNE = CN()
+    cfg.PRUNE.ENABLED = False
+    # Scores to compute; the first one chooses the subset written at the end (others: the CLI).
+    cfg.PRUNE.METHODS = ["vps_iou", "vps_conf"]
+    cfg.PRUNE.KEEP_RATIO = 0.5
+    cfg.PRUNE.AGGREGATION = "max"
+    # Iterations between scoring passes; 0 = one epoch = ceil(images / SOLVER.IMS_PER_BATCH).
+    cfg.PRUNE.PERIOD = 0
+    # Scoring passes keep low-score detections so that every object can be matched.
+    cfg.PRUNE.SCORE_THRESH = 0.0
+    # Also write each pass's detections as COCO results under OUTPUT_DIR/prune/passes/.
+    cfg.PRUNE.DUMP_DETECTIONS = False
+    # COCO datasets the train script registers before building anything:
+    # [[name, json_file, image_root], ...]. The generated retrain.yaml lists its pruned set here.
+    cfg.PRUNE.COCO_DATASETS = []
+    return cfg
+
+
+def register_coco_datasets(cfg: CN) -> list[str]:
+    """Register ``cfg.PRUNE.COCO_DATASETS`` with detectron2 (names already registered are kept)."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    names = []
+    for entry in cfg.PRUNE.COCO_DATASETS:
+        if len(entry) != 3:
+            raise ValueError(f"[prune_hooks] PRUNE.COCO_DATASETS entries are [name, json_file, image_root], got {list(entry)}")
+        name, json_file, image_root = entry
+        if name not in DatasetCatalog.list():
+            register_coco_instances(name, {}, json_file, image_root)
+        names.append(name)
+    return names

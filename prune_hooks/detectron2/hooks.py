@@ -1,0 +1,215 @@
+"""Detectron2 hooks: VPS scoring passes during training, run directory and retrain.yaml at the end."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.engine import HookBase, hooks
+from detectron2.utils import comm
+
+from ..core import (
+    AGGREGATIONS,
+    PruneHooksError,
+    describe_changes,
+    keep_count,
+    load_coco,
+    rank_images,
+    scale_schedule,
+    subset_record,
+    vps_image_scores,
+    write_subset,
+    write_vps_run,
+)
+from ..core.capture import VPSCapture
+from ..core.io import atomic_write_text, write_json
+from ..core.rundir import pruned_name
+
+__all__ = ["PruneHook", "build_prune_hooks", "insert_prune_hooks", "write_retrain_config"]
+
+logger = logging.getLogger("detectron2.prune_hooks")
+
+METHODS = ("vps_iou", "vps_conf")
+SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "TEST.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD")
+
+
+def _fail(msg: str) -> PruneHooksError:
+    return PruneHooksError(f"[prune_hooks] {msg}")
+
+
+class PruneHook(HookBase):
+    """Scores every training object at each epoch end; writes ``OUTPUT_DIR/prune/`` when training ends.
+
+    Place it before ``PeriodicCheckpointer`` (:func:`insert_prune_hooks`): a checkpoint written at an
+    epoch end then already holds that epoch's pass, so ``--resume`` neither loses nor repeats one.
+    """
+
+    def __init__(self, cfg: CfgNode) -> None:
+        p = cfg.PRUNE
+        for m in p.METHODS:
+            if m not in METHODS:
+                raise _fail(f"PRUNE.METHODS: unknown or unsupported method {m!r}; this version supports {list(METHODS)}")
+        if not p.METHODS:
+            raise _fail("PRUNE.METHODS is empty")
+        if p.AGGREGATION not in AGGREGATIONS:
+            raise _fail(f"PRUNE.AGGREGATION must be one of {list(AGGREGATIONS)}, got {p.AGGREGATION!r}")
+        if not (0 < float(p.KEEP_RATIO) <= 1):
+            raise _fail(f"PRUNE.KEEP_RATIO must be in (0, 1], got {p.KEEP_RATIO}")
+        if int(p.PERIOD) < 0:
+            raise _fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
+        if len(cfg.DATASETS.TRAIN) != 1:
+            raise _fail(f"DATASETS.TRAIN must name one COCO dataset to prune, got {list(cfg.DATASETS.TRAIN)}")
+        self.dataset = cfg.DATASETS.TRAIN[0]
+        meta = MetadataCatalog.get(self.dataset)
+        json_file = getattr(meta, "json_file", None)
+        if not json_file:
+            raise _fail(
+                f"dataset {self.dataset!r} is not COCO-registered (its metadata has no json_file, so there is "
+                "no annotation file to prune): register it with register_coco_instances or PRUNE.COCO_DATASETS"
+            )
+        try:
+            self.index = load_coco(json_file)
+        except PruneHooksError as e:
+            raise _fail(str(e)) from None
+        self.image_root = getattr(meta, "image_root", "")
+        # Predictions come in contiguous ids; the index speaks COCO category ids.
+        to_coco = getattr(meta, "thing_dataset_id_to_contiguous_id", None) or {int(c): i for i, c in enumerate(self.index.category_ids)}
+        lut = torch.zeros(max(to_coco.values()) + 1, dtype=torch.long)
+        for coco_id, contiguous in to_coco.items():
+            lut[contiguous] = int(coco_id)
+        self.cfg = cfg.clone()
+        self.period = int(p.PERIOD) or math.ceil(self.index.num_images / cfg.SOLVER.IMS_PER_BATCH)
+        self.capture = VPSCapture(self.index, device=cfg.MODEL.DEVICE, record=bool(p.DUMP_DETECTIONS))
+        self._lut = lut.to(self.capture.device)
+        self.out_dir = Path(cfg.OUTPUT_DIR) / "prune"
+        self._loader = None
+
+    # -- scoring pass -------------------------------------------------------------------------
+
+    def after_step(self) -> None:
+        if (self.trainer.iter + 1) % self.period == 0:
+            self.scoring_pass()
+
+    @torch.no_grad()
+    def scoring_pass(self) -> None:
+        model = self.trainer.model
+        model = getattr(model, "module", model)  # DistributedDataParallel
+        if self._loader is None:
+            self._loader = build_detection_test_loader(self.cfg, self.dataset)
+        start = time.perf_counter()
+        was_training = model.training
+        restore = _set_score_thresh(model, float(self.cfg.PRUNE.SCORE_THRESH))
+        model.eval()
+        try:
+            for inputs in self._loader:
+                for inp, out in zip(inputs, model(inputs)):
+                    inst = out["instances"]
+                    self.capture.add_image(
+                        inp["image_id"], inst.pred_boxes.tensor, inst.scores, self._lut[inst.pred_classes.to(self._lut.device)]
+                    )
+        finally:
+            model.train(was_training)
+            restore()
+        seen = self.capture.images_seen
+        gather = comm.all_gather if comm.get_world_size() > 1 else None
+        results = self.capture.end_pass(all_gather=gather)
+        t = self.capture.acc.passes
+        elapsed = time.perf_counter() - start
+        if comm.is_main_process():
+            if self.cfg.PRUNE.DUMP_DETECTIONS:
+                write_json(self.out_dir / "passes" / f"pass_{t:03d}.json", results, indent=None)
+            self.trainer.storage.put_scalar("prune/pass_seconds", elapsed, smoothing_hint=False)
+            logger.info(
+                "scoring pass %d at iteration %d: %d images (this rank), %.1fs (%.3fs/image)",
+                t, self.trainer.iter + 1, seen, elapsed, elapsed / max(seen, 1),
+            )
+
+    # -- end of training ----------------------------------------------------------------------
+
+    def after_train(self) -> None:
+        if not comm.is_main_process() or self.capture.acc.passes == 0:
+            if comm.is_main_process():
+                logger.warning("no scoring pass ran (period %d, iterations %d): nothing written", self.period, self.trainer.iter)
+            return
+        self.write_outputs()
+
+    def write_outputs(self) -> dict[str, Any]:
+        p = self.cfg.PRUNE
+        run = write_vps_run(
+            self.out_dir, self.index, self.capture.acc, framework="detectron2",
+            extra_meta={"dataset": self.dataset, "period": self.period, "iterations": self.trainer.iter},
+        )
+        method, agg = p.METHODS[0], p.AGGREGATION
+        scores = vps_image_scores(self.index, self.capture.acc.vps())[f"{method}_{agg}"]
+        n_keep, ratio = keep_count(self.index.num_images, keep=float(p.KEEP_RATIO))
+        ranked = rank_images(self.index.image_ids, scores)
+        subset = subset_record(method, agg, ratio, self.index.num_images, None, ranked[:n_keep])
+        _, pruned = write_subset(run, subset, self.index)
+        retrain = write_retrain_config(self.cfg, self.dataset, pruned, self.image_root, n_keep, self.index.num_images, run / "retrain.yaml")
+        logger.info("prune run written to %s: kept %d of %d images (%s, %s); retrain with %s", run, n_keep, self.index.num_images, method, agg, retrain)
+        return subset
+
+    # -- checkpoint state ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vps": self.capture.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capture.load_state_dict(state["vps"])
+        logger.info("resumed prune state: %d scoring passes", self.capture.acc.passes)
+
+
+def _set_score_thresh(model: torch.nn.Module, thresh: float):
+    """Lower the detector's test score threshold for a pass; returns a function that restores it."""
+    owners = []
+    for mod in (getattr(getattr(model, "roi_heads", None), "box_predictor", None), model):
+        if mod is not None and hasattr(mod, "test_score_thresh"):
+            owners.append((mod, mod.test_score_thresh))
+            mod.test_score_thresh = thresh
+            break
+    if not owners:
+        logger.warning("model has no test_score_thresh: scoring passes use its own threshold")
+
+    def restore() -> None:
+        for mod, value in owners:
+            mod.test_score_thresh = value
+
+    return restore
+
+
+def write_retrain_config(
+    cfg: CfgNode, dataset: str, pruned_json: Path, image_root: str, n_keep: int, n_total: int, path: Path
+) -> Path:
+    """``cfg`` training on the pruned file, schedule scaled by ``n_keep / n_total``, PRUNE disabled."""
+    new = cfg.clone()
+    new.defrost()
+    name = f"{dataset}_{Path(pruned_json).stem}"
+    new.DATASETS.TRAIN = (name,)
+    new.PRUNE.COCO_DATASETS = [e for e in cfg.PRUNE.COCO_DATASETS if e[0] != name] + [[name, str(Path(pruned_json).resolve()), str(image_root)]]
+    new.PRUNE.ENABLED = False
+    new.OUTPUT_DIR = str(Path(cfg.OUTPUT_DIR).resolve()) + "_retrain"
+    fraction = n_keep / n_total
+    changes = scale_schedule(new, SCHEDULE_KEYS, fraction)
+    logger.info(describe_changes(changes, fraction))
+    header = f"# generated by prune_hooks: {n_keep}/{n_total} images of {dataset}; {describe_changes(changes, fraction)}\n"
+    return atomic_write_text(path, header + new.dump())
+
+
+def build_prune_hooks(cfg: CfgNode) -> list[HookBase]:
+    """The prune hooks ``cfg.PRUNE`` asks for (none when ``PRUNE.ENABLED`` is False)."""
+    return [PruneHook(cfg)] if cfg.PRUNE.ENABLED else []
+
+
+def insert_prune_hooks(hook_list: list[HookBase], cfg: CfgNode) -> list[HookBase]:
+    """``hook_list`` with the prune hooks placed just before the first ``PeriodicCheckpointer``.
+
+    Use in ``DefaultTrainer.build_hooks``: ``return insert_prune_hooks(super().build_hooks(), self.cfg)``.
+    """
+    new = build_prune_hooks(cfg)
+    at = next((i for i, h in enumerate(hook_list) if isinstance(h, hooks.PeriodicCheckpointer)), len(hook_list))
+    return hook_list[:at] + new + hook_list[at:]
