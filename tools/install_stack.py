@@ -41,7 +41,7 @@ D2_SDIST_URL = (
 )
 D2_SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Bump when the packaging patch below changes, so a cached wheel from an older patch is not reused.
-D2_PATCH_REV = "1"
+D2_PATCH_REV = "2"
 D2_LOCAL_VERSION = "+pyonly"
 
 # (distribution, exact version or None for "any") checked without importing anything.
@@ -159,6 +159,13 @@ def patch_detectron2_sdist(src: Path) -> None:
         "Rotated boxes, deformable convolution and the fast COCO evaluator need it. Build detectron2\n"
         "from the official sources (DETECTRON2_SOURCE=... tools/install_stack.py) to get them.\n"
         '"""\n\n\n'
+        "# What detectron2.utils.collect_env asks of the extension when it prints the environment.\n"
+        "def get_compiler_version():\n"
+        "    return 'none (python-only build)'\n\n\n"
+        "def get_cuda_version():\n"
+        "    return 'none (python-only build)'\n\n\n"
+        "def has_cuda():\n"
+        "    return False\n\n\n"
         "def __getattr__(name):\n"
         "    if name.startswith('__'):\n"
         "        raise AttributeError(name)\n"

@@ -1,0 +1,128 @@
+"""The detectron2 hooks through tools/train_net.py, on a real tiny Faster R-CNN on CPU."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+import prune_hooks.detectron2  # noqa: F401,E402
+from prune_hooks.cli import main as cli  # noqa: E402
+from prune_hooks.detectron2.toy import toy_config  # noqa: E402
+from prune_hooks.toy import make_toy_coco  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_NET = ROOT / "tools" / "train_net.py"
+
+
+def train_net(*args, check=True):
+    proc = subprocess.run([sys.executable, str(TRAIN_NET), *map(str, args)], capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def read_objects(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {int(r["ann_id"]): r for r in rows}
+
+
+def make_config(tmp_path, **prune):
+    files = make_toy_coco(tmp_path / "toy", {"train": 8, "val": 4})
+    cfg = toy_config(files, tmp_path / "toy", tmp_path / "out")
+    cfg.SOLVER.IMS_PER_BATCH = 2  # one epoch = 4 iterations
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 12, (8,), 2
+    cfg.SOLVER.CHECKPOINT_PERIOD = 4
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.PRUNE.ENABLED = True
+    cfg.PRUNE.DUMP_DETECTIONS = True
+    for k, v in prune.items():
+        setattr(cfg.PRUNE, k, v)
+    path = tmp_path / "proxy.yaml"
+    path.write_text(cfg.dump())
+    return path, files, cfg
+
+
+def assert_matches_cli(run, files, passes, tmp_path, tol):
+    ref = tmp_path / "ref"
+    assert cli(["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]) == 0
+    got, want = read_objects(run / "objects.csv"), read_objects(ref / "objects.csv")
+    assert sorted(got) == sorted(want)
+    gt = json.loads(Path(files["train"]).read_text())
+    assert sorted(got) == sorted(a["id"] for a in gt["annotations"] if not a["iscrowd"])  # keyed by COCO ann id
+    for aid in got:
+        assert int(got[aid]["passes"]) == len(passes)
+        for col in ("iou_mean", "iou_std", "conf_mean", "conf_std"):
+            assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
+
+
+def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
+    config, files, cfg = make_config(tmp_path)
+    train_net("--config-file", config)
+    run = tmp_path / "out" / "prune"
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert len(passes) == 3  # 12 iterations, one pass per 4-iteration epoch
+    assert_matches_cli(run, files, passes, tmp_path, 1e-5)
+    stds = np.array([float(r["iou_std"]) for r in read_objects(run / "objects.csv").values()])
+    assert np.isfinite(stds).all() and stds.max() > 0  # the proxy really moved between passes
+
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["n_images"] == 4 and subset["n_total"] == 8 and subset["method"] == "vps_iou"
+    pruned = json.loads((run / "instances_train_pruned.json").read_text())
+    assert sorted(i["id"] for i in pruned["images"]) == sorted(subset["image_ids"])
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["framework"] == "detectron2" and meta["passes"] == 3
+
+    text = (run / "retrain.yaml").read_text()
+    from detectron2.config import get_cfg
+    from prune_hooks.detectron2 import add_prune_config
+
+    re = add_prune_config(get_cfg())
+    re.merge_from_file(str(run / "retrain.yaml"))
+    assert re.SOLVER.MAX_ITER == 6 and tuple(re.SOLVER.STEPS) == (4,) and re.SOLVER.WARMUP_ITERS == 1
+    assert re.SOLVER.CHECKPOINT_PERIOD == 2 and not re.PRUNE.ENABLED
+    assert re.DATASETS.TRAIN == ("toy_train_instances_train_pruned",)
+    assert "schedule scaled by 0.5" in text
+    train_net("--config-file", run / "retrain.yaml")
+    retrain_out = Path(re.OUTPUT_DIR)
+    assert (retrain_out / "model_final.pth").exists()
+    assert (retrain_out / "inference" / "coco_instances_results.json").exists()
+
+
+def test_resume_continues_statistics(tmp_path):
+    config, files, cfg = make_config(tmp_path)
+    # First process: stops after pass 2 (iteration 8), where the checkpoint holds both passes.
+    train_net("--config-file", config, "SOLVER.MAX_ITER", 8)
+    run = tmp_path / "out" / "prune"
+    first = sorted((run / "passes").glob("pass_*.json"))
+    assert [p.name for p in first] == ["pass_001.json", "pass_002.json"]
+    saved = {p.name: p.read_bytes() for p in first}
+    train_net("--config-file", config, "--resume", "SOLVER.MAX_ITER", 16)
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert [p.name for p in passes] == [f"pass_{k:03d}.json" for k in range(1, 5)]
+    assert {p.name: p.read_bytes() for p in passes[:2]} == saved  # resumed run did not redo passes 1-2
+    assert json.loads((run / "meta.json").read_text())["passes"] == 4
+    assert_matches_cli(run, files, passes, tmp_path, 1e-6)
+
+
+@pytest.mark.parametrize(
+    "opts,msg",
+    [
+        (["PRUNE.METHODS", "['vps_size']"], "PRUNE.METHODS: unknown or unsupported method 'vps_size'"),
+        (["PRUNE.KEEP_RATIO", "1.5"], r"PRUNE.KEEP_RATIO must be in \(0, 1\], got 1.5"),
+        (["DATASETS.TRAIN", "('coco_2017_val_panoptic',)"], "is not COCO-registered"),
+    ],
+)
+def test_bad_config_fails_at_start(tmp_path, opts, msg):
+    config, _, _ = make_config(tmp_path)
+    proc = train_net("--config-file", config, *opts, check=False)
+    assert proc.returncode != 0
+    import re as _re
+
+    assert _re.search(r"\[prune_hooks\] " + msg, proc.stderr), proc.stderr[-2000:]
