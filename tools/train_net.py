@@ -17,7 +17,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
 
-from prune_hooks.detectron2 import add_prune_config, insert_prune_hooks, register_coco_datasets
+from prune_hooks.detectron2 import add_prune_config, check_prune_config, insert_prune_hooks, register_coco_datasets
 
 
 def fast_coco_eval_available() -> bool:
@@ -42,6 +42,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     register_coco_datasets(cfg)
+    if cfg.PRUNE.ENABLED:
+        check_prune_config(cfg)  # fail before any data is loaded
     default_setup(cfg, args)
     return cfg
 

@@ -3,6 +3,10 @@
 # Data root: the environment variable PRUNE_TOY_ROOT, or --cfg-options on the train script.
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
+# mmdet.models imports detectron2 when it is installed; detectron2 0.6 then needs the aliases that
+# prune_hooks.compat restores (Pillow >= 10, numpy >= 1.24). Harmless without detectron2.
+custom_imports = dict(imports=['prune_hooks.compat'], allow_failed_imports=False)
+
 data_root = '{{$PRUNE_TOY_ROOT:data/toy/}}'
 metainfo = dict(classes=('square', 'disc', 'triangle'))
 img_scale = (128, 128)

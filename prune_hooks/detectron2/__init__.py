@@ -10,9 +10,7 @@
 """
 from __future__ import annotations
 
-from .compat import apply as _apply_compat
-
-_apply_compat()
+from .. import compat  # noqa: F401  (detectron2 v0.6 aliases, before detectron2.data)
 
 try:
     import detectron2  # noqa: F401
@@ -23,12 +21,13 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from .config import add_prune_config, register_coco_datasets  # noqa: E402
-from .hooks import PruneHook, build_prune_hooks, insert_prune_hooks, write_retrain_config  # noqa: E402
+from .hooks import PruneHook, build_prune_hooks, check_prune_config, insert_prune_hooks, write_retrain_config  # noqa: E402
 
 __all__ = [
     "PruneHook",
     "add_prune_config",
     "build_prune_hooks",
+    "check_prune_config",
     "insert_prune_hooks",
     "register_coco_datasets",
     "write_retrain_config",

@@ -30,7 +30,7 @@ from ..core.capture import VPSCapture
 from ..core.io import atomic_write_text, write_json
 from ..core.rundir import pruned_name
 
-__all__ = ["PruneHook", "build_prune_hooks", "insert_prune_hooks", "write_retrain_config"]
+__all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
 
 logger = logging.getLogger("detectron2.prune_hooks")
 
@@ -50,32 +50,9 @@ class PruneHook(HookBase):
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        self.dataset, self.index = check_prune_config(cfg)
         p = cfg.PRUNE
-        for m in p.METHODS:
-            if m not in METHODS:
-                raise _fail(f"PRUNE.METHODS: unknown or unsupported method {m!r}; this version supports {list(METHODS)}")
-        if not p.METHODS:
-            raise _fail("PRUNE.METHODS is empty")
-        if p.AGGREGATION not in AGGREGATIONS:
-            raise _fail(f"PRUNE.AGGREGATION must be one of {list(AGGREGATIONS)}, got {p.AGGREGATION!r}")
-        if not (0 < float(p.KEEP_RATIO) <= 1):
-            raise _fail(f"PRUNE.KEEP_RATIO must be in (0, 1], got {p.KEEP_RATIO}")
-        if int(p.PERIOD) < 0:
-            raise _fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
-        if len(cfg.DATASETS.TRAIN) != 1:
-            raise _fail(f"DATASETS.TRAIN must name one COCO dataset to prune, got {list(cfg.DATASETS.TRAIN)}")
-        self.dataset = cfg.DATASETS.TRAIN[0]
         meta = MetadataCatalog.get(self.dataset)
-        json_file = getattr(meta, "json_file", None)
-        if not json_file:
-            raise _fail(
-                f"dataset {self.dataset!r} is not COCO-registered (its metadata has no json_file, so there is "
-                "no annotation file to prune): register it with register_coco_instances or PRUNE.COCO_DATASETS"
-            )
-        try:
-            self.index = load_coco(json_file)
-        except PruneHooksError as e:
-            raise _fail(str(e)) from None
         self.image_root = getattr(meta, "image_root", "")
         # Predictions come in contiguous ids; the index speaks COCO category ids.
         to_coco = getattr(meta, "thing_dataset_id_to_contiguous_id", None) or {int(c): i for i, c in enumerate(self.index.category_ids)}
@@ -162,6 +139,38 @@ class PruneHook(HookBase):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.capture.load_state_dict(state["vps"])
         logger.info("resumed prune state: %d scoring passes", self.capture.acc.passes)
+
+
+def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
+    """Validate ``cfg.PRUNE`` and the training set; returns (dataset name, its CocoIndex).
+
+    Call it before the trainer loads data (``tools/train_net.py`` does) so a bad config fails at once.
+    """
+    p = cfg.PRUNE
+    if not p.METHODS:
+        raise _fail("PRUNE.METHODS is empty")
+    for m in p.METHODS:
+        if m not in METHODS:
+            raise _fail(f"PRUNE.METHODS: unknown or unsupported method {m!r}; this version supports {list(METHODS)}")
+    if p.AGGREGATION not in AGGREGATIONS:
+        raise _fail(f"PRUNE.AGGREGATION must be one of {list(AGGREGATIONS)}, got {p.AGGREGATION!r}")
+    if not (0 < float(p.KEEP_RATIO) <= 1):
+        raise _fail(f"PRUNE.KEEP_RATIO must be in (0, 1], got {p.KEEP_RATIO}")
+    if int(p.PERIOD) < 0:
+        raise _fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise _fail(f"DATASETS.TRAIN must name one COCO dataset to prune, got {list(cfg.DATASETS.TRAIN)}")
+    dataset = cfg.DATASETS.TRAIN[0]
+    json_file = getattr(MetadataCatalog.get(dataset), "json_file", None)
+    if not json_file:
+        raise _fail(
+            f"DATASETS.TRAIN {dataset!r} is not COCO-registered (its metadata has no json_file, so there is "
+            "no annotation file to prune): register it with register_coco_instances or PRUNE.COCO_DATASETS"
+        )
+    try:
+        return dataset, load_coco(json_file)
+    except PruneHooksError as e:
+        raise _fail(str(e)) from None
 
 
 def _set_score_thresh(model: torch.nn.Module, thresh: float):

@@ -37,7 +37,7 @@ def make_config(tmp_path, **prune):
     files = make_toy_coco(tmp_path / "toy", {"train": 8, "val": 4})
     cfg = toy_config(files, tmp_path / "toy", tmp_path / "out")
     cfg.SOLVER.IMS_PER_BATCH = 2  # one epoch = 4 iterations
-    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 12, (8,), 2
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 12, (6,), 2
     cfg.SOLVER.CHECKPOINT_PERIOD = 4
     cfg.TEST.EVAL_PERIOD = 0
     cfg.PRUNE.ENABLED = True
@@ -85,7 +85,7 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
-    assert re.SOLVER.MAX_ITER == 6 and tuple(re.SOLVER.STEPS) == (4,) and re.SOLVER.WARMUP_ITERS == 1
+    assert re.SOLVER.MAX_ITER == 6 and tuple(re.SOLVER.STEPS) == (3,) and re.SOLVER.WARMUP_ITERS == 1
     assert re.SOLVER.CHECKPOINT_PERIOD == 2 and not re.PRUNE.ENABLED
     assert re.DATASETS.TRAIN == ("toy_train_instances_train_pruned",)
     assert "schedule scaled by 0.5" in text
@@ -116,7 +116,7 @@ def test_resume_continues_statistics(tmp_path):
     [
         (["PRUNE.METHODS", "['vps_size']"], "PRUNE.METHODS: unknown or unsupported method 'vps_size'"),
         (["PRUNE.KEEP_RATIO", "1.5"], r"PRUNE.KEEP_RATIO must be in \(0, 1\], got 1.5"),
-        (["DATASETS.TRAIN", "('coco_2017_val_panoptic',)"], "is not COCO-registered"),
+        (["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"], "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered"),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, opts, msg):

@@ -10,7 +10,10 @@ that newer libraries removed:
   argument, so importing ``detectron2.data`` fails without it. It was an alias of ``BILINEAR``.
 
 Each alias is added only when it is missing, and only when detectron2 0.6 is the installed version
-(newer official sources no longer use them), before anything imports ``detectron2.data``.
+(newer official sources no longer use them), before anything imports ``detectron2.data``. Importing
+this module applies them. MMDetection needs it too when detectron2 0.6 is installed beside it:
+``mmdet.models`` imports detectron2 (its ``d2_wrapper``) whenever detectron2 is importable, so an mmdet
+config in such an environment lists ``prune_hooks.compat`` in ``custom_imports``.
 """
 from __future__ import annotations
 
@@ -42,3 +45,6 @@ def apply() -> list[str]:
         Image.LINEAR = Image.BILINEAR  # type: ignore[attr-defined]
         _applied.append("PIL.Image.LINEAR")
     return _applied
+
+
+apply()
