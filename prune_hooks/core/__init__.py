@@ -3,6 +3,7 @@
 Imports numpy, torch, torchvision and the standard library only; the framework adapters turn their
 objects into plain tensors and call these functions.
 """
+from .capture import VPSCapture
 from .coco import CocoIndex, Detections, load_coco, load_detections, write_pruned_coco
 from .errors import PruneHooksError
 from .matching import cipa_match
@@ -18,6 +19,7 @@ __all__ = [
     "Detections",
     "PruneHooksError",
     "VPSAccumulator",
+    "VPSCapture",
     "Welford",
     "aggregate",
     "cipa_match",
