@@ -28,7 +28,6 @@ from ..core import (
 )
 from ..core.capture import VPSCapture
 from ..core.io import atomic_write_text, write_json
-from ..core.rundir import pruned_name
 
 __all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
 

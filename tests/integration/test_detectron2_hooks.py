@@ -1,7 +1,6 @@
 """The detectron2 hooks through tools/train_net.py, on a real tiny Faster R-CNN on CPU."""
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
