@@ -42,11 +42,11 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
         acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf))
         acc.end_pass()
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
-    run = write_vps_run(
+    write_vps_run(
         args.out, index, acc, framework="coco-results",
         extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
     )
-    print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {run}")
+    print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {args.out}")
 
 
 def cmd_select(args: argparse.Namespace) -> None:

@@ -42,8 +42,12 @@ def write_vps_run(
     acc: VPSAccumulator,
     framework: str,
     extra_meta: dict[str, Any] | None = None,
-) -> Path:
-    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order)."""
+) -> dict[str, np.ndarray]:
+    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order).
+
+    Returns:
+        the image-score columns written to images.csv, ndarray[I] each (NaN: no objects).
+    """
     run = Path(run)
     if acc.num_objects != index.num_objects:
         raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
@@ -85,7 +89,7 @@ def write_vps_run(
     }
     meta.update(extra_meta or {})
     write_json(run / "meta.json", meta)
-    return run
+    return scores
 
 
 def read_meta(run: str | os.PathLike) -> dict[str, Any]:

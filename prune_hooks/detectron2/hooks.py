@@ -22,7 +22,6 @@ from ..core import (
     rank_images,
     scale_schedule,
     subset_record,
-    vps_image_scores,
     write_subset,
     write_vps_run,
 )
@@ -116,12 +115,13 @@ class PruneHook(HookBase):
 
     def write_outputs(self) -> dict[str, Any]:
         p = self.cfg.PRUNE
-        run = write_vps_run(
-            self.out_dir, self.index, self.capture.acc, framework="detectron2",
+        run = self.out_dir
+        image_scores = write_vps_run(
+            run, self.index, self.capture.acc, framework="detectron2",
             extra_meta={"dataset": self.dataset, "period": self.period, "iterations": self.trainer.iter},
         )
         method, agg = p.METHODS[0], p.AGGREGATION
-        scores = vps_image_scores(self.index, self.capture.acc.vps())[f"{method}_{agg}"]
+        scores = image_scores[f"{method}_{agg}"]
         n_keep, ratio = keep_count(self.index.num_images, keep=float(p.KEEP_RATIO))
         ranked = rank_images(self.index.image_ids, scores)
         subset = subset_record(method, agg, ratio, self.index.num_images, None, ranked[:n_keep])
