@@ -38,8 +38,8 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
     acc = VPSAccumulator(index.num_objects)
     everything = torch.arange(index.num_objects)
     for t, path in enumerate(args.detections, 1):
-        iou, conf = cipa_pass(index, load_detections(path, index))
-        acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf))
+        iou, conf, learned = cipa_pass(index, load_detections(path, index))
+        acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf), torch.from_numpy(learned))
         acc.end_pass()
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
     write_vps_run(

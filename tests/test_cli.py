@@ -37,7 +37,10 @@ def run(tmp_path, coco_file):
 
 def test_score_vps_hand_computed(run):
     objs = {int(r["ann_id"]): r for r in rows(run / "objects.csv")}
-    assert list(rows(run / "objects.csv")[0]) == ["ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std"]
+    assert list(rows(run / "objects.csv")[0]) == [
+        "ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std",
+        "learned_passes", "forget_events", "learned_last", "entropy",
+    ]
     assert sorted(objs) == [10, 11, 13]  # crowd annotation 12 is not an object
     # object 10: IoU 1 then 0.5 (same class); conf 0.8 then 0.4
     # object 11: IoU 0.5 then 0 (no dog predicted in pass 2: falls back to the cat box); conf 0.6 then 0.4
@@ -47,9 +50,15 @@ def test_score_vps_hand_computed(run):
         assert float(objs[aid]["iou_std"]) == pytest.approx(iou_std, abs=1e-6)
         assert float(objs[aid]["conf_std"]) == pytest.approx(conf_std, abs=1e-6)
         assert objs[aid]["passes"] == "2"
+    # learned = same class at IoU >= 0.5: 10 both passes; 11 pass 1 only (one forgetting event); 13 never
+    assert [(objs[a]["learned_passes"], objs[a]["forget_events"], objs[a]["learned_last"]) for a in (10, 11, 13)] == [
+        ("2", "0", "1"), ("1", "1", "0"), ("0", "0", "0"),
+    ]
+    assert objs[10]["entropy"] == ""  # no soft labels from detections alone
     imgs = {int(r["image_id"]): r for r in rows(run / "images.csv")}
     assert float(imgs[1]["vps_iou_sum"]) == pytest.approx(0.5) and float(imgs[1]["vps_conf_mean"]) == pytest.approx(0.15)
     assert float(imgs[3]["vps_conf_max"]) == pytest.approx(0.45)
+    assert imgs[3]["forgetting_max"] == "inf" and imgs[1]["forgetting_sum"] == "1"
     assert imgs[2]["n_objects"] == "0" and imgs[2]["vps_iou_max"] == ""
     meta = json.loads((run / "meta.json").read_text())
     assert meta["passes"] == 2 and meta["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]

@@ -13,8 +13,10 @@ import torch
 
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .matching import cipa_match
+from .matching import cipa_match, learned
+from .prototypes import PrototypeCollector
 from .scores import VPSAccumulator
+from .softlabels import SoftLabels
 
 __all__ = ["VPSCapture"]
 
@@ -39,9 +41,56 @@ class VPSCapture:
         self._seen: set[int] = set()
         self.record = record
         self.results: list[dict[str, Any]] = []
+        # soft labels: columns = index.category_ids then background; made when a model reports classes
+        self.soft: SoftLabels | None = None
+        self._columns: torch.Tensor | None = None
+        self.prototypes: PrototypeCollector | None = None
+
+    def set_model_classes(self, coco_ids: list[int]) -> None:
+        """The COCO category id of each of the model's foreground outputs, in the model's order.
+
+        Enables soft labels: :meth:`add_image` then accepts ``probs`` in the model's order (foreground
+        classes, then background) and stores them in the index's order. Categories the model does
+        not predict get probability 0.
+        """
+        k = len(coco_ids)
+        where = {int(c): j for j, c in enumerate(coco_ids)}
+        cols = [where.get(int(c), k + 1) for c in self.index.category_ids] + [k]  # k + 1: a zero column
+        self._columns = torch.as_tensor(cols, device=self.device)
+        if self.soft is None:
+            self.soft = SoftLabels(self.index.num_objects, len(cols), device=self.device)
+
+    def collect_prototypes(self) -> None:
+        """Also keep per-image per-class mean features in :meth:`add_image` (until :meth:`take_prototypes`)."""
+        self.prototypes = PrototypeCollector(self.index)
+
+    def take_prototypes(self, all_gather: Callable[[Any], list[Any]] | None = None) -> dict[str, Any]:
+        if self.prototypes is None:
+            raise PruneHooksError("no prototypes collected: call collect_prototypes() before the pass")
+        arrays = self.prototypes.arrays(all_gather)
+        self.prototypes = None
+        return arrays
+
+    def object_slice(self, image_id: int) -> tuple[int, int]:
+        """Rows ``a:b`` of the image's objects (non-crowd GT boxes, file order) in the index."""
+        pos = self._pos.get(int(image_id))
+        if pos is None:
+            raise PruneHooksError(f"image id {image_id} of the scoring pass is not in {self.index.path}")
+        return int(self.index.offsets[pos]), int(self.index.offsets[pos + 1])
+
+    def gt_boxes(self, image_id: int) -> torch.Tensor:
+        """The image's object boxes, Tensor[n, 4] xyxy in original image coordinates, on the device."""
+        a, b = self.object_slice(image_id)
+        return self._gt_boxes[a:b]
 
     def add_image(
-        self, image_id: int, boxes: torch.Tensor, scores: torch.Tensor, category_ids: torch.Tensor
+        self,
+        image_id: int,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        category_ids: torch.Tensor,
+        probs: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> None:
         """Record one image's predictions of the current pass.
 
@@ -50,6 +99,9 @@ class VPSCapture:
             boxes: Tensor[M, 4] xyxy in original image coordinates.
             scores: Tensor[M].
             category_ids: Tensor[M], COCO category ids.
+            probs: Tensor[n, K + 1], the box predictor's class distribution on each of the image's
+                objects (rows as :meth:`gt_boxes`), the model's class order then background.
+            features: Tensor[n, D], the RoI feature of each object's GT box (for prototypes).
         """
         pos = self._pos.get(int(image_id))
         if pos is None:
@@ -65,16 +117,26 @@ class VPSCapture:
                 for b, s, c in zip(xywh.tolist(), scores.tolist(), category_ids.tolist())
             )
         a, b = int(self.index.offsets[pos]), int(self.index.offsets[pos + 1])
+        if features is not None and self.prototypes is not None:
+            self.prototypes.add(image_id, features)
         if a == b:
             return
-        iou, conf, _ = cipa_match(
+        pred_labels = category_ids.to(self.device)
+        iou, conf, index = cipa_match(
             self._gt_boxes[a:b],
             self._gt_labels[a:b],
             boxes.to(self.device, torch.float32),
             scores.to(self.device, torch.float32),
-            category_ids.to(self.device),
+            pred_labels,
         )
-        self._pending.append((torch.arange(a, b, device=self.device), iou, conf))
+        ok = learned(self._gt_labels[a:b], pred_labels, index, iou)
+        if probs is not None and self._columns is not None:
+            probs = probs.to(self.device, torch.float32)
+            padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
+            soft = padded[:, self._columns]
+        else:
+            soft = torch.zeros(b - a, 0, device=self.device)
+        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft))
 
     def end_pass(self, all_gather: Callable[[Any], list[Any]] | None = None) -> list[dict[str, Any]]:
         """Close the pass: one vectorized accumulator update with every image of the pass.
@@ -90,17 +152,21 @@ class VPSCapture:
         if self._pending:
             local = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
         else:
-            local = (torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
+            k = self.soft.num_columns if self.soft is not None else 0
+            local = (torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.bool), torch.zeros(0, k))
         self._pending.clear()
         parts = all_gather((local, self.results)) if all_gather is not None else [(local, self.results)]
-        idx, iou, conf = (torch.cat([p[0][k] for p in parts]) for k in range(3))
+        idx, iou, conf, ok, soft = (torch.cat([p[0][k] for p in parts]) for k in range(5))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.
             order = torch.argsort(idx, stable=True)
             keep = torch.ones_like(order, dtype=torch.bool)
             keep[1:] = idx[order][1:] != idx[order][:-1]
-            first = order[keep]
-            self.acc.update(idx[first].to(self.device), iou[first].to(self.device), conf[first].to(self.device))
+            first = order[keep].to(self.device)
+            idx, iou, conf, ok, soft = (t.to(self.device)[first] for t in (idx, iou, conf, ok, soft))
+            self.acc.update(idx, iou, conf, ok)
+            if self.soft is not None and soft.shape[1] == self.soft.num_columns:
+                self.soft.update(idx, soft)
         self.acc.end_pass()
         self._seen.clear()
         results, seen_images = [], set()
@@ -116,7 +182,15 @@ class VPSCapture:
         return len(self._seen)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.acc.state_dict()
+        state = {"vps": self.acc.state_dict()}
+        if self.soft is not None:
+            state["soft_labels"] = self.soft.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.acc.load_state_dict(state)
+        self.acc.load_state_dict(state["vps"])
+        if "soft_labels" in state:
+            if self.soft is None:
+                s = state["soft_labels"]["sum"]
+                self.soft = SoftLabels(self.index.num_objects, int(s.shape[1]), device=self.device)
+            self.soft.load_state_dict(state["soft_labels"])

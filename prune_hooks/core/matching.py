@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["cipa_match"]
+__all__ = ["LEARNED_IOU", "cipa_match", "learned"]
+
+# An object counts as learned at a pass when CIPA matched it to a same-class prediction with IoU >= 0.5.
+LEARNED_IOU = 0.5
 
 
 def cipa_match(
@@ -50,3 +53,15 @@ def cipa_match(
     index = tie.to(torch.uint8).argmax(dim=1)
     rows = torch.arange(n, device=iou.device)
     return iou[rows, index], pred_scores.to(dtype)[index], index
+
+
+def learned(gt_labels: torch.Tensor, pred_labels: torch.Tensor, index: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """Tensor[N] bool: CIPA matched a prediction of the object's class with IoU >= ``LEARNED_IOU``.
+
+    Args:
+        gt_labels: Tensor[N]; pred_labels: Tensor[M]; index, iou: the outputs of :func:`cipa_match`.
+    """
+    if pred_labels.numel() == 0:
+        return torch.zeros_like(gt_labels, dtype=torch.bool)
+    same = pred_labels[index.clamp(min=0)].to(gt_labels.device) == gt_labels
+    return same & (index >= 0) & (iou >= LEARNED_IOU)

@@ -1,8 +1,12 @@
 """The run directory: the files every producer (CLI, hooks) writes and every consumer reads.
 
     RUN/meta.json      framework, annotation file + sha256, categories, passes, version, time
-    RUN/objects.csv    ann_id,image_id,category_id,passes,iou_mean,iou_std,conf_mean,conf_std
-    RUN/images.csv     image_id,n_objects,vps_iou_max,vps_iou_mean,vps_iou_sum,vps_conf_max,...
+    RUN/objects.csv    ann_id,image_id,category_id,passes,iou_mean,iou_std,conf_mean,conf_std,
+                       learned_passes,forget_events,learned_last,entropy
+    RUN/images.csv     image_id,n_objects,vps_iou_max,...,vps_conf_sum,forgetting_max,...,entropy_sum
+    RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
+    RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
+    RUN/prototypes.npz image_id[P], category_id[P], feature[P, D] (see core.prototypes)
     DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
     DIR/<stem>_pruned.json   the annotation file restricted to the subset
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,9 @@ import numpy as np
 from .. import __version__
 from .coco import CocoIndex, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
-from .io import read_json, write_csv, write_json
-from .scores import VPSAccumulator, vps_image_scores
+from .io import atomic_write_bytes, read_json, write_csv, write_json
+from .scores import AGGREGATIONS, VPSAccumulator, aggregate, forgetting_scores, vps_image_scores
+from .softlabels import SUSPECT_COLUMNS, SoftLabels, entropy, suspects
 
 __all__ = [
     "OBJECT_COLUMNS",
@@ -32,8 +38,13 @@ __all__ = [
     "pruned_name",
 ]
 
-OBJECT_COLUMNS = ("ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std")
-IMAGE_SCORE_COLUMNS = tuple(f"vps_{k}_{a}" for k in ("iou", "conf") for a in ("max", "mean", "sum"))
+OBJECT_COLUMNS = (
+    "ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std",
+    "learned_passes", "forget_events", "learned_last", "entropy",
+)
+# image score columns: {score}_{aggregation}; select's --method names the score
+SCORES = ("vps_iou", "vps_conf", "forgetting", "entropy")
+IMAGE_SCORE_COLUMNS = tuple(f"{k}_{a}" for k in SCORES for a in AGGREGATIONS)
 
 
 def write_vps_run(
@@ -42,8 +53,10 @@ def write_vps_run(
     acc: VPSAccumulator,
     framework: str,
     extra_meta: dict[str, Any] | None = None,
+    soft: SoftLabels | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order).
+    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order), and with
+    ``soft`` also soft_labels.npz and suspects.csv.
 
     Returns:
         the image-score columns written to images.csv, ndarray[I] each (NaN: no objects).
@@ -52,6 +65,8 @@ def write_vps_run(
     if acc.num_objects != index.num_objects:
         raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
     vps = acc.vps()
+    soft_mean = soft.means() if soft is not None else None
+    ent = entropy(soft_mean) if soft_mean is not None else np.full(index.num_objects, np.nan)
     write_csv(
         run / "objects.csv",
         OBJECT_COLUMNS,
@@ -64,9 +79,28 @@ def write_vps_run(
             vps["iou_std"].tolist(),
             vps["conf_mean"].tolist(),
             vps["conf_std"].tolist(),
+            vps["learned_passes"].tolist(),
+            vps["forget_events"].tolist(),
+            vps["learned_last"].tolist(),
+            ent.tolist(),
         ),
     )
     scores = vps_image_scores(index, vps)
+    forget = forgetting_scores(vps)
+    for how in AGGREGATIONS:
+        scores[f"forgetting_{how}"] = aggregate(forget, index.offsets, how)
+        scores[f"entropy_{how}"] = aggregate(ent, index.offsets, how)
+    if soft_mean is not None:
+        columns = np.concatenate([index.category_ids, [-1]]).astype(np.int64)
+        buf = io.BytesIO()
+        np.savez(buf, ann_id=index.ann_ids, columns=columns, probs=soft_mean.astype(np.float32))
+        atomic_write_bytes(run / "soft_labels.npz", buf.getvalue())
+        rows, cats, probs = suspects(soft_mean, index.obj_category_ids, index.category_ids)
+        write_csv(
+            run / "suspects.csv",
+            SUSPECT_COLUMNS,
+            zip(index.ann_ids[rows].tolist(), index.obj_image_ids[rows].tolist(), index.obj_category_ids[rows].tolist(), cats.tolist(), probs.tolist()),
+        )
     write_csv(
         run / "images.csv",
         ("image_id", "n_objects", *IMAGE_SCORE_COLUMNS),
@@ -84,6 +118,7 @@ def write_vps_run(
         "num_images": index.num_images,
         "num_objects": index.num_objects,
         "passes": acc.passes,
+        "soft_labels": soft is not None,
         "prune_hooks_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

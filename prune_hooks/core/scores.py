@@ -8,44 +8,59 @@ import torch
 
 from .coco import CocoIndex, Detections
 from .errors import PruneHooksError
-from .matching import cipa_match
+from .matching import cipa_match, learned
 from .welford import Welford
 
-__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "rank_images", "vps_image_scores"]
+__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "forgetting_scores", "rank_images", "vps_image_scores"]
 
 AGGREGATIONS = ("max", "mean", "sum")
 
 
 class VPSAccumulator:
-    """Running IoU / confidence statistics of N objects over scoring passes.
+    """Running IoU / confidence statistics of N objects over scoring passes, and forgetting counters.
 
     One Welford state of shape (N, 2) (column 0: IoU, column 1: confidence) plus the number of
-    completed passes, so a resumed run knows what it already holds. 8 + 2 * 2 * 4 = 24 bytes per object.
+    completed passes, so a resumed run knows what it already holds; per object also the passes in
+    which it was learned (:func:`~prune_hooks.core.matching.learned`), its forgetting events
+    (learned at a pass, not learned at the next pass that saw it) and whether it was learned at the
+    last pass that saw it. 8 + 2 * 2 * 4 + 4 + 4 + 1 = 33 bytes per object.
     """
 
     def __init__(self, num_objects: int, device: torch.device | str | None = None) -> None:
         self.stats = Welford(num_objects, shape=(2,), device=device)
+        self.learned_passes = torch.zeros(num_objects, dtype=torch.int32, device=device)
+        self.forget_events = torch.zeros(num_objects, dtype=torch.int32, device=device)
+        self.learned_last = torch.zeros(num_objects, dtype=torch.bool, device=device)
         self.passes = 0
 
     @property
     def num_objects(self) -> int:
         return self.stats.num
 
-    def update(self, indices: torch.Tensor, iou: torch.Tensor, conf: torch.Tensor) -> None:
-        """Record one pass's CIPA IoU/confidence for ``indices`` (Tensor[K] each)."""
+    def update(self, indices: torch.Tensor, iou: torch.Tensor, conf: torch.Tensor, learned: torch.Tensor) -> None:
+        """Record one pass's CIPA IoU/confidence and learned flag for ``indices`` (Tensor[K] each)."""
         self.stats.update(indices, torch.stack([torch.as_tensor(iou), torch.as_tensor(conf)], dim=1))
+        idx = torch.as_tensor(indices, device=self.stats.device).long()
+        now = torch.as_tensor(learned, device=idx.device).bool()
+        self.forget_events[idx] += (self.learned_last[idx] & ~now).int()
+        self.learned_passes[idx] += now.int()
+        self.learned_last[idx] = now
 
     def end_pass(self) -> None:
         self.passes += 1
 
     def merge(self, other: VPSAccumulator) -> None:
-        """Combine with another rank's accumulator that scored other images over the same passes."""
+        """Combine with another rank's accumulator that scored other objects over the same passes."""
         if other.passes != self.passes:
             raise PruneHooksError(f"[VPSAccumulator] cannot merge {other.passes} passes into {self.passes}")
         self.stats.merge(other.stats)
+        self.learned_passes += other.learned_passes.to(self.learned_passes.device)
+        self.forget_events += other.forget_events.to(self.forget_events.device)
+        self.learned_last |= other.learned_last.to(self.learned_last.device)
 
     def vps(self) -> dict[str, np.ndarray]:
-        """ndarray[N] float64 each: ``iou_mean, iou_std, conf_mean, conf_std`` and ``passes`` (int)."""
+        """ndarray[N] each: ``passes``, ``iou_mean, iou_std, conf_mean, conf_std`` (float64),
+        ``learned_passes``, ``forget_events``, ``learned_last`` (int)."""
         mean = self.stats.means().double().cpu().numpy()
         std = self.stats.std().double().cpu().numpy()
         return {
@@ -54,24 +69,47 @@ class VPSAccumulator:
             "iou_std": std[:, 0],
             "conf_mean": mean[:, 1],
             "conf_std": std[:, 1],
+            "learned_passes": self.learned_passes.cpu().numpy().astype(np.int64),
+            "forget_events": self.forget_events.cpu().numpy().astype(np.int64),
+            "learned_last": self.learned_last.cpu().numpy().astype(np.int64),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"passes": self.passes, "stats": self.stats.state_dict()}
+        return {
+            "passes": self.passes,
+            "stats": self.stats.state_dict(),
+            "learned_passes": self.learned_passes.cpu(),
+            "forget_events": self.forget_events.cpu(),
+            "learned_last": self.learned_last.cpu(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats.load_state_dict(state["stats"])
+        for name in ("learned_passes", "forget_events", "learned_last"):
+            value = torch.as_tensor(state[name])
+            if value.shape != (self.num_objects,):
+                raise PruneHooksError(f"[VPSAccumulator] state {name} has shape {tuple(value.shape)}, expected ({self.num_objects},)")
+            getattr(self, name).copy_(value)
         self.passes = int(state["passes"])
 
 
-def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+def forgetting_scores(vps: dict[str, np.ndarray]) -> np.ndarray:
+    """Object forgetting score: forgetting events; never-learned objects (seen, never learned) +inf."""
+    score = vps["forget_events"].astype(np.float64)
+    score[(vps["learned_passes"] == 0) & (vps["passes"] > 0)] = np.inf
+    score[vps["passes"] == 0] = np.nan
+    return score
+
+
+def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CIPA-match every object of ``index`` to the pass's detections.
 
     Returns:
-        (iou ndarray[N], conf ndarray[N]) in object order.
+        (iou ndarray[N], conf ndarray[N], learned ndarray[N] bool) in object order.
     """
     iou = np.zeros(index.num_objects, dtype=np.float64)
     conf = np.zeros(index.num_objects, dtype=np.float64)
+    ok = np.zeros(index.num_objects, dtype=bool)
     boxes_t = torch.from_numpy(index.obj_boxes)
     labels_t = torch.from_numpy(index.obj_category_ids)
     det_boxes = torch.from_numpy(dets.boxes)
@@ -82,10 +120,11 @@ def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarra
         if a == b:
             continue
         c, d = dets.offsets[i], dets.offsets[i + 1]
-        m_iou, m_conf, _ = cipa_match(boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d])
+        m_iou, m_conf, m_index = cipa_match(boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d])
         iou[a:b] = m_iou.numpy()
         conf[a:b] = m_conf.numpy()
-    return iou, conf
+        ok[a:b] = learned(labels_t[a:b], det_labels[c:d], m_index, m_iou).numpy()
+    return iou, conf, ok
 
 
 def aggregate(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:

@@ -24,10 +24,42 @@ def test_capture_equals_cli_path_and_counts_shared_images_once(coco_file):
     assert sorted({r["image_id"] for r in results}) == [1, 3] and len(results) == 3
 
     ref = Detections.from_results(results, idx)
-    iou, conf = cipa_pass(idx, ref)
+    iou, conf, learned = cipa_pass(idx, ref)
     vps = a.acc.vps()
     assert vps["iou_mean"].tolist() == pytest.approx(iou.tolist(), abs=1e-6)
     assert vps["conf_mean"].tolist() == pytest.approx(conf.tolist(), abs=1e-6)
+    assert vps["learned_passes"].tolist() == learned.astype(int).tolist()
+
+
+def test_soft_labels_reordered_to_file_categories_and_prototypes_per_class(coco_file):
+    idx = load_coco(coco_file)
+    cap = VPSCapture(idx)
+    # the model's outputs in another order than the file's ascending ids, background last
+    model_order = list(reversed(idx.category_ids.tolist()))
+    cap.set_model_classes(model_order)
+    cap.collect_prototypes()
+    for image_id in idx.image_ids.tolist():
+        a, b = cap.object_slice(image_id)
+        probs = torch.zeros(b - a, len(model_order) + 1)
+        probs[:, 0] = 0.75  # the model's first class = the file's last category
+        probs[:, -1] = 0.25
+        feats = torch.arange(b - a, dtype=torch.float32).view(-1, 1).repeat(1, 3) + 1
+        cap.add_image(image_id, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), probs=probs, features=feats)
+    cap.end_pass()
+    soft = cap.soft.means()
+    assert soft.shape == (idx.num_objects, len(idx.category_ids) + 1)
+    assert soft[:, len(idx.category_ids) - 1].tolist() == [0.75] * idx.num_objects
+    assert soft[:, -1].tolist() == [0.25] * idx.num_objects
+    protos = cap.take_prototypes()
+    for image_id in idx.image_ids.tolist():
+        a, b = cap.object_slice(image_id)
+        cats = idx.obj_category_ids[a:b]
+        for c in set(cats.tolist()):
+            row = [(i, r) for i, r in enumerate(zip(protos["image_id"], protos["category_id"])) if r == (image_id, c)]
+            assert len(row) == 1
+            expected = [k + 1.0 for k in range(b - a) if cats[k] == c]
+            assert protos["feature"][row[0][0]].tolist() == [sum(expected) / len(expected)] * 3
+    assert len(protos["image_id"]) == len({(i, c) for i, c in zip(idx.obj_image_ids, idx.obj_category_ids)})
 
 
 def test_capture_rejects_unknown_image(coco_file):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from prune_hooks.core import PruneHooksError, VPSAccumulator, aggregate, rank_images
+from prune_hooks.core.scores import forgetting_scores
 
 
 def test_aggregations_hand_computed():
@@ -28,7 +29,7 @@ def test_accumulator_vps_equals_population_std():
     ious = [[0.2, 0.9], [0.4, 0.9], [0.9, 0.9]]
     confs = [[0.5, 0.1], [0.7, 0.1], [0.6, 0.4]]
     for iou, conf in zip(ious, confs):
-        acc.update(torch.arange(2), torch.tensor(iou), torch.tensor(conf))
+        acc.update(torch.arange(2), torch.tensor(iou), torch.tensor(conf), torch.tensor(iou) >= 0.5)
         acc.end_pass()
     vps = acc.vps()
     assert acc.passes == 3 and vps["passes"].tolist() == [3, 3]
@@ -43,3 +44,25 @@ def test_accumulator_merge_requires_same_passes():
     a.end_pass()
     with pytest.raises(PruneHooksError, match="cannot merge 0 passes into 1"):
         a.merge(b)
+
+
+def test_forgetting_events_counted_per_transition_and_never_learned_rank_first():
+    # object 0: learned, lost, learned, lost -> 2 events; 1: never learned; 2: always learned;
+    # 3: missing from pass 2 (learned, -, not, not) -> 1 event; 4: never seen. Rows are passes.
+    learned = [[1, 0, 1, 1, 0], [0, 0, 1, None, 0], [1, 0, 1, 0, 0], [0, 0, 1, 0, 0]]
+    acc = VPSAccumulator(5)
+    for row in learned:
+        idx = torch.tensor([i for i, v in enumerate(row) if v is not None and i != 4])
+        flags = torch.tensor([bool(row[i]) for i in idx.tolist()])
+        acc.update(idx, torch.zeros(len(idx)), torch.zeros(len(idx)), flags)
+        acc.end_pass()
+    vps = acc.vps()
+    assert vps["forget_events"].tolist() == [2, 0, 0, 1, 0]
+    assert vps["learned_passes"].tolist() == [2, 0, 4, 1, 0]
+    assert vps["learned_last"].tolist() == [0, 0, 1, 0, 0]
+    score = forgetting_scores(vps)
+    assert score[:4].tolist() == [2.0, np.inf, 0.0, 1.0] and np.isnan(score[4])
+    # state round trip keeps the counters
+    other = VPSAccumulator(5)
+    other.load_state_dict(acc.state_dict())
+    assert other.vps()["forget_events"].tolist() == [2, 0, 0, 1, 0]

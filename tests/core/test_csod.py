@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from prune_hooks.core import PruneHooksError
+from prune_hooks.core.csod import csod_select
+
+
+def direct_eq4(image_id, category_id, feature, n, lam):
+    """SPEC.md's CSOD transcribed literally: cosines summed one by one, float64."""
+    f = np.asarray(feature, dtype=np.float64)
+    chosen: list[int] = []
+    classes = sorted(set(category_id.tolist()))
+
+    def cos(a, b):
+        return float(f[a] @ f[b] / (np.linalg.norm(f[a]) * np.linalg.norm(f[b])))
+
+    while len(chosen) < n:
+        progressed = False
+        for c in classes:
+            if len(chosen) >= n:
+                break
+            rows_c = [r for r in range(len(image_id)) if category_id[r] == c]
+            best = None
+            for r in rows_c:
+                if image_id[r] in chosen:
+                    continue
+                s = lam * sum(cos(r, q) for q in rows_c if image_id[q] not in chosen) - sum(
+                    cos(r, q) for q in rows_c if image_id[q] in chosen
+                )
+                key = (-s, image_id[r])
+                if best is None or key < best[0]:
+                    best = (key, int(image_id[r]))
+            if best is not None:
+                chosen.append(best[1])
+                progressed = True
+        if not progressed:
+            break
+    return chosen
+
+
+def random_instance(rng, n_images, n_classes, dim, nonneg=True):
+    ids, cats = [], []
+    image_ids = rng.choice(np.arange(1, 10 * n_images), size=n_images, replace=False)
+    for i in image_ids:
+        k = rng.integers(1, min(4, n_classes) + 1)
+        for c in rng.choice(n_classes, size=k, replace=False):
+            ids.append(i)
+            cats.append(c * 3 + 1)
+    feat = rng.normal(size=(len(ids), dim))
+    if nonneg:
+        feat = np.maximum(feat, 0) + 1e-3 * rng.random((len(ids), dim))  # post-ReLU like, no zero rows
+    return np.array(ids), np.array(cats), feat
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("lam", [1e-10, 0.0125, 1.0, 1e10])
+def test_fast_equals_direct_eq4(seed, lam):
+    rng = np.random.default_rng(seed)
+    n_images = int(rng.integers(5, 30))
+    ids, cats, feat = random_instance(rng, n_images, int(rng.integers(1, 5)), int(rng.integers(2, 9)), nonneg=seed % 3 != 2)
+    n = int(rng.integers(1, n_images + 1))
+    fast = csod_select(ids, cats, feat, n, lam, device="cpu")
+    assert fast.image_ids.tolist() == direct_eq4(ids, cats, feat, n, lam)
+    assert fast.stats["lazy"] == bool((feat >= 0).all())
+
+
+def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
+    rng = np.random.default_rng(7)
+    ids, cats, feat = random_instance(rng, 400, 6, 16)
+    lazy = csod_select(ids, cats, feat, 200, 0.05, device="cpu", lazy=True)
+    exact = csod_select(ids, cats, feat, 200, 0.05, device="cpu", lazy=False)
+    assert lazy.image_ids.tolist() == exact.image_ids.tolist()
+    assert lazy.rows_scored < exact.rows_scored
+
+
+def test_fill_beyond_images_with_prototypes_is_ascending_ids():
+    ids = np.array([5, 5, 9])
+    cats = np.array([1, 2, 1])
+    feat = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    res = csod_select(ids, cats, feat, 4, 1.0, all_image_ids=np.array([9, 3, 5, 1]), device="cpu")
+    assert res.n_greedy == 2
+    assert sorted(res.image_ids[:2].tolist()) == [5, 9]
+    assert res.image_ids[2:].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("lam", [0, -1.0, float("nan"), float("inf")])
+def test_bad_lambda(lam):
+    with pytest.raises(PruneHooksError, match="lambda"):
+        csod_select(np.array([1]), np.array([1]), np.ones((1, 2)), 1, lam, device="cpu")
