@@ -6,7 +6,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .core import (
@@ -17,20 +16,16 @@ from .core import (
     keep_count,
     load_coco,
     load_detections,
-    random_order,
-    rank_images,
-    read_images_csv,
     read_meta,
-    subset_record,
     write_subset,
     write_vps_run,
 )
 from .core.coco import sha256_file
+from .core.select import DEFAULT_LAMBDA, METHODS, RunInputs, select
 
 __all__ = ["main"]
 
 logger = logging.getLogger("prune_hooks")
-METHODS = ("vps_iou", "vps_conf", "random")
 
 
 def cmd_score_vps(args: argparse.Namespace) -> None:
@@ -50,30 +45,41 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    meta = read_meta(args.run)
+    if not Path(args.run).is_dir():
+        raise PruneHooksError(f"run directory not found: {args.run}")
+    # A directory with only prototypes.npz (no meta.json) works with --annotations.
+    meta = read_meta(args.run) if Path(args.run, "meta.json").is_file() else {}
     ann = args.annotations or meta.get("annotations")
     if not ann:
-        raise PruneHooksError(f"{args.run}/meta.json records no annotation file: pass --annotations GT.json")
+        raise PruneHooksError(f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json")
     index = load_coco(ann)
     if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
         logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
-    n_keep, ratio = keep_count(index.num_images, keep=args.keep, prune=args.prune, count=args.count)
-
-    if args.method == "random":
-        seed = 0 if args.seed is None else args.seed
-        ranked, aggregation = random_order(index.image_ids, seed), None
-    else:
-        seed, aggregation = args.seed, args.aggregation
-        table = read_images_csv(args.run)
-        column = f"{args.method}_{aggregation}"
-        if column not in table:
-            raise PruneHooksError(f"{args.run}/images.csv has no column {column}")
-        if not np.array_equal(np.sort(table["image_id"]), np.sort(index.image_ids)):
-            raise PruneHooksError(f"image ids of {args.run}/images.csv do not match the images of {ann}")
-        ranked = rank_images(table["image_id"], table[column])
-    subset = subset_record(args.method, aggregation, ratio, index.num_images, seed, ranked[:n_keep])
-    subset_path, pruned = write_subset(args.out or args.run, subset, index)
-    print(f"kept {n_keep} of {index.num_images} images ({args.method}) -> {subset_path}, {pruned}")
+    budgets = [
+        keep_count(index.num_images, **{name: v})
+        for name in ("keep", "prune", "count")
+        for v in (getattr(args, name) or [])
+    ]
+    inputs = RunInputs(args.run, index)
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    single = len(methods) * len(budgets) == 1
+    out_root = Path(args.out or args.run)
+    done = 0
+    for method in methods:
+        for n_keep, ratio in budgets:
+            try:
+                subset = select(method, inputs, n_keep, ratio, args.aggregation, args.seed, args.lam, args.drop_mislabeled)
+            except PruneHooksError as e:
+                if args.method != "all" or "needs" not in str(e):
+                    raise
+                logger.warning("skipping %s: %s", method, e)
+                break
+            out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
+            subset_path, pruned = write_subset(out, subset, index)
+            done += 1
+            print(f"kept {n_keep} of {index.num_images} images ({method}) -> {subset_path}, {pruned}", flush=True)
+    if not done:
+        raise PruneHooksError(f"no method could select from {args.run}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,16 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose a subset from a run directory",
         description="Rank images by a score of the run directory and write subset.json and the pruned COCO file.",
     )
-    sel.add_argument("run", help="run directory (meta.json, images.csv)")
-    sel.add_argument("--method", required=True, choices=METHODS)
+    sel.add_argument("run", help="run directory (meta.json, images.csv, prototypes.npz, ...)")
+    sel.add_argument("--method", required=True, choices=(*METHODS, "all"), help="'all': every method the run directory has inputs for")
     sel.add_argument("--aggregation", default="max", choices=AGGREGATIONS, help="image score from object scores")
     group = sel.add_mutually_exclusive_group(required=True)
-    group.add_argument("--keep", type=float, help="fraction of images to keep, in (0, 1]")
-    group.add_argument("--prune", type=float, help="fraction of images to drop, in [0, 1)")
-    group.add_argument("--count", type=int, help="number of images to keep")
-    sel.add_argument("--seed", type=int, default=None, help="seed of the random method (default 0)")
+    group.add_argument("--keep", type=float, nargs="+", help="fractions of images to keep, in (0, 1]")
+    group.add_argument("--prune", type=float, nargs="+", help="fractions of images to drop, in [0, 1)")
+    group.add_argument("--count", type=int, nargs="+", help="numbers of images to keep")
+    sel.add_argument("--seed", type=int, default=None, help="seed of the random methods and of kcenter's first center (default 0)")
+    sel.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"CSOD lambda (default {DEFAULT_LAMBDA})")
+    sel.add_argument("--drop-mislabeled", action="store_true", help="rank images holding a suspected mislabel (suspects.csv) last")
     sel.add_argument("--annotations", help="annotation file to prune (default: the one in meta.json)")
-    sel.add_argument("--out", help="output directory (default: the run directory)")
+    sel.add_argument("--out", help="output directory (default: the run directory); several methods or "
+                     "ratios write OUT/subsets/<method>_keep<ratio>/")
     sel.set_defaults(func=cmd_select)
     return ap
 
