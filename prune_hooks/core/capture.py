@@ -177,6 +177,12 @@ class VPSCapture:
         self.results = []
         return results
 
+    def discard_pass(self) -> None:
+        """Forget what this pass recorded (a features-only pass)."""
+        self._pending.clear()
+        self._seen.clear()
+        self.results = []
+
     @property
     def images_seen(self) -> int:
         return len(self._seen)

@@ -1,6 +1,7 @@
 """Detectron2 hooks: VPS scoring passes during training, run directory and retrain.yaml at the end."""
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -13,26 +14,18 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import HookBase, hooks
 from detectron2.utils import comm
 
-from ..core import (
-    AGGREGATIONS,
-    PruneHooksError,
-    describe_changes,
-    keep_count,
-    load_coco,
-    rank_images,
-    scale_schedule,
-    subset_record,
-    write_subset,
-    write_vps_run,
-)
+from detectron2.structures import Boxes
+
+from ..core import AGGREGATIONS, PruneHooksError, describe_changes, keep_count, load_coco, scale_schedule, write_subset, write_vps_run
 from ..core.capture import VPSCapture
-from ..core.io import atomic_write_text, write_json
+from ..core.io import atomic_write_bytes, atomic_write_text, write_json
+from ..core.prototypes import save_prototypes
+from ..core.select import METHODS, RunInputs, select
 
 __all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
 
 logger = logging.getLogger("detectron2.prune_hooks")
 
-METHODS = ("vps_iou", "vps_conf")
 SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "TEST.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD")
 
 
@@ -63,35 +56,66 @@ class PruneHook(HookBase):
         self._lut = lut.to(self.capture.device)
         self.out_dir = Path(cfg.OUTPUT_DIR) / "prune"
         self._loader = None
+        self.capture.set_model_classes([int(c) for c in lut.tolist()])
+        self.want_prototypes = any(m in p.METHODS for m in ("csod", "kcenter", "herding"))
+        self._prototypes_done = False
+
+    def before_train(self) -> None:
+        roi = _box_head(_unwrap(self.trainer.model))
+        if roi is None:
+            if self.want_prototypes:
+                raise _fail(
+                    f"PRUNE.METHODS {list(self.cfg.PRUNE.METHODS)} need GT-box RoI features, but the model "
+                    f"({type(_unwrap(self.trainer.model)).__name__}) has no standard box head "
+                    "(roi_heads.box_pooler/box_head/box_predictor)"
+                )
+            logger.warning("model has no standard box head: no soft labels (method entropy unavailable)")
 
     # -- scoring pass -------------------------------------------------------------------------
 
     def after_step(self) -> None:
         if (self.trainer.iter + 1) % self.period == 0:
-            self.scoring_pass()
+            # The pass after the last iteration scores with the final model: it also takes the prototypes.
+            self.scoring_pass(prototypes=self.want_prototypes and self.trainer.iter + 1 >= self.trainer.max_iter)
 
     @torch.no_grad()
-    def scoring_pass(self) -> None:
-        model = self.trainer.model
-        model = getattr(model, "module", model)  # DistributedDataParallel
+    def scoring_pass(self, prototypes: bool = False, vps: bool = True) -> None:
+        """One pass over the training images in eval mode: CIPA + soft labels (+ prototypes)."""
+        model = _unwrap(self.trainer.model)
         if self._loader is None:
             self._loader = build_detection_test_loader(self.cfg, self.dataset)
         start = time.perf_counter()
         was_training = model.training
         restore = _set_score_thresh(model, float(self.cfg.PRUNE.SCORE_THRESH))
+        roi = _box_head(model)
+        if prototypes:
+            self.capture.collect_prototypes()
         model.eval()
         try:
             for inputs in self._loader:
-                for inp, out in zip(inputs, model(inputs)):
+                if roi is None:
+                    outputs, probs, feats = model(inputs), [None] * len(inputs), [None] * len(inputs)
+                else:
+                    outputs, probs, feats = self._infer_with_gt(model, roi, inputs)
+                for inp, out, pr, ft in zip(inputs, outputs, probs, feats):
                     inst = out["instances"]
                     self.capture.add_image(
-                        inp["image_id"], inst.pred_boxes.tensor, inst.scores, self._lut[inst.pred_classes.to(self._lut.device)]
+                        inp["image_id"], inst.pred_boxes.tensor, inst.scores, self._lut[inst.pred_classes.to(self._lut.device)],
+                        probs=pr, features=ft,
                     )
         finally:
             model.train(was_training)
             restore()
-        seen = self.capture.images_seen
         gather = comm.all_gather if comm.get_world_size() > 1 else None
+        if prototypes:
+            arrays = self.capture.take_prototypes(all_gather=gather)
+            if comm.is_main_process():
+                save_prototypes(self.out_dir / "prototypes.npz", arrays)
+            self._prototypes_done = True
+        if not vps:
+            self.capture.discard_pass()
+            return
+        seen = self.capture.images_seen
         results = self.capture.end_pass(all_gather=gather)
         t = self.capture.acc.passes
         elapsed = time.perf_counter() - start
@@ -104,27 +128,51 @@ class PruneHook(HookBase):
                 t, self.trainer.iter + 1, seen, elapsed, elapsed / max(seen, 1),
             )
 
+    def _infer_with_gt(self, model, roi, inputs):
+        """GeneralizedRCNN inference that also runs the box head on each image's GT boxes, on the same
+        backbone features: predictions, class distributions (soft labels) and RoI features per image."""
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        instances, _ = model.roi_heads(images, features, proposals, None)
+        outputs = model._postprocess(instances, inputs, images.image_sizes)
+        gt = []
+        for inp, (h, w) in zip(inputs, images.image_sizes):
+            boxes = self.capture.gt_boxes(inp["image_id"]).to(images.tensor.device)
+            scale = boxes.new_tensor([w / inp["width"], h / inp["height"]] * 2)
+            gt.append(Boxes(boxes * scale))
+        pooled = roi.box_pooler([features[f] for f in roi.box_in_features], gt)
+        box_features = roi.box_head(pooled)
+        logits = roi.box_predictor(box_features)[0]
+        counts = [len(b) for b in gt]
+        return outputs, logits.softmax(dim=-1).split(counts), box_features.flatten(1).split(counts)
+
     # -- end of training ----------------------------------------------------------------------
 
     def after_train(self) -> None:
-        if not comm.is_main_process() or self.capture.acc.passes == 0:
+        if self.capture.acc.passes == 0:
             if comm.is_main_process():
                 logger.warning("no scoring pass ran (period %d, iterations %d): nothing written", self.period, self.trainer.iter)
             return
-        self.write_outputs()
+        if self.want_prototypes and not self._prototypes_done:
+            # the last pass was not after the last iteration: a features-only pass with the final model
+            self.scoring_pass(prototypes=True, vps=False)
+        if comm.is_main_process():
+            self.write_outputs()
 
     def write_outputs(self) -> dict[str, Any]:
         p = self.cfg.PRUNE
         run = self.out_dir
-        image_scores = write_vps_run(
-            run, self.index, self.capture.acc, framework="detectron2",
-            extra_meta={"dataset": self.dataset, "period": self.period, "iterations": self.trainer.iter},
+        write_vps_run(
+            run, self.index, self.capture.acc, framework="detectron2", soft=self.capture.soft,
+            extra_meta={"dataset": self.dataset, "period": self.period, "iterations": self.trainer.iter, "methods": list(p.METHODS)},
         )
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(run / "state.pt", buf.getvalue())
         method, agg = p.METHODS[0], p.AGGREGATION
-        scores = image_scores[f"{method}_{agg}"]
         n_keep, ratio = keep_count(self.index.num_images, keep=float(p.KEEP_RATIO))
-        ranked = rank_images(self.index.image_ids, scores)
-        subset = subset_record(method, agg, ratio, self.index.num_images, None, ranked[:n_keep])
+        subset = select(method, RunInputs(run, self.index), n_keep, ratio, aggregation=agg)
         _, pruned = write_subset(run, subset, self.index)
         retrain = write_retrain_config(self.cfg, self.dataset, pruned, self.image_root, n_keep, self.index.num_images, run / "retrain.yaml")
         logger.info("prune run written to %s: kept %d of %d images (%s, %s); retrain with %s", run, n_keep, self.index.num_images, method, agg, retrain)
@@ -133,10 +181,10 @@ class PruneHook(HookBase):
     # -- checkpoint state ---------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vps": self.capture.state_dict()}
+        return self.capture.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.capture.load_state_dict(state["vps"])
+        self.capture.load_state_dict(state)
         logger.info("resumed prune state: %d scoring passes", self.capture.acc.passes)
 
 
@@ -151,6 +199,8 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     for m in p.METHODS:
         if m not in METHODS:
             raise _fail(f"PRUNE.METHODS: unknown or unsupported method {m!r}; this version supports {list(METHODS)}")
+    if "csod" in p.METHODS and cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise _fail(f"PRUNE.METHODS has csod, which needs a box head: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} has none")
     if p.AGGREGATION not in AGGREGATIONS:
         raise _fail(f"PRUNE.AGGREGATION must be one of {list(AGGREGATIONS)}, got {p.AGGREGATION!r}")
     if not (0 < float(p.KEEP_RATIO) <= 1):
@@ -170,6 +220,21 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
         return dataset, load_coco(json_file)
     except PruneHooksError as e:
         raise _fail(str(e)) from None
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def _box_head(model: torch.nn.Module):
+    """The model's ROI heads when they have one standard box head (pooler, head, predictor), else None."""
+    roi = getattr(model, "roi_heads", None)
+    parts = [getattr(roi, n, None) for n in ("box_pooler", "box_head", "box_predictor", "box_in_features")]
+    if roi is None or any(x is None for x in parts) or isinstance(roi.box_predictor, torch.nn.ModuleList):
+        return None
+    if not all(hasattr(model, n) for n in ("preprocess_image", "backbone", "proposal_generator", "_postprocess")):
+        return None
+    return roi
 
 
 def _set_score_thresh(model: torch.nn.Module, thresh: float):

@@ -62,7 +62,7 @@ def assert_matches_cli(run, files, passes, tmp_path, tol):
 
 
 def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
-    config, files, cfg = make_config(tmp_path)
+    config, files, cfg = make_config(tmp_path, METHODS=["vps_iou", "vps_conf", "csod"])
     train_net("--config-file", config)
     run = tmp_path / "out" / "prune"
     passes = sorted((run / "passes").glob("pass_*.json"))
@@ -76,7 +76,28 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     pruned = json.loads((run / "instances_train_pruned.json").read_text())
     assert sorted(i["id"] for i in pruned["images"]) == sorted(subset["image_ids"])
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["framework"] == "detectron2" and meta["passes"] == 3
+    assert meta["framework"] == "detectron2" and meta["passes"] == 3 and meta["soft_labels"]
+
+    # soft labels: one distribution per object over the file's categories + background, every pass
+    soft = np.load(run / "soft_labels.npz")
+    gt = json.loads(Path(files["train"]).read_text())
+    objects = [a for a in gt["annotations"] if not a["iscrowd"]]
+    assert soft["probs"].shape == (len(objects), len(gt["categories"]) + 1)
+    np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-5)
+    assert soft["columns"].tolist() == sorted(c["id"] for c in gt["categories"]) + [-1]
+    assert (run / "suspects.csv").read_text().startswith("ann_id,image_id,category_id,suspected_category_id,mean_prob")
+    # prototypes of the final model: one row per (image, class) present, box-head width
+    protos = np.load(run / "prototypes.npz")
+    pairs = sorted({(a["image_id"], a["category_id"]) for a in objects})
+    assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
+    assert protos["feature"].shape == (len(pairs), cfg.MODEL.ROI_BOX_HEAD.FC_DIM) and np.isfinite(protos["feature"]).all()
+    import torch
+
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["vps"]["passes"] == 3 and tuple(state["soft_labels"]["sum"].shape) == soft["probs"].shape
+    assert cli(["select", str(run), "--method", "all", "--keep", "0.5", "--out", str(tmp_path / "all")]) == 0
+    for m in ("vps_iou", "csod", "entropy", "forgetting", "kcenter", "random_ratio"):
+        assert json.loads((tmp_path / "all" / "subsets" / f"{m}_keep0.5" / "subset.json").read_text())["n_images"] == 4
 
     text = (run / "retrain.yaml").read_text()
     from detectron2.config import get_cfg
@@ -115,6 +136,7 @@ def test_resume_continues_statistics(tmp_path):
     [
         (["PRUNE.METHODS", "['vps_size']"], "PRUNE.METHODS: unknown or unsupported method 'vps_size'"),
         (["PRUNE.KEEP_RATIO", "1.5"], r"PRUNE.KEEP_RATIO must be in \(0, 1\], got 1.5"),
+        (["PRUNE.METHODS", "['csod']", "MODEL.META_ARCHITECTURE", "RetinaNet"], "PRUNE.METHODS has csod, which needs a box head"),
         (["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"], "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered"),
     ],
 )
