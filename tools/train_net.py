@@ -5,7 +5,8 @@
 
 Differences from detectron2's tools/train_net.py: ``add_prune_config(cfg)`` before the yaml is merged,
 ``PRUNE.COCO_DATASETS`` registered, the prune hooks inserted before the checkpointer, and the COCO
-evaluator using the python implementation where detectron2 was built without its C++ ops.
+evaluator using the python implementation where detectron2 was built without its C++ ops, and on a
+machine without CUDA ``--num-gpus N`` starts N CPU processes joined by gloo (prune_hooks' ``launch``).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import os
 
 import prune_hooks.detectron2  # noqa: F401  (before detectron2.data: v0.6 compatibility aliases)
 from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator
 
-from prune_hooks.detectron2 import add_prune_config, check_prune_config, insert_prune_hooks, register_coco_datasets
+from prune_hooks.detectron2 import add_prune_config, check_prune_config, insert_prune_hooks, launch, register_coco_datasets
 
 
 def fast_coco_eval_available() -> bool:

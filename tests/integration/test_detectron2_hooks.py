@@ -147,3 +147,25 @@ def test_bad_config_fails_at_start(tmp_path, opts, msg):
     import re as _re
 
     assert _re.search(r"\[prune_hooks\] " + msg, proc.stderr), proc.stderr[-2000:]
+
+
+def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
+    config, files, cfg = make_config(tmp_path, METHODS=["vps_iou", "csod"])
+    # two gloo processes, one image per process per step: same epoch length as one process
+    proc = train_net("--config-file", config, "--num-gpus", 2, "--dist-url", "auto")
+    run = tmp_path / "out" / "prune"
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert len(passes) == 3
+    # each rank scored its shard; the gathered passes hold every image once
+    gt = json.loads(Path(files["train"]).read_text())
+    for p in passes:
+        dets = json.loads(p.read_text())
+        assert {d["image_id"] for d in dets} <= {i["id"] for i in gt["images"]}
+    assert_matches_cli(run, files, passes, tmp_path, 1e-5)
+    protos = np.load(run / "prototypes.npz")
+    pairs = sorted({(a["image_id"], a["category_id"]) for a in gt["annotations"] if not a["iscrowd"]})
+    assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") or p.suffix == ".tmp") == []
+    log = proc.stdout + proc.stderr
+    assert "World size: 2" in log
+    assert log.count("prune run written to") == 1  # rank 0 alone writes
