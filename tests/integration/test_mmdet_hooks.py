@@ -1,0 +1,157 @@
+"""The mmdet PruneHook through MMDetection's own train script, on a real tiny Faster R-CNN on CPU."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+mmdet = pytest.importorskip("mmdet")
+
+from prune_hooks.cli import main as cli  # noqa: E402
+from prune_hooks.toy import make_toy_coco  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_PY = Path(mmdet.__file__).parent / ".mim" / "tools" / "train.py"
+TOY = ROOT / "configs" / "mmdet" / "toy_faster-rcnn_r18_fpn.py"
+
+
+def write_config(tmp_path, epochs=3, hook=None, extra=""):
+    files = make_toy_coco(tmp_path / "toy", {"train": 8, "val": 4})
+    hook = hook or "dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'], keep_ratio=0.5, dump_detections=True)"
+    path = tmp_path / "proxy.py"
+    path.write_text(
+        f"_base_ = {str(TOY)!r}\n"
+        "custom_imports = dict(imports=['prune_hooks.mmdet'], allow_failed_imports=False)\n"
+        f"custom_hooks = [{hook}]\n"
+        f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
+        "default_hooks = dict(checkpoint=dict(interval=1))\n" + extra
+    )
+    return path, files
+
+
+def train(config, tmp_path, *args, check=True):
+    env = dict(os.environ, PRUNE_TOY_ROOT=str(tmp_path / "toy") + "/")
+    cmd = [sys.executable, str(TRAIN_PY), str(config), *map(str, args)]
+    if "--work-dir" not in args:
+        cmd += ["--work-dir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def read_objects(path):
+    with open(path) as f:
+        return {int(r["ann_id"]): r for r in csv.DictReader(f)}
+
+
+def assert_matches_cli(run, files, passes, tmp_path, tol):
+    ref = tmp_path / "ref"
+    assert cli(["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]) == 0
+    got, want = read_objects(run / "objects.csv"), read_objects(ref / "objects.csv")
+    gt = json.loads(Path(files["train"]).read_text())
+    assert sorted(got) == sorted(want) == sorted(a["id"] for a in gt["annotations"] if not a["iscrowd"])
+    for aid in got:
+        assert int(got[aid]["passes"]) == len(passes)
+        for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
+            assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
+
+
+def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
+    config, files = write_config(tmp_path)
+    train(config, tmp_path)
+    run = tmp_path / "work" / "prune"
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert len(passes) == 3  # one per epoch
+    assert_matches_cli(run, files, passes, tmp_path, 1e-5)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["framework"] == "mmdet" and meta["passes"] == 3 and meta["soft_labels"]
+    soft = np.load(run / "soft_labels.npz")
+    np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-5)
+    gt = json.loads(Path(files["train"]).read_text())
+    pairs = sorted({(a["image_id"], a["category_id"]) for a in gt["annotations"] if not a["iscrowd"]})
+    protos = np.load(run / "prototypes.npz")
+    assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
+    assert protos["feature"].shape[1] == 1024 and np.isfinite(protos["feature"]).all()
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["n_images"] == 4 and subset["method"] == "vps_iou"
+
+    # retrain.py: inherits the proxy config, pruned file, no PruneHook, epochs kept
+    text = (run / "retrain.py").read_text()
+    assert f"_base_ = {str(config.resolve())!r}" in text and "epochs kept" in text
+    from mmengine.config import Config
+
+    os.environ["PRUNE_TOY_ROOT"] = str(tmp_path / "toy") + "/"
+    re_cfg = Config.fromfile(str(run / "retrain.py"))
+    assert re_cfg.custom_hooks == [] and re_cfg.train_cfg.max_epochs == 3
+    assert re_cfg.train_dataloader.dataset.ann_file == str((run / "instances_train_pruned.json").resolve())
+    train(run / "retrain.py", tmp_path, "--work-dir", tmp_path / "work_retrain")
+    assert (tmp_path / "work_retrain" / "epoch_3.pth").exists()
+    (scalars,) = (tmp_path / "work_retrain").glob("*/vis_data/scalars.json")
+    assert any("coco/bbox_mAP" in json.loads(line) for line in scalars.read_text().splitlines())
+
+    # the detectron2 adapter on the same data writes the same files with the same columns
+    pytest.importorskip("detectron2")
+    from prune_hooks.detectron2.toy import toy_config
+
+    cfg = toy_config(files, tmp_path / "toy", tmp_path / "d2")
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.TEST.EVAL_PERIOD = 4, 4, (), 0
+    cfg.PRUNE.ENABLED, cfg.PRUNE.METHODS = True, ["vps_iou", "vps_conf", "csod"]
+    (tmp_path / "d2.yaml").write_text(cfg.dump())
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(tmp_path / "d2.yaml")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d2run = tmp_path / "d2" / "prune"
+    skip = {"retrain.py", "retrain.yaml", "passes"}
+    assert sorted(p.name for p in run.iterdir() if p.name not in skip) == sorted(p.name for p in d2run.iterdir() if p.name not in skip)
+    for name in ("objects.csv", "images.csv", "suspects.csv"):
+        assert (run / name).read_text().splitlines()[0] == (d2run / name).read_text().splitlines()[0]
+    for name in ("prototypes.npz", "soft_labels.npz"):
+        a, b = np.load(run / name), np.load(d2run / name)
+        assert sorted(a.files) == sorted(b.files)
+        assert all(a[k].dtype == b[k].dtype and a[k].ndim == b[k].ndim for k in a.files)
+    common = ("framework", "annotations", "annotations_sha256", "categories", "num_images", "num_objects", "passes", "soft_labels")
+    for meta in (json.loads((run / "meta.json").read_text()), json.loads((d2run / "meta.json").read_text())):
+        assert all(k in meta for k in common)
+
+
+def test_resume_continues_statistics(tmp_path):
+    config, files = write_config(tmp_path, epochs=2)
+    train(config, tmp_path)
+    run = tmp_path / "work" / "prune"
+    first = {p.name: p.read_bytes() for p in sorted((run / "passes").glob("pass_*.json"))}
+    assert sorted(first) == ["pass_001.json", "pass_002.json"]
+    proc = train(config, tmp_path, "--resume", "--cfg-options", "train_cfg.max_epochs=4", "train_cfg.val_interval=4")
+    assert "resumed prune state: 2 scoring passes" in proc.stdout + proc.stderr
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert [p.name for p in passes] == [f"pass_{k:03d}.json" for k in range(1, 5)]
+    assert {p.name: p.read_bytes() for p in passes[:2]} == first
+    assert json.loads((run / "meta.json").read_text())["passes"] == 4
+    assert_matches_cli(run, files, passes, tmp_path, 1e-6)
+
+
+@pytest.mark.parametrize(
+    "hook,extra,msg",
+    [
+        ("dict(type='PruneHook', methods=['vps_size'])", "", "PruneHook methods: unknown method 'vps_size'"),
+        ("dict(type='PruneHook', keep_ratio=1.5)", "", r"PruneHook keep_ratio must be in \(0, 1\], got 1.5"),
+        (
+            None,
+            "_toy = {{_base_.train_dataloader.dataset}}\n"
+            "train_dataloader = dict(dataset=dict(_delete_=True, type='RepeatDataset', times=2, dataset=_toy))\n",
+            "train_dataloader.dataset is a RepeatDataset",
+        ),
+    ],
+)
+def test_bad_config_fails_at_start(tmp_path, hook, extra, msg):
+    config, _ = write_config(tmp_path, hook=hook, extra=extra)
+    proc = train(config, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert re.search(r"\[prune_hooks\] " + msg, proc.stderr + proc.stdout), (proc.stdout + proc.stderr)[-2000:]
+    assert not (tmp_path / "work" / "epoch_1.pth").exists()
