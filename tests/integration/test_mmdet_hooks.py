@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,28 @@ def test_bad_config_fails_at_start(tmp_path, hook, extra, msg):
     assert proc.returncode != 0
     assert re.search(r"\[prune_hooks\] " + msg, proc.stderr + proc.stdout), (proc.stdout + proc.stderr)[-2000:]
     assert not (tmp_path / "work" / "epoch_1.pth").exists()
+
+
+def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
+    config, files = write_config(tmp_path, epochs=2)
+    env = dict(os.environ, PRUNE_TOY_ROOT=str(tmp_path / "toy") + "/")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+        str(ROOT / "tools" / "train_mmdet.py"), str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine counts processes as GPUs
+    run = tmp_path / "work" / "prune"
+    passes = sorted((run / "passes").glob("pass_*.json"))
+    assert len(passes) == 2
+    assert_matches_cli(run, files, passes, tmp_path, 1e-5)
+    gt = json.loads(Path(files["train"]).read_text())
+    pairs = sorted({(a["image_id"], a["category_id"]) for a in gt["annotations"] if not a["iscrowd"]})
+    protos = np.load(run / "prototypes.npz")
+    assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
+    assert log.count("prune run written to") == 1  # rank 0 alone writes
