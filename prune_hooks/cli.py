@@ -82,6 +82,13 @@ def cmd_select(args: argparse.Namespace) -> None:
         raise PruneHooksError(f"no method could select from {args.run}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    path = write_report(args.run, subset=args.subset, out=args.out, image_root=args.image_root)
+    print(f"report -> {path}")
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line on stderr, like every other error of the CLI."""
 
@@ -128,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--out", help="output directory (default: the run directory); several methods or "
                      "ratios write OUT/subsets/<method>_keep<ratio>/")
     sel.set_defaults(func=cmd_select)
+
+    rep = sub.add_parser("report", help="plots and report.md of a run directory", description="Write RUN/report/: "
+                         "VPS scatter, image-score histograms, class / box-size / objects-per-image distributions full vs kept, "
+                         "suspected mislabels, and report.md.")
+    rep.add_argument("run", help="run directory")
+    rep.add_argument("--subset", help="subset.json to compare with the full set (default RUN/subset.json)")
+    rep.add_argument("--image-root", help="image directory, for the crops of suspected mislabels (default: meta.json's)")
+    rep.add_argument("--out", help="output directory (default RUN/report)")
+    rep.set_defaults(func=cmd_report)
     return ap
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""The prune_hooks demo on the embedded toy data set (``make demo``).
+"""The prune_hooks demo on the embedded toy data set (``make demo [FRAMEWORK=mmdet]``).
 
-Detectron2: generate the toy shapes set, write a proxy config (the model zoo's Faster R-CNN shrunk
-to R18-FPN, ``PRUNE.ENABLED: True``), train it with ``tools/train_net.py`` (the hook scores every
-object at each epoch end and writes ``OUTPUT_DIR/prune/`` when training ends), retrain from the
-generated ``retrain.yaml`` with the same script, and print a summary.
+Generate the toy shapes set, write a proxy config (Faster R-CNN shrunk to R18-FPN, with the prune
+hook), train it with the framework's train script (the hook scores every object at each epoch end and
+writes the run directory when training ends), retrain from the generated config with the same
+script, and print a summary.
+
+Detectron2: ``tools/train_net.py``, ``OUTPUT_DIR/prune/retrain.yaml``.
+MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
 """
 from __future__ import annotations
 
@@ -27,10 +30,10 @@ def last_ap(output_dir: Path) -> dict:
     return {"AP": evals[-1]["bbox/AP"], "AP50": evals[-1]["bbox/AP50"]} if evals else {"AP": math.nan, "AP50": math.nan}
 
 
-def train(config: Path, log: Path) -> float:
+def train(cmd: list[str], log: Path, env: dict | None = None) -> float:
     start = time.time()
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(config)], stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, *map(str, cmd)], stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
         raise SystemExit(f"demo: training failed, see {log}")
@@ -50,53 +53,100 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
     cfg.SOLVER.STEPS = (int(cfg.SOLVER.MAX_ITER * 0.75),)
     cfg.SOLVER.CHECKPOINT_PERIOD = cfg.SOLVER.MAX_ITER
     cfg.PRUNE.ENABLED = True
+    cfg.PRUNE.METHODS = ["vps_iou", "vps_conf", "csod"]
     cfg.PRUNE.KEEP_RATIO = keep
     out.mkdir(parents=True, exist_ok=True)
     proxy_yaml = out / "proxy.yaml"
     proxy_yaml.write_text(cfg.dump())
 
     print(f"demo: proxy training, {cfg.SOLVER.MAX_ITER} iterations ({epochs} epochs of {epoch}) -> {out / 'proxy'}", flush=True)
-    t_proxy = train(proxy_yaml, out / "proxy.log")
+    train_net = ROOT / "tools" / "train_net.py"
+    t_proxy = train([train_net, "--config-file", proxy_yaml], out / "proxy.log")
     run = out / "proxy" / "prune"
     print(f"demo: retraining from {run / 'retrain.yaml'}", flush=True)
-    t_retrain = train(run / "retrain.yaml", out / "retrain.log")
+    t_retrain = train([train_net, "--config-file", run / "retrain.yaml"], out / "retrain.log")
 
     from detectron2.config import get_cfg
     from prune_hooks.detectron2 import add_prune_config
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
-    meta = json.loads((run / "meta.json").read_text())
-    subset = json.loads((run / "subset.json").read_text())
     proxy_ap, retrain_ap = last_ap(out / "proxy"), last_ap(Path(re.OUTPUT_DIR))
     passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ at iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
+    summary("detectron2", run, n_train, passes, (cfg.SOLVER.MAX_ITER, re.SOLVER.MAX_ITER), (proxy_ap, retrain_ap), (t_proxy, t_retrain), "retrain.yaml", start)
+
+
+def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, start) -> None:
+    meta = json.loads((run / "meta.json").read_text())
+    subset = json.loads((run / "subset.json").read_text())
     print()
-    print("prune_hooks demo (detectron2)")
+    print(f"prune_hooks demo ({framework})")
     print(f"  objects scored      {meta['num_objects']} in {meta['num_images']} images, {meta['passes']} passes")
     if passes:
         print(f"  scoring pass        {sum(passes) / len(passes):.1f}s each ({sum(passes) / len(passes) / n_train:.3f}s/image)")
     print(f"  images kept         {subset['n_images']} of {subset['n_total']} ({subset['method']}, {subset['aggregation']})")
-    print(f"  iterations          proxy {cfg.SOLVER.MAX_ITER}, retrain {re.SOLVER.MAX_ITER}")
-    print(f"  val AP / AP50       proxy {proxy_ap['AP']:.1f} / {proxy_ap['AP50']:.1f}, retrain {retrain_ap['AP']:.1f} / {retrain_ap['AP50']:.1f}")
-    print(f"  train time          proxy {t_proxy:.0f}s, retrain {t_retrain:.0f}s")
-    print(f"  files               {run}/ (meta.json, objects.csv, images.csv, subset.json, retrain.yaml, ...)")
+    print(f"  iterations          proxy {iters[0]}, retrain {iters[1]}")
+    print(f"  val AP / AP50       proxy {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}, retrain {aps[1]['AP']:.1f} / {aps[1]['AP50']:.1f}")
+    print(f"  train time          proxy {times[0]:.0f}s, retrain {times[1]:.0f}s")
+    print(f"  files               {run}/ (meta.json, objects.csv, images.csv, prototypes.npz, subset.json, {retrain_name}, ...)")
     print(f"  wall time           {time.time() - start:.0f}s")
+
+
+def mmdet_ap(work_dir: Path) -> dict:
+    """The last COCO bbox metrics mmengine logged under work_dir (in percent, like detectron2's)."""
+    records = []
+    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        records += [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
+    evals = [r for r in records if "coco/bbox_mAP" in r]
+    if not evals:
+        return {"AP": math.nan, "AP50": math.nan}
+    return {"AP": 100 * evals[-1]["coco/bbox_mAP"], "AP50": 100 * evals[-1]["coco/bbox_mAP_50"]}
+
+
+def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
+    import os
+
+    from prune_hooks.toy import make_toy_coco
+
+    start = time.time()
+    make_toy_coco(out / "data", {"train": n_train, "val": max(16, n_train // 4)})
+    out.mkdir(parents=True, exist_ok=True)
+    proxy = out / "proxy.py"
+    toy = ROOT / "configs" / "mmdet" / "toy_faster-rcnn_r18_fpn.py"
+    proxy.write_text(
+        f"_base_ = {str(toy)!r}\n"
+        f"data_root = {str(out / 'data') + '/'!r}\n"
+        "custom_imports = dict(imports=['prune_hooks.mmdet'], allow_failed_imports=False)\n"
+        f"custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'], keep_ratio={keep})]\n"
+        f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
+        f"param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20), "
+        f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, milestones=[{max(1, int(epochs * 0.75))}], gamma=0.1)]\n"
+        f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
+    )
+    env = dict(os.environ, PRUNE_TOY_ROOT=str(out / "data") + "/")
+    train_mmdet = ROOT / "tools" / "train_mmdet.py"
+    print(f"demo: proxy training, {epochs} epochs -> {out / 'proxy'}", flush=True)
+    t_proxy = train([train_mmdet, proxy, "--work-dir", out / "proxy"], out / "proxy.log", env)
+    run = out / "proxy" / "prune"
+    print(f"demo: retraining from {run / 'retrain.py'}", flush=True)
+    t_retrain = train([train_mmdet, run / "retrain.py"], out / "retrain.log", env)
+    batch = 4  # the toy config's train_dataloader.batch_size
+    kept = json.loads((run / "subset.json").read_text())["n_images"]
+    passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
+    iters = (epochs * math.ceil(n_train / batch), epochs * math.ceil(kept / batch))
+    summary("mmdet", run, n_train, passes, iters, (mmdet_ap(out / "proxy"), mmdet_ap(Path(str(out / "proxy") + "_retrain"))), (t_proxy, t_retrain), "retrain.py", start)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet"])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo/<framework>)")
-    ap.add_argument("--images", type=int, default=64, help="training images of the toy set")
+    ap.add_argument("--images", type=int, default=192, help="training images of the toy set")
     ap.add_argument("--epochs", type=int, default=6, help="proxy epochs = scoring passes")
     ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the subset")
     args = ap.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / "demo" / args.framework).resolve()
-    if args.framework == "mmdet":
-        print("demo: FRAMEWORK=mmdet needs the MMDetection hooks, which are not part of this version yet;"
-              " run `make demo` (detectron2).", file=sys.stderr)
-        return 2
-    run_detectron2(out, args.images, args.epochs, args.keep)
+    (run_mmdet if args.framework == "mmdet" else run_detectron2)(out, args.images, args.epochs, args.keep)
     return 0
 
 

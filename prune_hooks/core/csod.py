@@ -8,15 +8,16 @@ With unit vectors u, sum_j cos(p_i, p_j) = u_i . sum_j u_j, so the state is two 
 Lazy evaluation: choosing image j changes the score of a class-c candidate i by -(lam + 1) u_i . u_j.
 When no feature is negative every cosine is >= 0, scores only decrease, and a score computed earlier
 is an upper bound of the current one. Each class then keeps its last computed scores; a pick takes the
-best stale score, recomputes that one row, and accepts it when it is still the best (exact, the
-classic lazy greedy). A pick that needs more than ``LAZY_LIMIT`` recomputations rescores the whole
-class in one mat-vec instead. Features with a negative entry take the exact path: every turn rescores
+best stale score, recomputes it (with the next best bounds, ``LAZY_BATCH`` rows in one mat-vec) and
+accepts it when it is still the best (exact, the classic lazy greedy). A pick that needs more than
+``LAZY_ROUNDS`` batches rescores the whole class in one mat-vec instead. Features with a negative entry take the exact path: every turn rescores
 its class.
 
 Precision: scans run in float32, the sums are kept in float64. Candidates within 1e-5 (relative) of
 the best are rescored in float64 before the pick, so the picks equal the float64 formula even at
 lam = 1e10, where ties in the lam term are structural (two candidates left: both lam terms are
-1 + cos(u_1, u_2)) and only the chosen-set term decides.
+1 + cos(u_1, u_2)) and only the chosen-set term decides. Scores within ``TIE_RTOL`` of each other
+count as tied (lowest image id wins): such ties are exact in real arithmetic, not in floating point.
 """
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ import torch
 
 from .errors import PruneHooksError
 
-__all__ = ["CSODResult", "csod_select", "LAZY_LIMIT"]
+__all__ = ["CSODResult", "csod_select"]
 
 logger = logging.getLogger("prune_hooks")
-LAZY_LIMIT = 64
+LAZY_BATCH = 32  # stale bounds rescored together (at least; 1/256 of a large class)
+LAZY_ROUNDS = 4  # batches before a pick rescores its whole class
+# Scores closer than this (relative to lam * |sum P| + |sum Q|) are ties, broken by the lowest image id.
+TIE_RTOL = 1e-12
 
 
 @dataclass
@@ -75,32 +79,34 @@ def csod_select(
     if n < 1:
         raise PruneHooksError(f"csod: number of images to choose must be >= 1, got {n}")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    feat = torch.as_tensor(np.asarray(feature), dtype=torch.float32, device=device)
-    if lazy is None:
-        lazy = bool((feat >= 0).all())
-    u = torch.nn.functional.normalize(feat, dim=1) if p else feat
+    feature = np.asarray(feature)
 
     images, img_of_row = np.unique(image_id, return_inverse=True)  # ascending ids
     classes, cls_of_row = np.unique(category_id, return_inverse=True)
-    # rows of each class sorted by image id, so "first maximum" = lowest image id
+    # Rows grouped by class (each class one contiguous block, scanned without a copy), within a class
+    # by image id, so "first maximum" = lowest image id.
     order = np.lexsort((image_id, cls_of_row))
     bounds = np.searchsorted(cls_of_row[order], np.arange(len(classes) + 1))
-    class_rows = [torch.as_tensor(order[bounds[c]:bounds[c + 1]], device=device) for c in range(len(classes))]
+    local_of_row = np.empty(p, dtype=np.int64)
+    local_of_row[order] = np.arange(p) - bounds[cls_of_row[order]]
     class_img = [img_of_row[order[bounds[c]:bounds[c + 1]]] for c in range(len(classes))]
     by_image = np.argsort(img_of_row, kind="stable")
     img_bounds = np.searchsorted(img_of_row[by_image], np.arange(len(images) + 1))
+    u = torch.from_numpy(np.ascontiguousarray(feature[order], dtype=np.float32)).to(device)
+    if lazy is None:
+        lazy = bool((u >= 0).all())
+    u.div_(u.norm(dim=1, keepdim=True))
 
     # Running sums per class (unchosen, chosen) in float64, so no drift; scans use a float32 copy.
-    feature64 = np.asarray(feature)
-    sums64 = np.zeros((len(classes), 2, feature64.shape[1] if p else 0))
+    sums64 = np.zeros((len(classes), 2, feature.shape[1] if p else 0))
     for start in range(0, p, 32768):
         part = order[start:start + 32768]
-        np.add.at(sums64[:, 0], cls_of_row[part], _unit64(feature64[part]))
+        np.add.at(sums64[:, 0], cls_of_row[part], _unit64(feature[part]))
     sums = torch.as_tensor(sums64, dtype=torch.float32, device=device)
     chosen = np.zeros(len(images), dtype=bool)
     # Per class: last computed score of each row (-inf once its image is chosen) and whether it is current.
-    stale = [np.full(len(r), np.inf) for r in class_rows]
-    fresh = [np.zeros(len(r), dtype=bool) for r in class_rows]
+    stale = [np.full(bounds[c + 1] - bounds[c], np.inf) for c in range(len(classes))]
+    fresh = [np.zeros(bounds[c + 1] - bounds[c], dtype=bool) for c in range(len(classes))]
     rows_scored = 0
     refreshes = 0
     rechecks = 0
@@ -108,10 +114,12 @@ def csod_select(
 
     def score(c: int, local: np.ndarray | slice) -> np.ndarray:
         nonlocal rows_scored
-        rows = class_rows[c][local]
-        pq = u[rows] @ sums[c].T  # [k, 2]: u . sum P, u . sum Q
-        rows_scored += int(rows.numel())
-        return (lam * pq[:, 0].double() - pq[:, 1].double()).cpu().numpy()
+        block = u[bounds[c]:bounds[c + 1]]
+        if not isinstance(local, slice):
+            block = block[torch.as_tensor(local, device=device)]
+        pq = sums[c] @ block.T  # [2, k]: u . sum P, u . sum Q (one pass over the block)
+        rows_scored += int(block.shape[0])
+        return (lam * pq[0].double() - pq[1].double()).cpu().numpy()
 
     def refresh(c: int) -> None:
         nonlocal refreshes
@@ -124,7 +132,8 @@ def csod_select(
     def settle(c: int, best: int) -> int:
         """Float32 scores are close to exact, not exact: rescore the near-ties of ``best`` in float64."""
         nonlocal rechecks
-        tol = 1e-5 * (lam * float(np.linalg.norm(sums64[c, 0])) + float(np.linalg.norm(sums64[c, 1])))
+        scale = lam * float(np.linalg.norm(sums64[c, 0])) + float(np.linalg.norm(sums64[c, 1]))
+        tol = 1e-5 * scale
         near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
         if len(near) == 1:
             return best
@@ -134,22 +143,31 @@ def csod_select(
             fresh[c][stale_near] = True
             near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
         rechecks += 1
-        u64 = _unit64(feature64[order[bounds[c] + near]])
+        u64 = _unit64(feature[order[bounds[c] + near]])
         exact = lam * (u64 @ sums64[c, 0]) - u64 @ sums64[c, 1]
-        return int(near[int(np.argmax(exact))])  # near is ascending: first maximum = lowest image id
+        # Ties within float64 noise are ties (e.g. the last two candidates of a class score
+        # lam * (1 + cos) both); near is ascending, so the first one is the lowest image id.
+        top = np.flatnonzero(exact >= exact.max() - TIE_RTOL * scale)
+        return int(near[top[0]])
 
     def pick(c: int) -> int | None:
         """Local row index (within class c) of the best candidate, or None."""
         if not lazy:
             refresh(c)
-        for _ in range(LAZY_LIMIT + 1):
+        batch = max(LAZY_BATCH, len(stale[c]) // 256)
+        for _ in range(LAZY_ROUNDS):
             best = int(np.argmax(stale[c]))
             if stale[c][best] == -np.inf:
                 return None
             if fresh[c][best]:
                 return settle(c, best)
-            stale[c][best] = score(c, np.array([best]))[0]
-            fresh[c][best] = True
+            # rescore the best stale bounds in one mat-vec
+            if batch >= len(stale[c]):
+                break
+            top = np.argpartition(-stale[c], batch)[:batch]
+            top = top[~fresh[c][top] & (stale[c][top] > -np.inf)]
+            stale[c][top] = score(c, top)
+            fresh[c][top] = True
         refresh(c)
         best = int(np.argmax(stale[c]))
         return None if stale[c][best] == -np.inf else settle(c, best)
@@ -170,13 +188,13 @@ def csod_select(
             picks.append(img)
             progressed = True
             rows = by_image[img_bounds[img]:img_bounds[img + 1]]
-            u64 = _unit64(feature64[rows])
+            u64 = _unit64(feature[rows])
             for r, cc, vec in zip(rows, cls_of_row[rows], u64):
                 sums64[cc, 0] -= vec
                 sums64[cc, 1] += vec
                 sums[cc] = torch.as_tensor(sums64[cc], dtype=torch.float32, device=device)
                 fresh[cc][:] = False
-                stale[cc][class_img[cc] == img] = -np.inf
+                stale[cc][local_of_row[r]] = -np.inf
         if not progressed:
             break
     ids = images[np.asarray(picks, dtype=np.int64)]

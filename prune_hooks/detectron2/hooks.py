@@ -21,6 +21,7 @@ from ..core.capture import VPSCapture
 from ..core.io import atomic_write_bytes, atomic_write_text, write_json
 from ..core.prototypes import save_prototypes
 from ..core.select import METHODS, RunInputs, select
+from ..report import report_or_warn
 
 __all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
 
@@ -165,7 +166,10 @@ class PruneHook(HookBase):
         run = self.out_dir
         write_vps_run(
             run, self.index, self.capture.acc, framework="detectron2", soft=self.capture.soft,
-            extra_meta={"dataset": self.dataset, "period": self.period, "iterations": self.trainer.iter, "methods": list(p.METHODS)},
+            extra_meta={
+                "dataset": self.dataset, "image_root": self.image_root, "period": self.period,
+                "iterations": self.trainer.iter, "methods": list(p.METHODS),
+            },
         )
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
@@ -175,6 +179,7 @@ class PruneHook(HookBase):
         subset = select(method, RunInputs(run, self.index), n_keep, ratio, aggregation=agg)
         _, pruned = write_subset(run, subset, self.index)
         retrain = write_retrain_config(self.cfg, self.dataset, pruned, self.image_root, n_keep, self.index.num_images, run / "retrain.yaml")
+        report_or_warn(run, self.image_root)
         logger.info("prune run written to %s: kept %d of %d images (%s, %s); retrain with %s", run, n_keep, self.index.num_images, method, agg, retrain)
         return subset
 

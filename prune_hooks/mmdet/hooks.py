@@ -22,6 +22,7 @@ from ..core.capture import VPSCapture
 from ..core.io import atomic_write_bytes, atomic_write_text, write_json
 from ..core.prototypes import save_prototypes
 from ..core.select import METHODS, RunInputs, select
+from ..report import report_or_warn
 
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
 
@@ -86,6 +87,8 @@ class PruneHook(Hook):
 
     def before_run(self, runner) -> None:
         self.ann_file, self.dataset_cfg = check_dataset(runner.cfg)
+        prefix = self.dataset_cfg.get("data_prefix", {}) or {}
+        self.image_root = osp.join(self.dataset_cfg.get("data_root") or "", prefix.get("img", prefix.get("img_path", "")))
         try:
             self.index = load_coco(self.ann_file)
         except PruneHooksError as e:
@@ -226,7 +229,7 @@ class PruneHook(Hook):
         run = self.out_dir
         write_vps_run(
             run, self.index, self.capture.acc, framework="mmdet", soft=self.capture.soft,
-            extra_meta={"ann_file": self.ann_file, "iterations": runner.iter, "methods": self.methods},
+            extra_meta={"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter, "methods": self.methods},
         )
         buf = io.BytesIO()
         torch.save(self.capture.state_dict(), buf)
@@ -235,6 +238,7 @@ class PruneHook(Hook):
         subset = select(self.methods[0], RunInputs(run, self.index), n_keep, ratio, aggregation=self.aggregation)
         _, pruned = write_subset(run, subset, self.index)
         retrain = write_retrain_config(runner.cfg, pruned, n_keep, self.index.num_images, run / "retrain.py")
+        report_or_warn(run, self.image_root)
         runner.logger.info(
             f"[prune_hooks] prune run written to {run}: kept {n_keep} of {self.index.num_images} images "
             f"({self.methods[0]}); retrain with {retrain}"

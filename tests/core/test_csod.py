@@ -27,9 +27,10 @@ def direct_eq4(image_id, category_id, feature, n, lam):
                 s = lam * sum(cos(r, q) for q in rows_c if image_id[q] not in chosen) - sum(
                     cos(r, q) for q in rows_c if image_id[q] in chosen
                 )
-                key = (-s, image_id[r])
-                if best is None or key < best[0]:
-                    best = (key, int(image_id[r]))
+                scale = lam * sum(1 for q in rows_c if image_id[q] not in chosen) + sum(1 for q in rows_c if image_id[q] in chosen)
+                # equal up to float noise (1e-12 of the score scale) = tied: the lower image id wins
+                if best is None or s > best[0] + 1e-12 * scale or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1]):
+                    best = (s, int(image_id[r]))
             if best is not None:
                 chosen.append(best[1])
                 progressed = True

@@ -1,0 +1,199 @@
+"""The report of a run directory: PNG plots and report.md (``prune-hooks report RUN``; the hooks
+write it after every proxy run into ``RUN/report/``)."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core import load_coco, read_images_csv, read_meta
+from .core.errors import PruneHooksError
+from .core.io import atomic_write_bytes, atomic_write_text, read_json
+from .core.rundir import SCORES
+
+__all__ = ["write_report"]
+
+logger = logging.getLogger("prune_hooks")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r[key] != "" else np.nan for r in rows], dtype=np.float64)
+
+
+def _save(fig, path: Path) -> str:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path.name
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-9) -> float:
+    """KL(p || q) of two count vectors (normalized here), in nats."""
+    p = np.asarray(p, np.float64) + eps
+    q = np.asarray(q, np.float64) + eps
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                 image_root: str | None = None) -> Path:
+    """Write ``out`` (default ``RUN/report``): plots + report.md; returns the report.md path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run)
+    meta = read_meta(run)
+    out = Path(out) if out else run / "report"
+    index = load_coco(meta["annotations"])
+    subset_path = Path(subset) if subset else run / "subset.json"
+    sub = read_json(subset_path, "subset") if subset_path.is_file() else None
+    kept = np.isin(index.obj_image_ids, sub["image_ids"]) if sub else None
+    objects = _read_csv(run / "objects.csv")
+    images = read_images_csv(run)
+    figures: list[tuple[str, str]] = []
+
+    # 1. the "moon": mean vs std per object
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, kind in zip(axes, ("iou", "conf")):
+        ax.scatter(_floats(objects, f"{kind}_mean"), _floats(objects, f"{kind}_std"), s=4, alpha=0.4)
+        ax.set_xlabel(f"mean {kind} over passes")
+        ax.set_ylabel(f"std {kind} (VPS)")
+        ax.set_title(f"VPS_{kind} per object ({len(objects)} objects)")
+    figures.append((_save(fig, out / "vps_scatter.png"), "VPS mean vs std per object"))
+    plt.close(fig)
+
+    # 2. image-score histograms, one panel per available score
+    cols = [f"{s}_max" for s in SCORES if f"{s}_max" in images and np.isfinite(images[f"{s}_max"]).any()]
+    if cols:
+        fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.5), squeeze=False)
+        for ax, col in zip(axes[0], cols):
+            v = images[col][np.isfinite(images[col])]
+            ax.hist(v, bins=30)
+            ax.set_title(f"{col} ({len(v)} images)")
+            ax.set_xlabel("image score")
+        axes[0][0].set_ylabel("images")
+        figures.append((_save(fig, out / "image_scores.png"), "image-score histograms (max aggregation; finite scores)"))
+        plt.close(fig)
+
+    lines = [f"# prune_hooks report: {run}", ""]
+    lines.append(f"{meta['num_objects']} objects in {meta['num_images']} images, {meta['passes']} scoring passes, framework {meta['framework']}.")
+    if sub is not None:
+        n_obj_kept = int(kept.sum())
+        cats = index.category_ids
+        full_c = np.array([(index.obj_category_ids == c).sum() for c in cats])
+        kept_c = np.array([(index.obj_category_ids[kept] == c).sum() for c in cats])
+        kl = kl_divergence(kept_c, full_c)
+        lines.append(
+            f"Subset ({subset_path.name}): method {sub['method']}, aggregation {sub.get('aggregation')}, "
+            f"{sub['n_images']} of {sub['n_total']} images ({sub['n_images'] / sub['n_total']:.0%}), "
+            f"{n_obj_kept} of {index.num_objects} objects ({n_obj_kept / max(index.num_objects, 1):.0%}); "
+            f"class distribution shift KL(kept || full) = {kl:.4f} nats."
+        )
+        names = {c["id"]: c["name"] for c in index.categories}
+        # 3. class distribution
+        fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(cats)), 3.5))
+        x = np.arange(len(cats))
+        ax.bar(x - 0.2, full_c / max(full_c.sum(), 1), 0.4, label="full")
+        ax.bar(x + 0.2, kept_c / max(kept_c.sum(), 1), 0.4, label="kept")
+        ax.set_xticks(x, [names.get(int(c), str(c)) for c in cats], rotation=60, ha="right")
+        ax.set_ylabel("fraction of objects")
+        ax.legend()
+        ax.set_title(f"class distribution (KL kept||full {kl:.4f})")
+        figures.append((_save(fig, out / "class_distribution.png"), "class distribution, full vs kept"))
+        plt.close(fig)
+        # 4. box sizes
+        b = index.obj_boxes
+        size = np.sqrt(np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 0))
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        bins = np.linspace(0, max(size.max(), 1), 30)
+        ax.hist(size, bins=bins, alpha=0.6, label="full", density=True)
+        ax.hist(size[kept], bins=bins, alpha=0.6, label="kept", density=True)
+        ax.set_xlabel("sqrt(box area) [px]")
+        ax.legend()
+        ax.set_title("box sizes")
+        figures.append((_save(fig, out / "box_sizes.png"), "box-size distribution, full vs kept"))
+        plt.close(fig)
+        # 5. objects per image
+        per = index.objects_per_image()
+        kept_img = np.isin(index.image_ids, sub["image_ids"])
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        bins = np.arange(per.max() + 2) - 0.5
+        ax.hist(per, bins=bins, alpha=0.6, label="full", density=True)
+        ax.hist(per[kept_img], bins=bins, alpha=0.6, label="kept", density=True)
+        ax.set_xlabel("objects per image")
+        ax.legend()
+        ax.set_title(f"objects per image (mean {per.mean():.2f} full, {per[kept_img].mean():.2f} kept)")
+        figures.append((_save(fig, out / "objects_per_image.png"), "objects per image, full vs kept"))
+        plt.close(fig)
+
+    # 6. suspects: crops of the most suspicious objects
+    suspects = _read_csv(run / "suspects.csv") if (run / "suspects.csv").is_file() else []
+    if suspects:
+        lines.append(f"{len(suspects)} suspected mislabels (suspects.csv: soft label's argmax is another class with mean probability >= 0.5).")
+        root = image_root or meta.get("image_root")
+        grid = _suspect_grid(plt, suspects, index, root, out / "suspects.png")
+        if grid:
+            figures.append((grid, "most suspicious objects: annotated vs suspected class"))
+    elif (run / "suspects.csv").is_file():
+        lines.append("No suspected mislabels.")
+    lines.append("")
+    for name, title in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def _suspect_grid(plt, suspects: list[dict[str, Any]], index, root: str | None, path: Path) -> str | None:
+    if not root:
+        logger.warning("report: no image root known, the suspects grid is skipped (pass --image-root)")
+        return None
+    from PIL import Image
+
+    files = {int(im["id"]): im["file_name"] for im in index.dataset["images"]}
+    names = {c["id"]: c["name"] for c in index.categories}
+    boxes = {int(a): b for a, b in zip(index.ann_ids, index.obj_boxes)}
+    top = sorted(suspects, key=lambda r: -float(r["mean_prob"]))[:16]
+    cols = min(4, len(top))
+    rows = (len(top) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    shown = 0
+    for ax, r in zip(axes.flat, top):
+        ax.axis("off")
+        try:
+            img = Image.open(Path(root) / files[int(r["image_id"])]).convert("RGB")
+        except (OSError, KeyError):
+            continue
+        x0, y0, x1, y1 = boxes[int(r["ann_id"])]
+        pad = 0.2 * max(x1 - x0, y1 - y0)
+        ax.imshow(img.crop((max(0, x0 - pad), max(0, y0 - pad), x1 + pad, y1 + pad)))
+        ax.set_title(f"GT {names.get(int(r['category_id']))}\nmodel {names.get(int(r['suspected_category_id']))} {float(r['mean_prob']):.2f}", fontsize=8)
+        shown += 1
+    for ax in list(axes.flat)[len(top):]:
+        ax.axis("off")
+    if not shown:
+        plt.close(fig)
+        logger.warning("report: no suspect image could be read under %s", root)
+        return None
+    name = _save(fig, path)
+    plt.close(fig)
+    return name
+
+
+def report_or_warn(run: Path, image_root: str | None = None) -> None:
+    """For the hooks: a report that cannot be drawn must not fail a finished training."""
+    try:
+        write_report(run, image_root=image_root)
+    except (PruneHooksError, OSError, ValueError, ImportError) as e:
+        logger.warning("report not written: %s", e)
