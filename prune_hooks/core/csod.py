@@ -5,13 +5,15 @@ argmax_i  s_i = lam * sum_{p in P_c} cos(p_ic, p) - sum_{q in Q_c} cos(p_ic, q);
 With unit vectors u, sum_j cos(p_i, p_j) = u_i . sum_j u_j, so the state is two running sums per class
 (unchosen, chosen) and one score is one dot product.
 
-Lazy evaluation: choosing image j changes the score of a class-c candidate i by -(lam + 1) u_i . u_j.
+Default (plain) path: each class turn rescores that class's candidates in one contiguous mat-vec,
+about one full scan over all prototypes per round of classes.
+
+Lazy evaluation (``lazy=True``): choosing image j changes the score of a class-c candidate i by -(lam + 1) u_i . u_j.
 When no feature is negative every cosine is >= 0, scores only decrease, and a score computed earlier
 is an upper bound of the current one. Each class then keeps its last computed scores; a pick takes the
 best stale score, recomputes it (with the next best bounds, ``LAZY_BATCH`` rows in one mat-vec) and
 accepts it when it is still the best (exact, the classic lazy greedy). A pick that needs more than
-``LAZY_ROUNDS`` batches rescores the whole class in one mat-vec instead. Features with a negative entry take the exact path: every turn rescores
-its class.
+``LAZY_ROUNDS`` batches rescores the whole class in one mat-vec instead.
 
 Precision: scans run in float32, the sums are kept in float64. Candidates within 1e-5 (relative) of
 the best are rescored in float64 before the pick, so the picks equal the float64 formula even at
@@ -55,7 +57,7 @@ def csod_select(
     lam: float,
     all_image_ids: np.ndarray | None = None,
     device: torch.device | str | None = None,
-    lazy: bool | None = None,
+    lazy: bool = False,
 ) -> CSODResult:
     """Choose ``n`` images by CSOD.
 
@@ -68,8 +70,9 @@ def csod_select(
             prototype, the rest is filled with the remaining images in ascending id order (a warning
             says so); without it the result stops short.
         device: where the features and sums live (default: CUDA when available).
-        lazy: force (True) or forbid (False) lazy evaluation; default: lazy iff no feature is negative.
-            Forcing it on features with negative entries is not exact.
+        lazy: the lazy greedy (exact for non-negative features, which every post-ReLU box head
+            emits; refused otherwise). Off by default: on COCO-like features it scores only ~13% fewer
+            rows than the plain scan but costs more per pick (tools/results/bench_select.md).
     """
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
         raise PruneHooksError(f"csod lambda must be a finite number > 0, got {lam}")
@@ -93,8 +96,8 @@ def csod_select(
     by_image = np.argsort(img_of_row, kind="stable")
     img_bounds = np.searchsorted(img_of_row[by_image], np.arange(len(images) + 1))
     u = torch.from_numpy(np.ascontiguousarray(feature[order], dtype=np.float32)).to(device)
-    if lazy is None:
-        lazy = bool((u >= 0).all())
+    if lazy and not bool((u >= 0).all()):
+        raise PruneHooksError("csod: the lazy greedy is exact only for non-negative features; these have negative entries")
     u.div_(u.norm(dim=1, keepdim=True))
 
     # Running sums per class (unchosen, chosen) in float64, so no drift; scans use a float32 copy.

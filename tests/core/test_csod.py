@@ -60,9 +60,13 @@ def test_fast_equals_direct_eq4(seed, lam):
     n_images = int(rng.integers(5, 30))
     ids, cats, feat = random_instance(rng, n_images, int(rng.integers(1, 5)), int(rng.integers(2, 9)), nonneg=seed % 3 != 2)
     n = int(rng.integers(1, n_images + 1))
-    fast = csod_select(ids, cats, feat, n, lam, device="cpu")
-    assert fast.image_ids.tolist() == direct_eq4(ids, cats, feat, n, lam)
-    assert fast.stats["lazy"] == bool((feat >= 0).all())
+    want = direct_eq4(ids, cats, feat, n, lam)
+    assert csod_select(ids, cats, feat, n, lam, device="cpu").image_ids.tolist() == want
+    if (feat >= 0).all():
+        assert csod_select(ids, cats, feat, n, lam, device="cpu", lazy=True).image_ids.tolist() == want
+    else:
+        with pytest.raises(PruneHooksError, match="non-negative"):
+            csod_select(ids, cats, feat, n, lam, device="cpu", lazy=True)
 
 
 def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
