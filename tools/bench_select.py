@@ -30,11 +30,13 @@ sys.path.insert(0, str(ROOT))
 from prune_hooks.core.csod import csod_select  # noqa: E402
 from prune_hooks.core.rundir import IMAGE_SCORE_COLUMNS  # noqa: E402
 
+# Peak memory of the select process itself: VmHWM (ru_maxrss would carry the parent's over exec).
 RUNNER = (
-    "import resource, sys\n"
+    "import sys\n"
     "from prune_hooks.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+    "print('MAXRSS_KB', hwm[0], file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 
@@ -68,6 +70,38 @@ def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int
         "categories": [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)],
     }
     return coco, image_id, category_id, feature
+
+
+def literal_eq4(image_id, category_id, feature, n, lam):
+    """Eq. 4 word for word: every cosine of every sum computed one by one (python loops, float64)."""
+    f = feature.astype(np.float64)
+    norm = np.linalg.norm(f, axis=1)
+    chosen: list[int] = []
+    chosen_set: set[int] = set()
+    rows = {int(c): np.flatnonzero(category_id == c).tolist() for c in np.unique(category_id)}
+    while len(chosen) < n:
+        progressed = False
+        for c, rc in rows.items():
+            if len(chosen) >= n:
+                break
+            best = None
+            for r in rc:
+                if image_id[r] in chosen_set:
+                    continue
+                s = 0.0
+                for q in rc:
+                    cos = float(f[r] @ f[q]) / (norm[r] * norm[q])
+                    s += -cos if image_id[q] in chosen_set else lam * cos
+                scale = len(rc) * (lam + 1)
+                if best is None or s > best[0] + 1e-12 * scale or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1]):
+                    best = (s, int(image_id[r]))
+            if best is not None:
+                chosen.append(best[1])
+                chosen_set.add(best[1])
+                progressed = True
+        if not progressed:
+            break
+    return chosen
 
 
 def direct_eq4(image_id, category_id, feature, n, lam):
@@ -127,14 +161,26 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=118_000)
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--lam", type=float, default=0.05)
-    ap.add_argument("--subsample", type=int, default=2000, help="images of the direct-Eq. 4 comparison")
+    ap.add_argument("--subsample", type=int, default=2000, help="images of the matrix-form direct-Eq. 4 comparison")
+    ap.add_argument("--literal-subsample", type=int, default=200, help="images of the literal (loop) Eq. 4 comparison")
     ap.add_argument("--greedy-keep", type=float, default=0.02, help="keep ratio for kcenter/herding (O(k N D) each)")
     ap.add_argument("--out", default=str(ROOT / "tools" / "results"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
 
-    # 1. direct Eq. 4 vs the implementation, same subsample, same picks
+    # 1. direct Eq. 4 vs the implementation, same subsamples, same picks
+    _, ids_l, cats_l, feat_l = make_instance(args.literal_subsample, seed=2)
+    n_l = int(args.literal_subsample * args.keep)
+    t = time.perf_counter()
+    literal = literal_eq4(ids_l, cats_l, feat_l, n_l, args.lam)
+    t_literal = time.perf_counter() - t
+    t = time.perf_counter()
+    fast_l = csod_select(ids_l, cats_l, feat_l, n_l, args.lam, device="cpu")
+    t_fast_l = time.perf_counter() - t
+    same_l = fast_l.image_ids.tolist() == literal
+    print(f"literal Eq. 4 on {args.literal_subsample} images ({len(ids_l)} prototypes): {t_literal:.1f}s vs {t_fast_l:.4f}s, "
+          f"ratio {t_literal / t_fast_l:.0f}x, same picks: {same_l}", flush=True)
     coco_s, ids_s, cats_s, feat_s = make_instance(args.subsample, seed=1)
     n_s = int(args.subsample * args.keep)
     t = time.perf_counter()
@@ -198,6 +244,8 @@ def main() -> int:
         "scan_seconds": scan,
         "csod_in_process": variants,
         "cli_startup_and_loading_seconds": round(noop, 2),
+        "literal_subsample": {"images": args.literal_subsample, "prototypes": int(len(ids_l)), "literal_seconds": round(t_literal, 2),
+                              "csod_seconds": round(t_fast_l, 4), "ratio": round(t_literal / t_fast_l), "same_picks": same_l},
         "subsample": {"images": args.subsample, "prototypes": int(len(ids_s)), "direct_seconds": round(t_direct, 2),
                       "csod_seconds": round(t_fast, 4), "ratio": round(t_direct / t_fast), "same_picks": same},
         "methods": rows,
@@ -229,7 +277,9 @@ def main() -> int:
     lines += [
         "",
         "Both variants pick the same images in the same order (checked in the run).",
-        f"Direct Eq. 4 on a {args.subsample}-image subsample ({len(ids_s)} prototypes, keep {args.keep}): "
+        f"Literal Eq. 4 (every cosine one by one, python loops) on a {args.literal_subsample}-image subsample "
+        f"({len(ids_l)} prototypes, keep {args.keep}): {t_literal:.1f}s vs {t_fast_l:.4f}s, {t_literal / t_fast_l:.0f}x; same picks: {same_l}.",
+        f"Direct Eq. 4 in matrix form (all cosines of the class turn as one product, numpy) on a {args.subsample}-image subsample ({len(ids_s)} prototypes, keep {args.keep}): "
         f"{t_direct:.1f}s vs {t_fast:.3f}s, {t_direct / t_fast:.0f}x; same picks in the same order: {same}.",
         f"kcenter and herding are O(k N D) (one mat-vec over all image features per pick); they are timed at keep {args.greedy_keep}.",
     ]

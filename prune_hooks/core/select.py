@@ -80,9 +80,11 @@ def _complete(ranked: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
 
 def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     ids, inverse = np.unique(protos["image_id"], return_inverse=True)
-    unit = protos["feature"] / np.linalg.norm(protos["feature"], axis=1, keepdims=True)
-    sums = np.zeros((len(ids), unit.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, unit)
+    order = np.argsort(inverse, kind="stable")
+    unit = protos["feature"][order]
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
+    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
     return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
 
 

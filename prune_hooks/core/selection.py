@@ -138,12 +138,12 @@ def kcenter_greedy(features: np.ndarray, n: int, seed: int, device: str | None =
     first = int(np.random.default_rng(seed).integers(x.shape[0]))
     picks = [first]
     sq = (x * x).sum(1)
-    dist = (sq - 2 * x @ x[first] + sq[first]).clamp_(min=0)
+    dist = (sq - 2 * (x @ x[first]) + sq[first]).clamp_(min=0)
     dist[first] = -1
     for _ in range(n - 1):
         j = int(torch.argmax(dist))
         picks.append(j)
-        dist = torch.minimum(dist, (sq - 2 * x @ x[j] + sq[j]).clamp_(min=0))
+        dist = torch.minimum(dist, (sq - 2 * (x @ x[j]) + sq[j]).clamp_(min=0))
         dist[torch.as_tensor(picks, device=x.device)] = -1
     return np.array(picks, dtype=np.int64)
 
@@ -161,7 +161,7 @@ def herding(features: np.ndarray, n: int, device: str | None = None) -> np.ndarr
     picks: list[int] = []
     for t in range(1, n + 1):
         # || mu - (total + x_i) / t ||^2 up to terms constant in i
-        cost = (sq - 2 * x @ (t * mu - total)) / (t * t)
+        cost = (sq - 2 * (x @ (t * mu - total))) / (t * t)
         cost[~available] = float("inf")
         j = int(torch.argmin(cost))
         picks.append(j)
