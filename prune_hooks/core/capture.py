@@ -7,6 +7,7 @@ whatever the framework's loader keeps.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -14,7 +15,8 @@ import torch
 from .coco import CocoIndex
 from .errors import PruneHooksError
 from .matching import cipa_match, learned
-from .prototypes import PrototypeCollector
+from .io import write_json
+from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
 from .softlabels import SoftLabels
 
@@ -176,6 +178,30 @@ class VPSCapture:
             seen_images |= ids
         self.results = []
         return results
+
+    def close_pass(
+        self,
+        out_dir: Path,
+        all_gather: Callable[[Any], list[Any]] | None,
+        main_process: bool,
+        vps: bool = True,
+        dump: bool = False,
+    ) -> tuple[int, int] | None:
+        """End a hook's pass: collected prototypes gathered and saved to ``out_dir/prototypes.npz``,
+        then the VPS pass closed (and its detections dumped to ``out_dir/passes/``), only the main
+        process writing. Returns (pass number, images this rank saw), or None for a features-only pass."""
+        if self.prototypes is not None:
+            arrays = self.take_prototypes(all_gather)
+            if main_process:
+                save_prototypes(Path(out_dir) / "prototypes.npz", arrays)
+        if not vps:
+            self.discard_pass()
+            return None
+        seen = self.images_seen
+        results = self.end_pass(all_gather=all_gather)
+        if main_process and dump:
+            write_json(Path(out_dir) / "passes" / f"pass_{self.acc.passes:03d}.json", results, indent=None)
+        return self.acc.passes, seen
 
     def discard_pass(self) -> None:
         """Forget what this pass recorded (a features-only pass)."""

@@ -29,7 +29,7 @@ from .rundir import read_images_csv
 from .scores import AGGREGATIONS, rank_images
 from .selection import herding, kcenter_greedy, random_order, random_per_class, subset_record
 
-__all__ = ["METHODS", "SCORE_METHODS", "DEFAULT_LAMBDA", "select"]
+__all__ = ["METHODS", "SCORE_METHODS", "DEFAULT_LAMBDA", "RunInputs", "select", "write_hook_run"]
 
 logger = logging.getLogger("prune_hooks")
 
@@ -145,3 +145,33 @@ def select(
     record = subset_record(method, aggregation, keep_ratio, index.num_images, seed, ranked[:n_keep])
     record.update(extra)
     return record
+
+
+def write_hook_run(
+    run: Path,
+    capture: Any,
+    framework: str,
+    extra_meta: dict[str, Any],
+    method: str,
+    keep_ratio: float,
+    aggregation: str,
+) -> tuple[dict[str, Any], Path, int]:
+    """What every hook writes when training ends: the run files, ``state.pt``, the subset of
+    ``method`` at ``keep_ratio`` and its pruned COCO file. Returns (subset record, pruned file, kept)."""
+    import io
+
+    import torch
+
+    from .io import atomic_write_bytes
+    from .rundir import write_subset, write_vps_run
+    from .selection import keep_count
+
+    index = capture.index
+    write_vps_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta)
+    buf = io.BytesIO()
+    torch.save(capture.state_dict(), buf)
+    atomic_write_bytes(Path(run) / "state.pt", buf.getvalue())
+    n_keep, ratio = keep_count(index.num_images, keep=keep_ratio)
+    subset = select(method, RunInputs(run, index), n_keep, ratio, aggregation=aggregation)
+    _, pruned = write_subset(run, subset, index)
+    return subset, pruned, n_keep

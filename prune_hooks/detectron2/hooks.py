@@ -1,7 +1,6 @@
 """Detectron2 hooks: VPS scoring passes during training, run directory and retrain.yaml at the end."""
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -16,11 +15,10 @@ from detectron2.utils import comm
 
 from detectron2.structures import Boxes
 
-from ..core import AGGREGATIONS, PruneHooksError, describe_changes, keep_count, load_coco, scale_schedule, write_subset, write_vps_run
+from ..core import AGGREGATIONS, PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.capture import VPSCapture
-from ..core.io import atomic_write_bytes, atomic_write_text, write_json
-from ..core.prototypes import save_prototypes
-from ..core.select import METHODS, RunInputs, select
+from ..core.io import atomic_write_text
+from ..core.select import METHODS, write_hook_run
 from ..report import report_or_warn
 
 __all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
@@ -108,21 +106,13 @@ class PruneHook(HookBase):
             model.train(was_training)
             restore()
         gather = comm.all_gather if comm.get_world_size() > 1 else None
-        if prototypes:
-            arrays = self.capture.take_prototypes(all_gather=gather)
-            if comm.is_main_process():
-                save_prototypes(self.out_dir / "prototypes.npz", arrays)
-            self._prototypes_done = True
-        if not vps:
-            self.capture.discard_pass()
+        closed = self.capture.close_pass(self.out_dir, gather, comm.is_main_process(), vps=vps, dump=bool(self.cfg.PRUNE.DUMP_DETECTIONS))
+        self._prototypes_done |= prototypes
+        if closed is None:
             return
-        seen = self.capture.images_seen
-        results = self.capture.end_pass(all_gather=gather)
-        t = self.capture.acc.passes
+        t, seen = closed
         elapsed = time.perf_counter() - start
         if comm.is_main_process():
-            if self.cfg.PRUNE.DUMP_DETECTIONS:
-                write_json(self.out_dir / "passes" / f"pass_{t:03d}.json", results, indent=None)
             self.trainer.storage.put_scalar("prune/pass_seconds", elapsed, smoothing_hint=False)
             logger.info(
                 "scoring pass %d at iteration %d: %d images (this rank), %.1fs (%.3fs/image)",
@@ -164,20 +154,12 @@ class PruneHook(HookBase):
     def write_outputs(self) -> dict[str, Any]:
         p = self.cfg.PRUNE
         run = self.out_dir
-        write_vps_run(
-            run, self.index, self.capture.acc, framework="detectron2", soft=self.capture.soft,
-            extra_meta={
-                "dataset": self.dataset, "image_root": self.image_root, "period": self.period,
-                "iterations": self.trainer.iter, "methods": list(p.METHODS),
-            },
-        )
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        atomic_write_bytes(run / "state.pt", buf.getvalue())
+        meta = {
+            "dataset": self.dataset, "image_root": self.image_root, "period": self.period,
+            "iterations": self.trainer.iter, "methods": list(p.METHODS),
+        }
         method, agg = p.METHODS[0], p.AGGREGATION
-        n_keep, ratio = keep_count(self.index.num_images, keep=float(p.KEEP_RATIO))
-        subset = select(method, RunInputs(run, self.index), n_keep, ratio, aggregation=agg)
-        _, pruned = write_subset(run, subset, self.index)
+        subset, pruned, n_keep = write_hook_run(run, self.capture, "detectron2", meta, method, float(p.KEEP_RATIO), agg)
         retrain = write_retrain_config(self.cfg, self.dataset, pruned, self.image_root, n_keep, self.index.num_images, run / "retrain.yaml")
         report_or_warn(run, self.image_root)
         logger.info("prune run written to %s: kept %d of %d images (%s, %s); retrain with %s", run, n_keep, self.index.num_images, method, agg, retrain)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os.path as osp
 import pprint
@@ -17,11 +16,10 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-from ..core import AGGREGATIONS, PruneHooksError, describe_changes, keep_count, load_coco, scale_schedule, write_subset, write_vps_run
+from ..core import AGGREGATIONS, PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.capture import VPSCapture
-from ..core.io import atomic_write_bytes, atomic_write_text, write_json
-from ..core.prototypes import save_prototypes
-from ..core.select import METHODS, RunInputs, select
+from ..core.io import atomic_write_text
+from ..core.select import METHODS, write_hook_run
 from ..report import report_or_warn
 
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
@@ -158,21 +156,13 @@ class PruneHook(Hook):
             model.train(was_training)
             restore()
         gather = all_gather_object if get_world_size() > 1 else None
-        if prototypes:
-            arrays = self.capture.take_prototypes(all_gather=gather)
-            if is_main_process():
-                save_prototypes(self.out_dir / "prototypes.npz", arrays)
-            self._prototypes_done = True
-        if not vps:
-            self.capture.discard_pass()
+        closed = self.capture.close_pass(self.out_dir, gather, is_main_process(), vps=vps, dump=self.dump)
+        self._prototypes_done |= prototypes
+        if closed is None:
             return
-        seen = self.capture.images_seen
-        results = self.capture.end_pass(all_gather=gather)
-        t = self.capture.acc.passes
+        t, seen = closed
         elapsed = time.perf_counter() - start
         if is_main_process():
-            if self.dump:
-                write_json(self.out_dir / "passes" / f"pass_{t:03d}.json", results, indent=None)
             runner.message_hub.update_scalar("prune/pass_seconds", elapsed)
             runner.logger.info(
                 f"[prune_hooks] scoring pass {t} after iteration {runner.iter + 1}: {seen} images (this rank), "
@@ -227,16 +217,8 @@ class PruneHook(Hook):
 
     def write_outputs(self, runner) -> dict[str, Any]:
         run = self.out_dir
-        write_vps_run(
-            run, self.index, self.capture.acc, framework="mmdet", soft=self.capture.soft,
-            extra_meta={"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter, "methods": self.methods},
-        )
-        buf = io.BytesIO()
-        torch.save(self.capture.state_dict(), buf)
-        atomic_write_bytes(run / "state.pt", buf.getvalue())
-        n_keep, ratio = keep_count(self.index.num_images, keep=self.keep_ratio)
-        subset = select(self.methods[0], RunInputs(run, self.index), n_keep, ratio, aggregation=self.aggregation)
-        _, pruned = write_subset(run, subset, self.index)
+        meta = {"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter, "methods": self.methods}
+        subset, pruned, n_keep = write_hook_run(run, self.capture, "mmdet", meta, self.methods[0], self.keep_ratio, self.aggregation)
         retrain = write_retrain_config(runner.cfg, pruned, n_keep, self.index.num_images, run / "retrain.py")
         report_or_warn(run, self.image_root)
         runner.logger.info(
