@@ -1,6 +1,6 @@
 # prune_hooks — the two commands of the README, each doing its own set-up.
 #   make test   create .venv if missing, install the real stack, run the tests
-#   make demo   the demo on the embedded toy data (FRAMEWORK=detectron2)
+#   make demo   the demo on the embedded toy data (FRAMEWORK=detectron2 | mmdet)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
