@@ -6,6 +6,7 @@
     RUN/images.csv     image_id,n_objects,vps_iou_max,...,vps_conf_sum,forgetting_max,...,entropy_sum
     RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
     RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
+    RUN/outliers.csv   ann_id,image_id,category_id,entropy: never learned, soft label near uniform
     RUN/prototypes.npz image_id[P], category_id[P], feature[P, D] (see core.prototypes)
     DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
     DIR/<stem>_pruned.json   the annotation file restricted to the subset
@@ -26,7 +27,7 @@ from .coco import CocoIndex, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json, write_csv, write_json
 from .scores import AGGREGATIONS, VPSAccumulator, aggregate, forgetting_scores, vps_image_scores
-from .softlabels import SUSPECT_COLUMNS, SoftLabels, entropy, suspects
+from .softlabels import SUSPECT_COLUMNS, SoftLabels, entropy, outliers, suspects
 
 __all__ = [
     "OBJECT_COLUMNS",
@@ -95,6 +96,12 @@ def write_vps_run(
         buf = io.BytesIO()
         np.savez(buf, ann_id=index.ann_ids, columns=columns, probs=soft_mean.astype(np.float32))
         atomic_write_bytes(run / "soft_labels.npz", buf.getvalue())
+        odd = outliers(soft_mean, vps["learned_passes"])
+        write_csv(
+            run / "outliers.csv",
+            ("ann_id", "image_id", "category_id", "entropy"),
+            zip(index.ann_ids[odd].tolist(), index.obj_image_ids[odd].tolist(), index.obj_category_ids[odd].tolist(), ent[odd].tolist()),
+        )
         rows, cats, probs = suspects(soft_mean, index.obj_category_ids, index.category_ids)
         write_csv(
             run / "suspects.csv",

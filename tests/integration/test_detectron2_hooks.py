@@ -86,6 +86,7 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-5)
     assert soft["columns"].tolist() == sorted(c["id"] for c in gt["categories"]) + [-1]
     assert (run / "suspects.csv").read_text().startswith("ann_id,image_id,category_id,suspected_category_id,mean_prob")
+    assert (run / "outliers.csv").read_text().startswith("ann_id,image_id,category_id,entropy")
     # prototypes of the final model: one row per (image, class) present, box-head width
     protos = np.load(run / "prototypes.npz")
     pairs = sorted({(a["image_id"], a["category_id"]) for a in objects})
