@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from prune_hooks.cli import main
 from prune_hooks.core.selection import herding, kcenter_greedy, random_per_class
