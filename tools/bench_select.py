@@ -135,6 +135,22 @@ def direct_eq4(image_id, category_id, feature, n, lam):
     return chosen
 
 
+def compare(reference, name: str, n_images: int, seed: int, keep: float, lam: float) -> dict:
+    """Time ``reference`` and csod_select on the same generated subsample; same picks in the same order?"""
+    _, ids, cats, feat = make_instance(n_images, seed=seed)
+    n = int(n_images * keep)
+    t = time.perf_counter()
+    want = reference(ids, cats, feat, n, lam)
+    t_ref = time.perf_counter() - t
+    t = time.perf_counter()
+    got = csod_select(ids, cats, feat, n, lam, device="cpu")
+    t_fast = time.perf_counter() - t
+    out = {"images": n_images, "prototypes": int(len(ids)), "reference_seconds": round(t_ref, 2),
+           "csod_seconds": round(t_fast, 4), "ratio": round(t_ref / t_fast), "same_picks": got.image_ids.tolist() == want}
+    print(f"{name} on {n_images} images: {out}", flush=True)
+    return out
+
+
 def scan_seconds(feature: np.ndarray, repeats: int = 5) -> float:
     u = torch.nn.functional.normalize(torch.from_numpy(feature), dim=1)
     v = u.sum(0)
@@ -170,28 +186,8 @@ def main() -> int:
     rows: list[dict] = []
 
     # 1. direct Eq. 4 vs the implementation, same subsamples, same picks
-    _, ids_l, cats_l, feat_l = make_instance(args.literal_subsample, seed=2)
-    n_l = int(args.literal_subsample * args.keep)
-    t = time.perf_counter()
-    literal = literal_eq4(ids_l, cats_l, feat_l, n_l, args.lam)
-    t_literal = time.perf_counter() - t
-    t = time.perf_counter()
-    fast_l = csod_select(ids_l, cats_l, feat_l, n_l, args.lam, device="cpu")
-    t_fast_l = time.perf_counter() - t
-    same_l = fast_l.image_ids.tolist() == literal
-    print(f"literal Eq. 4 on {args.literal_subsample} images ({len(ids_l)} prototypes): {t_literal:.1f}s vs {t_fast_l:.4f}s, "
-          f"ratio {t_literal / t_fast_l:.0f}x, same picks: {same_l}", flush=True)
-    coco_s, ids_s, cats_s, feat_s = make_instance(args.subsample, seed=1)
-    n_s = int(args.subsample * args.keep)
-    t = time.perf_counter()
-    direct = direct_eq4(ids_s, cats_s, feat_s, n_s, args.lam)
-    t_direct = time.perf_counter() - t
-    t = time.perf_counter()
-    fast = csod_select(ids_s, cats_s, feat_s, n_s, args.lam, device="cpu")
-    t_fast = time.perf_counter() - t
-    same = fast.image_ids.tolist() == direct
-    print(f"subsample {args.subsample} images ({len(ids_s)} prototypes), keep {args.keep}: direct {t_direct:.1f}s, "
-          f"csod {t_fast:.3f}s, ratio {t_direct / t_fast:.0f}x, same picks: {same}", flush=True)
+    literal = compare(literal_eq4, "literal Eq. 4", args.literal_subsample, 2, args.keep, args.lam)
+    direct = compare(direct_eq4, "matrix-form Eq. 4", args.subsample, 1, args.keep, args.lam)
 
     # 2. the COCO-scale instance through the CLI
     t = time.perf_counter()
@@ -244,10 +240,8 @@ def main() -> int:
         "scan_seconds": scan,
         "csod_in_process": variants,
         "cli_startup_and_loading_seconds": round(noop, 2),
-        "literal_subsample": {"images": args.literal_subsample, "prototypes": int(len(ids_l)), "literal_seconds": round(t_literal, 2),
-                              "csod_seconds": round(t_fast_l, 4), "ratio": round(t_literal / t_fast_l), "same_picks": same_l},
-        "subsample": {"images": args.subsample, "prototypes": int(len(ids_s)), "direct_seconds": round(t_direct, 2),
-                      "csod_seconds": round(t_fast, 4), "ratio": round(t_direct / t_fast), "same_picks": same},
+        "literal_subsample": literal,
+        "subsample": direct,
         "methods": rows,
     }
     out = Path(args.out)
@@ -278,9 +272,10 @@ def main() -> int:
         "",
         "Both variants pick the same images in the same order (checked in the run).",
         f"Literal Eq. 4 (every cosine one by one, python loops) on a {args.literal_subsample}-image subsample "
-        f"({len(ids_l)} prototypes, keep {args.keep}): {t_literal:.1f}s vs {t_fast_l:.4f}s, {t_literal / t_fast_l:.0f}x; same picks: {same_l}.",
-        f"Direct Eq. 4 in matrix form (all cosines of the class turn as one product, numpy) on a {args.subsample}-image subsample ({len(ids_s)} prototypes, keep {args.keep}): "
-        f"{t_direct:.1f}s vs {t_fast:.3f}s, {t_direct / t_fast:.0f}x; same picks in the same order: {same}.",
+        f"({literal['prototypes']} prototypes, keep {args.keep}): {literal['reference_seconds']}s vs {literal['csod_seconds']}s, "
+        f"{literal['ratio']}x; same picks: {literal['same_picks']}.",
+        f"Direct Eq. 4 in matrix form (all cosines of the class turn as one product, numpy) on a {args.subsample}-image subsample ({direct['prototypes']} prototypes, keep {args.keep}): "
+        f"{direct['reference_seconds']}s vs {direct['csod_seconds']}s, {direct['ratio']}x; same picks in the same order: {direct['same_picks']}.",
         f"kcenter and herding are O(k N D) (one mat-vec over all image features per pick); they are timed at keep {args.greedy_keep}.",
     ]
     (out / "bench_select.md").write_text("\n".join(lines) + "\n")

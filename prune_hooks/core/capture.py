@@ -47,6 +47,7 @@ class VPSCapture:
         self.soft: SoftLabels | None = None
         self._columns: torch.Tensor | None = None
         self.prototypes: PrototypeCollector | None = None
+        self.prototypes_taken = False  # prototypes of a pass were gathered (the hooks save them)
 
     def set_model_classes(self, coco_ids: list[int]) -> None:
         """The COCO category id of each of the model's foreground outputs, in the model's order.
@@ -71,13 +72,18 @@ class VPSCapture:
             raise PruneHooksError("no prototypes collected: call collect_prototypes() before the pass")
         arrays = self.prototypes.arrays(all_gather)
         self.prototypes = None
+        self.prototypes_taken = True
         return arrays
 
-    def object_slice(self, image_id: int) -> tuple[int, int]:
-        """Rows ``a:b`` of the image's objects (non-crowd GT boxes, file order) in the index."""
+    def _position(self, image_id: int) -> int:
         pos = self._pos.get(int(image_id))
         if pos is None:
             raise PruneHooksError(f"image id {image_id} of the scoring pass is not in {self.index.path}")
+        return pos
+
+    def object_slice(self, image_id: int) -> tuple[int, int]:
+        """Rows ``a:b`` of the image's objects (non-crowd GT boxes, file order) in the index."""
+        pos = self._position(image_id)
         return int(self.index.offsets[pos]), int(self.index.offsets[pos + 1])
 
     def gt_boxes(self, image_id: int) -> torch.Tensor:
@@ -105,9 +111,7 @@ class VPSCapture:
                 objects (rows as :meth:`gt_boxes`), the model's class order then background.
             features: Tensor[n, D], the RoI feature of each object's GT box (for prototypes).
         """
-        pos = self._pos.get(int(image_id))
-        if pos is None:
-            raise PruneHooksError(f"image id {image_id} of the scoring pass is not in {self.index.path}")
+        pos = self._position(image_id)
         if pos in self._seen:
             return  # a sampler that pads its last batch repeats images; count each once per pass
         self._seen.add(pos)
@@ -118,7 +122,7 @@ class VPSCapture:
                 {"image_id": int(image_id), "category_id": int(c), "bbox": b, "score": float(s)}
                 for b, s, c in zip(xywh.tolist(), scores.tolist(), category_ids.tolist())
             )
-        a, b = int(self.index.offsets[pos]), int(self.index.offsets[pos + 1])
+        a, b = self.object_slice(image_id)
         if features is not None and self.prototypes is not None:
             self.prototypes.add(image_id, features)
         if a == b:

@@ -57,7 +57,6 @@ class PruneHook(HookBase):
         self._loader = None
         self.capture.set_model_classes([int(c) for c in lut.tolist()])
         self.want_prototypes = any(m in p.METHODS for m in ("csod", "kcenter", "herding"))
-        self._prototypes_done = False
 
     def before_train(self) -> None:
         roi = _box_head(_unwrap(self.trainer.model))
@@ -107,7 +106,6 @@ class PruneHook(HookBase):
             restore()
         gather = comm.all_gather if comm.get_world_size() > 1 else None
         closed = self.capture.close_pass(self.out_dir, gather, comm.is_main_process(), vps=vps, dump=bool(self.cfg.PRUNE.DUMP_DETECTIONS))
-        self._prototypes_done |= prototypes
         if closed is None:
             return
         t, seen = closed
@@ -145,7 +143,7 @@ class PruneHook(HookBase):
             if comm.is_main_process():
                 logger.warning("no scoring pass ran (period %d, iterations %d): nothing written", self.period, self.trainer.iter)
             return
-        if self.want_prototypes and not self._prototypes_done:
+        if self.want_prototypes and not self.capture.prototypes_taken:
             # the last pass was not after the last iteration: a features-only pass with the final model
             self.scoring_pass(prototypes=True, vps=False)
         if comm.is_main_process():

@@ -79,7 +79,6 @@ class PruneHook(Hook):
         self.want_prototypes = any(m in methods for m in ("csod", "kcenter", "herding"))
         self.capture: VPSCapture | None = None
         self._loader = None
-        self._prototypes_done = False
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -157,7 +156,6 @@ class PruneHook(Hook):
             restore()
         gather = all_gather_object if get_world_size() > 1 else None
         closed = self.capture.close_pass(self.out_dir, gather, is_main_process(), vps=vps, dump=self.dump)
-        self._prototypes_done |= prototypes
         if closed is None:
             return
         t, seen = closed
@@ -210,7 +208,7 @@ class PruneHook(Hook):
         if self.capture is None or self.capture.acc.passes == 0:
             runner.logger.warning("[prune_hooks] no scoring pass ran: nothing written")
             return
-        if self.want_prototypes and not self._prototypes_done:
+        if self.want_prototypes and not self.capture.prototypes_taken:
             self.scoring_pass(runner, prototypes=True, vps=False)
         if is_main_process():
             self.write_outputs(runner)
