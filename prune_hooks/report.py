@@ -80,9 +80,12 @@ def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None
     if cols:
         fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.5), squeeze=False)
         for ax, col in zip(axes[0], cols):
-            v = images[col][np.isfinite(images[col])]
+            finite = np.isfinite(images[col])
+            v = images[col][finite]
             ax.hist(v, bins=30)
-            ax.set_title(f"{col} ({len(v)} images)")
+            # forgetting is +inf for images with a never-learned object: counted, not drawn
+            rest = f", {int((~finite).sum())} at +inf" if not finite.all() else ""
+            ax.set_title(f"{col} ({len(v)} images{rest})", fontsize=9)
             ax.set_xlabel("image score")
         axes[0][0].set_ylabel("images")
         figures.append((_save(fig, out / "image_scores.png"), "image-score histograms (max aggregation; finite scores)"))

@@ -198,20 +198,23 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: int = 0) -> dict[str, Path]:
+def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: int = 0,
+                 photos: dict | None = None, backgrounds: dict | None = None) -> dict[str, Path]:
+    """``photos`` ({split: (images N×28×28 uint8, labels N)}) and ``backgrounds`` ({name: H×W×3}) default
+    to Fashion-MNIST and ``skimage.data``."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    bgs = load_backgrounds()
+    bgs = backgrounds if backgrounds is not None else load_backgrounds()
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
     files, factors, image_id, ann_id = {}, {}, 1, 1
     for split, count in (("train", n_train), ("val", n_val)):
-        photos, labels = load_fashion(split)
+        photos_, labels = photos[split] if photos is not None else load_fashion(split)
         by_class = [np.nonzero(labels == c)[0] for c in range(len(CLASSES))]
         (root / split).mkdir(parents=True, exist_ok=True)
         images, anns, k = [], [], 0
         while k < count:
-            img, objs, f = render_scene(rng, size, photos, labels, by_class, bgs)
+            img, objs, f = render_scene(rng, size, photos_, labels, by_class, bgs)
             copies = min(int(rng.integers(2, 5)), count - k) if split == "train" and rng.random() < DUP_START else 1
             group = image_id if copies > 1 else None
             for c in range(copies):

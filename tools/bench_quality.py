@@ -130,7 +130,7 @@ def write_results(out: Path, rows: list[dict], header: str, keeps: list[float]) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", choices=("fashion", "deepforest"), default="fashion")
-    ap.add_argument("--scale", type=float, default=1.0, help="fashion: 320*scale train / 150*scale val images")
+    ap.add_argument("--scale", type=float, default=1.0, help="fashion: 400*scale train / 150*scale val images")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--keep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
     ap.add_argument("--methods", nargs="+", default=METHODS, help="method or method:aggregation")
@@ -149,7 +149,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.data == "fashion":
-        n_train, n_val, classes, size = int(320 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
+        n_train, n_val, classes, size = int(400 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
         files = bench_data.make_fashion(work / "data", n_train, n_val, size=size)
     else:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
