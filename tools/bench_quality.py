@@ -1,16 +1,18 @@
 #!/usr/bin/env python
-"""Does pruning work? One proxy training with the detectron2 hook, subsets per method and keep ratio,
+"""Does pruning work? One proxy training with the prune hook, subsets per method and keep ratio,
 retraining from each generated retrain config, COCO AP on a clean validation set.
 
-    python tools/bench_quality.py [--data fashion] [--scale 1] [--epochs 8] [--out tools/results]
+    python tools/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5] [--keep ...] [--methods ...]
     python tools/bench_quality.py --data deepforest --keep 0.5 --methods random vps_iou csod   # real-data smoke case
 
 Data: tools/bench_data.py (Fashion-MNIST objects on skimage photos, near-duplicates, label noise in train,
 clean val; or deepforest's aerial tiles). Model: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN
-at 256 px (tools/mobilenet_fpn.py, configs/detectron2/bench_MNV2_FPN_overrides.yaml). The proxy is the
-full-data run (the hook does not change training), so its final AP is the "full" row. Every training runs
-tools/train_net.py in a subprocess; results are appended to WORK/results.jsonl as they come, a rerun skips
-what is there, and bench_quality.md/.json and ratio_vs_ap.png are rewritten after each.
+at 256 px (tools/mobilenet_fpn.py + configs/detectron2/bench_MNV2_FPN_overrides.yaml, or
+tools/mobilenet_mmdet.py + configs/mmdet/bench_faster-rcnn_mnv2_fpn.py). The proxy is the full-data run
+(the hook does not change training), so its final AP is the "full" row. Every training runs the
+framework's train script (tools/train_net.py, tools/train_mmdet.py) in a subprocess; results are
+appended to WORK/results.jsonl as they come, a rerun skips what is there, and
+OUT/bench_quality[_<framework>_<data>].md/.json and ratio_vs_ap[...].png are rewritten after each.
 """
 from __future__ import annotations
 
@@ -74,8 +76,9 @@ def fmt(vals) -> str:
     return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals):.1f}" if len(vals) > 1 else "")
 
 
-def write_results(out: Path, rows: list[dict], header: str, keeps: list[float]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: list[float]) -> None:
+    """stem.md (tables), stem.json (every row) and the plot."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     cells: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         cells.setdefault((r["method"], r["keep"]), []).append(r)
@@ -102,8 +105,8 @@ def write_results(out: Path, rows: list[dict], header: str, keeps: list[float]) 
         lines.append(f"| {m} | " + " | ".join(
             f"{fmt([r.get('AP50') for r in cells[(m, k)]])} / {fmt([r.get('AP75') for r in cells[(m, k)]])}" if (m, k) in cells else ""
             for k in keeps) + " |")
-    (out / "bench_quality.md").write_text("\n".join(lines) + "\n")
-    (out / "bench_quality.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
 
     import matplotlib
 
@@ -123,12 +126,93 @@ def write_results(out: Path, rows: list[dict], header: str, keeps: list[float]) 
     ax.set_ylabel("val AP (%)")
     ax.set_title("AP after retraining on the subset (iterations scaled to the subset)")
     ax.legend(fontsize=7, ncol=2)
-    fig.savefig(out / "ratio_vs_ap.png", dpi=110, bbox_inches="tight")
+    fig.savefig(plot, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+class Detectron2Bench:
+    """Proxy with tools/train_net.py + PRUNE config; each subset retrained from its retrain.yaml."""
+
+    def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
+        self.work, self.n_train = work, n_train
+        self.cfg = proxy_config(files, work / "data", work / "proxy", n_train, epochs, classes, size)
+        self.iters, self.batch = self.cfg.SOLVER.MAX_ITER, self.cfg.SOLVER.IMS_PER_BATCH
+
+    def proxy(self) -> tuple[float, dict]:
+        (self.work / "proxy.yaml").write_text(self.cfg.dump())
+        return train(self.work / "proxy.yaml", self.work / "proxy.log"), metrics(self.work / "proxy")
+
+    def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
+        from detectron2.config import get_cfg
+
+        from prune_hooks.detectron2 import add_prune_config, write_retrain_config
+
+        base = self.cfg.clone()
+        base.OUTPUT_DIR = str(self.work / "retrain" / name)
+        yaml = write_retrain_config(base, "bq_train", next(sel.glob("*_pruned.json")), str((self.work / "data" / "train").resolve()),
+                                    n_keep, self.n_train, sel / "retrain.yaml")
+        re_cfg = add_prune_config(get_cfg())
+        re_cfg.merge_from_file(str(yaml))
+        secs = train(yaml, sel / "train.log")
+        return secs, re_cfg.SOLVER.MAX_ITER, metrics(Path(re_cfg.OUTPUT_DIR))
+
+
+class MMDetBench:
+    """Proxy with mmdet's train script (tools/train_mmdet.py) + PruneHook; each subset retrained from its retrain.py."""
+
+    def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
+        if classes != 10 or size != 256:
+            raise SystemExit("--framework mmdet: configs/mmdet/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data")
+        self.work, self.n_train, self.epochs, self.batch = work, n_train, epochs, 4
+        self.iters = epochs * math.ceil(n_train / self.batch)
+        os.environ["PRUNE_TOY_ROOT"] = str((work / "data").resolve()) + "/"  # the configs' data_root, here and in the trainings
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tools"), os.environ.get("PYTHONPATH", "")]))
+        self.config = work / "proxy.py"
+        self.config.write_text(
+            f"_base_ = {str(ROOT / 'configs' / 'mmdet' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
+            "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], allow_failed_imports=False)\n"
+            "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'])]\n"
+            f"work_dir = {str((work / 'proxy').resolve())!r}\n"
+            f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
+            "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50), "
+            f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, milestones=[{max(1, round(epochs * 0.75))}], gamma=0.1)]\n"
+            f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
+        )
+
+    def _train(self, config: Path, log: Path) -> float:
+        t = time.time()
+        with open(log, "w") as f:
+            proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_mmdet.py"), str(config)], stdout=f,
+                                  stderr=subprocess.STDOUT, env=self.env)
+        if proc.returncode:
+            raise SystemExit(f"training failed ({proc.returncode}), see {log}")
+        return time.time() - t
+
+    @staticmethod
+    def _metrics(work_dir: Path) -> dict:
+        recs = [json.loads(x) for p in sorted(work_dir.glob("*/vis_data/scalars.json")) for x in p.read_text().splitlines() if x.strip()]
+        ev = [r for r in recs if "coco/bbox_mAP" in r]
+        return {k: 100 * ev[-1][f"coco/bbox_{m}"] for k, m in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))} if ev else {}
+
+    def proxy(self) -> tuple[float, dict]:
+        secs = self._train(self.config, self.work / "proxy.log")
+        return secs, self._metrics(self.work / "proxy")
+
+    def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
+        from mmengine.config import Config
+
+        from prune_hooks.mmdet.hooks import write_retrain_config
+
+        cfg = Config.fromfile(str(self.config))
+        cfg.work_dir = str(self.work / "retrain" / name)
+        path = write_retrain_config(cfg, next(sel.glob("*_pruned.json")), n_keep, self.n_train, sel / "retrain.py")
+        secs = self._train(path, sel / "train.log")
+        return secs, self.epochs * math.ceil(n_keep / self.batch), self._metrics(Path(cfg.work_dir + "_retrain"))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--framework", choices=("detectron2", "mmdet"), default="detectron2")
     ap.add_argument("--data", choices=("fashion", "deepforest"), default="fashion")
     ap.add_argument("--scale", type=float, default=1.0, help="fashion: 400*scale train / 150*scale val images")
     ap.add_argument("--epochs", type=int, default=5)
@@ -136,17 +220,16 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=METHODS, help="method or method:aggregation")
     ap.add_argument("--seeds", type=int, default=3, help="random baseline seeds")
     ap.add_argument("--out", default=str(ROOT / "tools" / "results"))
-    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_quality"))
+    ap.add_argument("--work", default=None, help="default runs/bench_quality[_<framework>_<data>]")
     args = ap.parse_args()
 
     import bench_data
-    from detectron2.config import get_cfg
 
     from prune_hooks.cli import main as cli
-    from prune_hooks.detectron2 import add_prune_config, write_retrain_config
 
     start = time.time()
-    work = Path(args.work)
+    suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"
+    work = Path(args.work or ROOT / "runs" / f"bench_quality{suffix}")
     work.mkdir(parents=True, exist_ok=True)
     if args.data == "fashion":
         n_train, n_val, classes, size = int(400 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
@@ -154,30 +237,31 @@ def main() -> int:
     else:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
         n_train, n_val = (len(json.loads(files[s].read_text())["images"]) for s in ("train", "val"))
-    cfg = proxy_config(files, work / "data", work / "proxy", n_train, args.epochs, classes, size)
+    bench = (MMDetBench if args.framework == "mmdet" else Detectron2Bench)(work, files, n_train, args.epochs, classes, size)
     command = "python tools/bench_quality.py " + " ".join(sys.argv[1:])
-    header = (f"# Pruning quality: detectron2, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
-              f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {cfg.SOLVER.IMS_PER_BATCH}, proxy "
-              f"{cfg.SOLVER.MAX_ITER} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
-              f"retrained from its retrain.yaml (iterations scaled by kept/N, so the same {args.epochs} epochs). 2 CPU cores.")
+    retrain_file = "retrain.py" if args.framework == "mmdet" else "retrain.yaml"
+    header = (f"# Pruning quality: {args.framework}, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
+              f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {bench.batch}, proxy "
+              f"{bench.iters} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
+              f"retrained from its {retrain_file} (the same {args.epochs} epochs of the subset: iterations scale with kept/N). 2 CPU cores.")
 
     done_path = work / "results.jsonl"
     rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
     seen = {(r["method"], r["keep"], r.get("seed")) for r in rows}
+    out = Path(args.out) / f"bench_quality{suffix}"
 
     def record(row: dict) -> None:
         rows.append(row)
         with open(done_path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        write_results(Path(args.out), rows, header, args.keep)
+        write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
         print(row, f"[{time.time() - start:.0f}s]", flush=True)
 
     run = work / "proxy" / "prune"
     if ("full", 1.0, None) not in seen:
-        (work / "proxy.yaml").write_text(cfg.dump())
-        print(f"proxy: {n_train} train / {n_val} val images, {cfg.SOLVER.MAX_ITER} iterations", flush=True)
-        secs = train(work / "proxy.yaml", work / "proxy.log")
-        record({"method": "full", "keep": 1.0, "seed": None, "kept": n_train, "iters": cfg.SOLVER.MAX_ITER, "seconds": round(secs), **metrics(work / "proxy")})
+        print(f"proxy: {n_train} train / {n_val} val images, {bench.iters} iterations", flush=True)
+        secs, m = bench.proxy()
+        record({"method": "full", "keep": 1.0, "seed": None, "kept": n_train, "iters": bench.iters, "seconds": round(secs), **m})
 
     for keep in args.keep:
         for spec in args.methods:
@@ -192,18 +276,10 @@ def main() -> int:
                 argv += ["--seed", str(seed)] if seed is not None else []
                 if cli(argv) != 0:
                     raise SystemExit(f"select failed: {name}")
-                subset = json.loads((sel / "subset.json").read_text())
-                base = cfg.clone()
-                base.OUTPUT_DIR = str(work / "retrain" / name)
-                pruned = next(sel.glob("*_pruned.json"))
-                yaml = write_retrain_config(base, "bq_train", pruned, str((work / "data" / "train").resolve()),
-                                            subset["n_images"], n_train, sel / "retrain.yaml")
-                re_cfg = add_prune_config(get_cfg())
-                re_cfg.merge_from_file(str(yaml))
-                secs = train(yaml, sel / "train.log")
-                record({"method": spec, "keep": keep, "seed": seed, "kept": subset["n_images"], "iters": re_cfg.SOLVER.MAX_ITER,
-                        "seconds": round(secs), **metrics(Path(re_cfg.OUTPUT_DIR))})
-    print((Path(args.out) / "bench_quality.md").read_text())
+                n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
+                secs, iters, m = bench.retrain(name, sel, n_keep)
+                record({"method": spec, "keep": keep, "seed": seed, "kept": n_keep, "iters": iters, "seconds": round(secs), **m})
+    print(out.with_suffix(".md").read_text())
     print(f"total {time.time() - start:.0f}s", flush=True)
     return 0
 
