@@ -130,6 +130,47 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     plt.close(fig)
 
 
+def factor_lines(work: Path) -> list[str]:
+    """What each subset kept, against the generation factors (tools/bench_data.py's factors.json):
+    the share of kept images holding a label-noise object, and of near-duplicate copies (a group's
+    2nd, 3rd, ... image); and how many of the proxy run's suspects are generated class flips."""
+    path = work / "data" / "factors.json"
+    if not path.exists():
+        return []
+    factors = {int(k): v for k, v in json.loads(path.read_text()).items() if v["split"] == "train"}
+    noisy = {i for i, f in factors.items() if any(o["noise"] for o in f["objects"])}
+    copies = {i for i, f in factors.items() if f["dup_group"] is not None and f["dup_group"] != i}
+    coco = json.loads((work / "data" / "annotations" / "instances_train.json").read_text())
+    anns = {}
+    for a in coco["annotations"]:
+        anns.setdefault(a["image_id"], []).append(a["id"])
+    flips = {aid for i, f in factors.items()
+             for aid, kind in zip(anns.get(i, []), [o["noise"] for o in f["objects"] if o["noise"] != "missing"]) if kind == "flip"}
+    n = len(factors)
+    lines = ["", "What the subsets kept (generation factors of the train images): % of kept images holding a noisy label "
+             f"(full set: {100 * len(noisy) / n:.0f}%) / % that are near-duplicate copies (full set: {100 * len(copies) / n:.0f}%).", ""]
+    cells: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    for sub in sorted((work / "subsets").glob("*/subset.json")):
+        d = json.loads(sub.read_text())
+        name = sub.parent.name.rsplit("_k", 1)[0]
+        method = "random" if name.startswith("random_s") else name.replace("vps_iou_", "vps_iou:").replace("vps_conf_", "vps_conf:")
+        ids = set(d["image_ids"])
+        cells.setdefault((method, d["keep_ratio"]), []).append((100 * len(ids & noisy) / len(ids), 100 * len(ids & copies) / len(ids)))
+    keeps = sorted({k for _, k in cells})
+    lines += ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
+    for m in sorted(dict.fromkeys(m for m, _ in cells), key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+        lines.append(f"| {m} | " + " | ".join(
+            f"{np.mean([c[0] for c in cells[(m, k)]]):.0f} / {np.mean([c[1] for c in cells[(m, k)]]):.0f}" if (m, k) in cells else ""
+            for k in keeps) + " |")
+    suspects = work / "proxy" / "prune" / "suspects.csv"
+    if suspects.exists():
+        ids = [int(line.split(",")[0]) for line in suspects.read_text().splitlines()[1:] if line.strip()]
+        hit = len(set(ids) & flips)
+        lines += ["", f"Suspected mislabels (suspects.csv): {len(ids)} objects, {hit} of them generated class flips "
+                  f"(precision {100 * hit / max(1, len(ids)):.0f}%, recall {100 * hit / max(1, len(flips)):.0f}% of {len(flips)} flips)."]
+    return lines
+
+
 class Detectron2Bench:
     """Proxy with tools/train_net.py + PRUNE config; each subset retrained from its retrain.yaml."""
 
@@ -279,7 +320,9 @@ def main() -> int:
                 n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
                 secs, iters, m = bench.retrain(name, sel, n_keep)
                 record({"method": spec, "keep": keep, "seed": seed, "kept": n_keep, "iters": iters, "seconds": round(secs), **m})
-    print(out.with_suffix(".md").read_text())
+    md = out.with_suffix(".md")
+    md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")
+    print(md.read_text())
     print(f"total {time.time() - start:.0f}s", flush=True)
     return 0
 
