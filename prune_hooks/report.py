@@ -83,9 +83,10 @@ def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None
             finite = np.isfinite(images[col])
             v = images[col][finite]
             ax.hist(v, bins=30)
-            # forgetting is +inf for images with a never-learned object: counted, not drawn
-            rest = f", {int((~finite).sum())} at +inf" if not finite.all() else ""
-            ax.set_title(f"{col} ({len(v)} images{rest})", fontsize=9)
+            # counted, not drawn: +inf (forgetting: a never-learned object), no score (an image without objects)
+            n_inf, n_none = int(np.isposinf(images[col]).sum()), int(np.isnan(images[col]).sum())
+            rest = (f", {n_inf} at +inf" if n_inf else "") + (f", {n_none} without objects" if n_none else "")
+            ax.set_title(f"{col}\n{len(v)} images{rest}", fontsize=9)
             ax.set_xlabel("image score")
         axes[0][0].set_ylabel("images")
         figures.append((_save(fig, out / "image_scores.png"), "image-score histograms (max aggregation; finite scores)"))
