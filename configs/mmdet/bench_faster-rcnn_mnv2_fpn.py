@@ -38,3 +38,5 @@ train_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=train_pipeline)
 val_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 randomness = dict(seed=0)
+# like the detectron2 twin (toy_R18_FPN_overrides.yaml): an early large gradient at batch 4 can blow up the RPN
+optim_wrapper = dict(clip_grad=dict(max_norm=5.0, norm_type=2))
