@@ -73,7 +73,7 @@ def fmt(vals) -> str:
     vals = [v for v in vals if v is not None and not math.isnan(v)]
     if not vals:
         return "n/a"
-    return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals):.1f}" if len(vals) > 1 else "")
+    return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals, ddof=1):.1f}" if len(vals) > 1 else "")
 
 
 def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: list[float]) -> None:
@@ -86,7 +86,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     full = cells.get(("full", 1.0), [{}])[0]
     rand = {k: np.mean([r["AP"] for r in cells.get(("random", k), [])]) if ("random", k) in cells else None for k in keeps}
     lines = [header, "", f"Full data: AP {fmt([full.get('AP')])}, AP50 {fmt([full.get('AP50')])}, AP75 {fmt([full.get('AP75')])}.", "",
-             "COCO AP (%) on val after retraining on the subset; random: mean ± std over seeds; (Δ vs random mean).", "",
+             "COCO AP (%) on val after retraining on the subset; random: mean ± sample std over seeds; (Δ vs random mean).", "",
              "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
     for m in methods:
         row = []
@@ -117,7 +117,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     for m in methods:
         ks = [k for k in keeps if (m, k) in cells]
         ys = [np.mean([r["AP"] for r in cells[(m, k)]]) for k in ks]
-        sd = [np.std([r["AP"] for r in cells[(m, k)]]) for k in ks]
+        sd = [np.std([r["AP"] for r in cells[(m, k)]], ddof=1) if len(cells[(m, k)]) > 1 else 0.0 for k in ks]
         style = dict(color="k", lw=2) if m == "random" else dict(ls="--" if m.startswith("vps_conf") else "-")
         ax.errorbar(ks, ys, yerr=sd if m == "random" else None, marker="o", ms=3, capsize=3, label=m, **style)
     if "AP" in full:
