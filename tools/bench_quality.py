@@ -76,9 +76,18 @@ def fmt(vals) -> str:
     return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals, ddof=1):.1f}" if len(vals) > 1 else "")
 
 
+def no_detections(row: dict) -> dict:
+    """A finished training whose evaluation had no metrics made no detection on val (detectron2 logs
+    "No predictions from the model!" and NaN, mmdet no coco/ scalars): AP 0, flagged."""
+    if all(isinstance(row.get(k), float) and not math.isnan(row[k]) for k in ("AP", "AP50", "AP75")):
+        return row
+    return {**row, "AP": 0.0, "AP50": 0.0, "AP75": 0.0, "no_detections": True}
+
+
 def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: list[float]) -> None:
     """stem.md (tables), stem.json (every row) and the plot."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    rows = [no_detections(r) for r in rows]
     cells: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         cells.setdefault((r["method"], r["keep"]), []).append(r)
@@ -95,11 +104,13 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
             if not rs:
                 row.append("")
                 continue
-            s = fmt([r.get("AP") for r in rs])
-            if m != "random" and rand.get(k) is not None and "AP" in rs[0]:
+            s = fmt([r.get("AP") for r in rs]) + ("†" if any(r.get("no_detections") for r in rs) else "")
+            if m != "random" and rand.get(k) is not None:
                 s += f" ({rs[0]['AP'] - rand[k]:+.1f})"
             row.append(s)
         lines.append(f"| {m} | " + " | ".join(row) + " |")
+    if any(r.get("no_detections") for r in rows):
+        lines += ["", "† no detection above the test score threshold on val: the retrained detector did not learn (AP 0)."]
     lines += ["", "AP50 / AP75:", "", "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(
