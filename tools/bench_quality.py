@@ -94,7 +94,9 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "full"))
     full = cells.get(("full", 1.0), [{}])[0]
     rand = {k: np.mean([r["AP"] for r in cells.get(("random", k), [])]) if ("random", k) in cells else None for k in keeps}
-    lines = [header, "", f"Full data: AP {fmt([full.get('AP')])}, AP50 {fmt([full.get('AP50')])}, AP75 {fmt([full.get('AP75')])}.", "",
+    secs = sum(r.get("seconds", 0) for r in rows)
+    lines = [header, "", f"Full data: AP {fmt([full.get('AP')])}, AP50 {fmt([full.get('AP50')])}, AP75 {fmt([full.get('AP75')])}. "
+             f"{len(rows)} trainings (proxy {full.get('seconds', 0)} s), {secs / 60:.0f} min of training processes in all.", "",
              "COCO AP (%) on val after retraining on the subset; random: mean ± sample std over seeds; (Δ vs random mean).", "",
              "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
     for m in methods:
@@ -331,6 +333,7 @@ def main() -> int:
                 n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
                 secs, iters, m = bench.retrain(name, sel, n_keep)
                 record({"method": spec, "keep": keep, "seed": seed, "kept": n_keep, "iters": iters, "seconds": round(secs), **m})
+    write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
     md = out.with_suffix(".md")
     md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")
     print(md.read_text())
