@@ -3,7 +3,7 @@
 retraining from each generated retrain config, COCO AP on a clean validation set.
 
     python tools/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5] [--keep ...] [--methods ...]
-    python tools/bench_quality.py --data deepforest --keep 0.5 --methods random vps_iou csod   # real-data smoke case
+    python tools/bench_quality.py --data deepforest --epochs 10 --keep 0.5 --methods random vps_iou:max csod --seeds 1
 
 Data: tools/bench_data.py (Fashion-MNIST objects on skimage photos, near-duplicates, label noise in train,
 clean val; or deepforest's aerial tiles). Model: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN
@@ -11,7 +11,7 @@ at 256 px (tools/mobilenet_fpn.py + configs/detectron2/bench_MNV2_FPN_overrides.
 tools/mobilenet_mmdet.py + configs/mmdet/bench_faster-rcnn_mnv2_fpn.py). The proxy is the full-data run
 (the hook does not change training), so its final AP is the "full" row. Every training runs the
 framework's train script (tools/train_net.py, tools/train_mmdet.py) in a subprocess; results are
-appended to WORK/results.jsonl as they come, a rerun skips what is there, and
+appended to WORK/results.jsonl as they come, a rerun with the same arguments skips what is there, and
 OUT/bench_quality[_<framework>_<data>].md/.json and ratio_vs_ap[...].png are rewritten after each.
 """
 from __future__ import annotations
