@@ -285,6 +285,13 @@ def main() -> int:
     suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"
     work = Path(args.work or ROOT / "runs" / f"bench_quality{suffix}")
     work.mkdir(parents=True, exist_ok=True)
+    setting = {"framework": args.framework, "data": args.data, "scale": args.scale, "epochs": args.epochs}
+    saved = work / "setting.json"
+    if saved.exists() and json.loads(saved.read_text()) != setting:
+        old = json.loads(saved.read_text())
+        diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in setting.items() if old.get(k) != v)
+        raise SystemExit(f"{work} holds results of another setting ({diff}): use another --work or delete it")
+    saved.write_text(json.dumps(setting))
     if args.data == "fashion":
         n_train, n_val, classes, size = int(400 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
         files = bench_data.make_fashion(work / "data", n_train, n_val, size=size)
