@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,26 +29,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
+from demo import last_ap, mmdet_ap, train  # noqa: E402  (tools/: the demo's runner and metric readers)
+
 METHODS = ["random", "vps_iou:max", "vps_iou:mean", "vps_iou:sum", "vps_conf:max", "vps_conf:mean", "vps_conf:sum",
            "csod", "forgetting", "entropy"]
-TRAIN = ("import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
-         "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')")
+# tools/train_net.py with the benchmark's backbone registered first
+TRAIN_NET = ("import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
+             "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')")
 
 
-def train(yaml: Path, log: Path) -> float:
-    t = time.time()
-    code = TRAIN.format(tools=str(ROOT / "tools"), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))
-    with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise SystemExit(f"training failed ({proc.returncode}), see {log}")
-    return time.time() - t
-
-
-def metrics(output_dir: Path) -> dict:
-    recs = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines() if line.strip()]
-    ev = [r for r in recs if "bbox/AP" in r]
-    return {k: ev[-1][f"bbox/{k}"] for k in ("AP", "AP50", "AP75")} if ev else {}
+def train_net(yaml: Path, log: Path) -> float:
+    return train(["-c", TRAIN_NET.format(tools=str(ROOT / "tools"), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log)
 
 
 def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, classes: int, size: int):
@@ -77,8 +67,8 @@ def fmt(vals) -> str:
 
 
 def no_detections(row: dict) -> dict:
-    """A finished training whose evaluation had no metrics made no detection on val (detectron2 logs
-    "No predictions from the model!" and NaN, mmdet no coco/ scalars): AP 0, flagged."""
+    """A finished training whose evaluation had no metrics (NaN from demo's readers: detectron2 logs
+    "No predictions from the model!", mmdet no coco/ scalars) made no detection on val: AP 0, flagged."""
     if all(isinstance(row.get(k), float) and not math.isnan(row[k]) for k in ("AP", "AP50", "AP75")):
         return row
     return {**row, "AP": 0.0, "AP50": 0.0, "AP75": 0.0, "no_detections": True}
@@ -194,7 +184,7 @@ class Detectron2Bench:
 
     def proxy(self) -> tuple[float, dict]:
         (self.work / "proxy.yaml").write_text(self.cfg.dump())
-        return train(self.work / "proxy.yaml", self.work / "proxy.log"), metrics(self.work / "proxy")
+        return train_net(self.work / "proxy.yaml", self.work / "proxy.log"), last_ap(self.work / "proxy")
 
     def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
         from detectron2.config import get_cfg
@@ -207,8 +197,8 @@ class Detectron2Bench:
                                     n_keep, self.n_train, sel / "retrain.yaml")
         re_cfg = add_prune_config(get_cfg())
         re_cfg.merge_from_file(str(yaml))
-        secs = train(yaml, sel / "train.log")
-        return secs, re_cfg.SOLVER.MAX_ITER, metrics(Path(re_cfg.OUTPUT_DIR))
+        secs = train_net(yaml, sel / "train.log")
+        return secs, re_cfg.SOLVER.MAX_ITER, last_ap(Path(re_cfg.OUTPUT_DIR))
 
 
 class MMDetBench:
@@ -234,23 +224,11 @@ class MMDetBench:
         )
 
     def _train(self, config: Path, log: Path) -> float:
-        t = time.time()
-        with open(log, "w") as f:
-            proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_mmdet.py"), str(config)], stdout=f,
-                                  stderr=subprocess.STDOUT, env=self.env)
-        if proc.returncode:
-            raise SystemExit(f"training failed ({proc.returncode}), see {log}")
-        return time.time() - t
-
-    @staticmethod
-    def _metrics(work_dir: Path) -> dict:
-        recs = [json.loads(x) for p in sorted(work_dir.glob("*/vis_data/scalars.json")) for x in p.read_text().splitlines() if x.strip()]
-        ev = [r for r in recs if "coco/bbox_mAP" in r]
-        return {k: 100 * ev[-1][f"coco/bbox_{m}"] for k, m in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))} if ev else {}
+        return train([ROOT / "tools" / "train_mmdet.py", config], log, self.env)
 
     def proxy(self) -> tuple[float, dict]:
         secs = self._train(self.config, self.work / "proxy.log")
-        return secs, self._metrics(self.work / "proxy")
+        return secs, mmdet_ap(self.work / "proxy")
 
     def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
         from mmengine.config import Config
@@ -261,7 +239,7 @@ class MMDetBench:
         cfg.work_dir = str(self.work / "retrain" / name)
         path = write_retrain_config(cfg, next(sel.glob("*_pruned.json")), n_keep, self.n_train, sel / "retrain.py")
         secs = self._train(path, sel / "train.log")
-        return secs, self.epochs * math.ceil(n_keep / self.batch), self._metrics(Path(cfg.work_dir + "_retrain"))
+        return secs, self.epochs * math.ceil(n_keep / self.batch), mmdet_ap(Path(cfg.work_dir + "_retrain"))
 
 
 def main() -> int:

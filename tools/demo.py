@@ -27,16 +27,17 @@ def last_ap(output_dir: Path) -> dict:
     """The last COCO bbox metrics detectron2 logged to OUTPUT_DIR/metrics.json."""
     records = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines() if line.strip()]
     evals = [r for r in records if "bbox/AP" in r]
-    return {"AP": evals[-1]["bbox/AP"], "AP50": evals[-1]["bbox/AP50"]} if evals else {"AP": math.nan, "AP50": math.nan}
+    return {k: evals[-1][f"bbox/{k}"] if evals else math.nan for k in ("AP", "AP50", "AP75")}
 
 
 def train(cmd: list[str], log: Path, env: dict | None = None) -> float:
+    """Run ``python *cmd`` with its output in ``log``; its wall seconds, or exit with the log's tail."""
     start = time.time()
     with open(log, "w") as f:
         proc = subprocess.run([sys.executable, *map(str, cmd)], stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
-        raise SystemExit(f"demo: training failed, see {log}")
+        raise SystemExit(f"training failed ({proc.returncode}), see {log}")
     return time.time() - start
 
 
@@ -98,9 +99,8 @@ def mmdet_ap(work_dir: Path) -> dict:
     for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
         records += [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
     evals = [r for r in records if "coco/bbox_mAP" in r]
-    if not evals:
-        return {"AP": math.nan, "AP50": math.nan}
-    return {"AP": 100 * evals[-1]["coco/bbox_mAP"], "AP50": 100 * evals[-1]["coco/bbox_mAP_50"]}
+    keys = (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))
+    return {k: 100 * evals[-1][f"coco/bbox_{m}"] if evals else math.nan for k, m in keys}
 
 
 def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
