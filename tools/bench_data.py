@@ -94,7 +94,7 @@ def _silhouette(photo: np.ndarray) -> np.ndarray:
     return mask.astype(np.float32)
 
 
-def render_scene(rng, size: int, photos: np.ndarray, labels: np.ndarray, by_class: list[np.ndarray], bgs: dict):
+def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray], bgs: dict):
     """One image and its objects: [{cls, box (x, y, w, h), ...factors}] in paste order, visible ones only."""
     names = list(bgs)
     bg_name = names[int(rng.integers(len(names)))]
@@ -160,8 +160,8 @@ def render_scene(rng, size: int, photos: np.ndarray, labels: np.ndarray, by_clas
     return img, visible, {"background": bg_name, "blur": round(blur, 3), "noise": round(noise, 2), "hidden": len(objs) - len(visible)}
 
 
-def _near_copy(rng, img: np.ndarray, objs: list[dict], noise: float):
-    """The same scene shifted by up to 4 px, re-exposed and re-noised; boxes follow the shift."""
+def _near_copy(rng, img: np.ndarray, objs: list[dict]):
+    """The same scene shifted by up to 4 px and re-exposed (the caller adds fresh noise); boxes follow the shift."""
     dx, dy = (int(v) for v in rng.integers(-4, 5, 2))
     size = img.shape[0]
     out = np.roll(img, (dy, dx), axis=(0, 1)) * rng.uniform(0.92, 1.08)
@@ -214,11 +214,11 @@ def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: in
         (root / split).mkdir(parents=True, exist_ok=True)
         images, anns, k = [], [], 0
         while k < count:
-            img, objs, f = render_scene(rng, size, photos_, labels, by_class, bgs)
+            img, objs, f = render_scene(rng, size, photos_, by_class, bgs)
             copies = min(int(rng.integers(2, 5)), count - k) if split == "train" and rng.random() < DUP_START else 1
             group = image_id if copies > 1 else None
             for c in range(copies):
-                scene, scene_objs = (img, objs) if c == 0 else _near_copy(rng, img, objs, f["noise"])
+                scene, scene_objs = (img, objs) if c == 0 else _near_copy(rng, img, objs)
                 scene = scene + rng.normal(0, f["noise"] + 1.0, scene.shape)
                 name = f"{split}_{image_id:06d}.jpg"
                 Image.fromarray(np.clip(scene, 0, 255).astype(np.uint8)).save(root / split / name, quality=92)
