@@ -14,20 +14,23 @@ method cannot rank (no objects, no prototypes) come after the ranked ones, in as
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .coco import CocoIndex
 from .csod import csod_select
 from .errors import PruneHooksError
+from .io import atomic_write_bytes
 from .prototypes import load_prototypes
-from .rundir import read_images_csv
+from .rundir import read_images_csv, write_subset, write_vps_run
 from .scores import AGGREGATIONS, rank_images
-from .selection import herding, kcenter_greedy, random_order, random_per_class, subset_record
+from .selection import herding, keep_count, kcenter_greedy, random_order, random_per_class, subset_record
 
 __all__ = ["METHODS", "SCORE_METHODS", "DEFAULT_LAMBDA", "RunInputs", "select", "write_hook_run"]
 
@@ -158,14 +161,6 @@ def write_hook_run(
 ) -> tuple[dict[str, Any], Path, int]:
     """What every hook writes when training ends: the run files, ``state.pt``, the subset of
     ``method`` at ``keep_ratio`` and its pruned COCO file. Returns (subset record, pruned file, kept)."""
-    import io
-
-    import torch
-
-    from .io import atomic_write_bytes
-    from .rundir import write_subset, write_vps_run
-    from .selection import keep_count
-
     index = capture.index
     write_vps_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta)
     buf = io.BytesIO()
