@@ -1,5 +1,5 @@
 # prune_hooks — the two commands of the README, each doing its own set-up.
-#   make test   create .venv if missing, install the real stack, run the tests
+#   make test   create .venv if missing, install the real stack, lint (ruff), run the tests
 #   make demo   the demo on the embedded toy data (FRAMEWORK=detectron2 | mmdet)
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,6 +13,7 @@ install:
 	$(PYTHON) tools/install_stack.py --venv $(VENV)
 
 test: install
+	$(PY) -m ruff check prune_hooks tests tools
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: install

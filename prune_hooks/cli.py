@@ -17,11 +17,12 @@ from .core import (
     load_coco,
     load_detections,
     read_meta,
+    write_run,
     write_subset,
-    write_vps_run,
 )
+from .core import methods as registry
 from .core.coco import sha256_file
-from .core.select import DEFAULT_LAMBDA, METHODS, RunInputs, select
+from .core.select import DEFAULT_LAMBDA, RunInputs, select
 
 __all__ = ["main"]
 
@@ -37,7 +38,7 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
         acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf), torch.from_numpy(learned))
         acc.end_pass()
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
-    write_vps_run(
+    write_run(
         args.out, index, acc, framework="coco-results",
         extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
     )
@@ -61,19 +62,22 @@ def cmd_select(args: argparse.Namespace) -> None:
         for v in (getattr(args, name) or [])
     ]
     inputs = RunInputs(args.run, index)
-    methods = list(METHODS) if args.method == "all" else [args.method]
+    methods = list(registry.names()) if args.method == "all" else [args.method]
     single = len(methods) * len(budgets) == 1
     out_root = Path(args.out or args.run)
     done = 0
     for method in methods:
+        m = registry.get(method)
+        why = inputs.missing(m)
+        if why and args.method == "all":
+            logger.warning("skipping %s: %s", method, why)
+            continue
+        if args.method == "all" and m.is_score and args.aggregation and args.aggregation not in m.aggregations:
+            logger.warning("skipping %s: it aggregates by %s only", method, ", ".join(m.aggregations))
+            continue
         for n_keep, ratio in budgets:
-            try:
-                subset = select(method, inputs, n_keep, ratio, args.aggregation, args.seed, args.lam, args.drop_mislabeled)
-            except PruneHooksError as e:
-                if args.method != "all" or "needs" not in str(e):
-                    raise
-                logger.warning("skipping %s: %s", method, e)
-                break
+            subset = select(method, inputs, n_keep=n_keep, keep_ratio=ratio, aggregation=args.aggregation,
+                            seed=args.seed, lam=args.lam, drop_mislabeled=args.drop_mislabeled)
             out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
             subset_path, pruned = write_subset(out, subset, index)
             done += 1
@@ -122,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rank images by a score of the run directory and write subset.json and the pruned COCO file.",
     )
     sel.add_argument("run", help="run directory (meta.json, images.csv, prototypes.npz, ...)")
-    sel.add_argument("--method", required=True, choices=(*METHODS, "all"), help="'all': every method the run directory has inputs for")
-    sel.add_argument("--aggregation", default="max", choices=AGGREGATIONS, help="image score from object scores")
+    sel.add_argument("--method", required=True, choices=(*registry.names(), "all"),
+                     help="'all': every method the run directory has inputs for")
+    sel.add_argument("--aggregation", choices=AGGREGATIONS,
+                     help="image score from object scores (default: the method's own, max for VPS, sum for shape)")
     group = sel.add_mutually_exclusive_group(required=True)
     group.add_argument("--keep", type=float, nargs="+", help="fractions of images to keep, in (0, 1]")
     group.add_argument("--prune", type=float, nargs="+", help="fractions of images to drop, in [0, 1)")

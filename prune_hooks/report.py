@@ -13,7 +13,7 @@ import numpy as np
 from .core import load_coco, read_images_csv, read_meta
 from .core.errors import PruneHooksError
 from .core.io import atomic_write_bytes, atomic_write_text, read_json
-from .core.rundir import SCORES
+from .core.methods import REGISTRY
 
 __all__ = ["write_report"]
 
@@ -65,18 +65,20 @@ def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None
     images = read_images_csv(run)
     figures: list[tuple[str, str]] = []
 
-    # 1. the "moon": mean vs std per object
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, kind in zip(axes, ("iou", "conf")):
-        ax.scatter(_floats(objects, f"{kind}_mean"), _floats(objects, f"{kind}_std"), s=4, alpha=0.4)
-        ax.set_xlabel(f"mean {kind} over passes")
-        ax.set_ylabel(f"std {kind} (VPS)")
-        ax.set_title(f"VPS_{kind} per object ({len(objects)} objects)")
-    figures.append((_save(fig, out / "vps_scatter.png"), "VPS mean vs std per object"))
-    plt.close(fig)
+    # 1. the "moon": mean vs std per object (runs with scoring passes)
+    if objects and "iou_mean" in objects[0]:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, kind in zip(axes, ("iou", "conf")):
+            ax.scatter(_floats(objects, f"{kind}_mean"), _floats(objects, f"{kind}_std"), s=4, alpha=0.4)
+            ax.set_xlabel(f"mean {kind} over passes")
+            ax.set_ylabel(f"std {kind} (VPS)")
+            ax.set_title(f"VPS_{kind} per object ({len(objects)} objects)")
+        figures.append((_save(fig, out / "vps_scatter.png"), "VPS mean vs std per object"))
+        plt.close(fig)
 
     # 2. image-score histograms, one panel per available score
-    cols = [f"{s}_max" for s in SCORES if f"{s}_max" in images and np.isfinite(images[f"{s}_max"]).any()]
+    cols = [c for m in REGISTRY.values() if m.is_score for c in m.columns[:1]]
+    cols = [c for c in cols if c in images and np.isfinite(images[c]).any()]
     if cols:
         fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.5), squeeze=False)
         for ax, col in zip(axes[0], cols):

@@ -6,6 +6,7 @@ Deterministic for a seed; a detector learns it in a few hundred CPU iterations.
 """
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
@@ -13,9 +14,19 @@ import numpy as np
 
 from .core.io import write_json
 
-__all__ = ["CLASSES", "make_toy_coco"]
+__all__ = ["CLASSES", "make_toy_coco", "toy_config_file"]
 
 CLASSES = ("square", "disc", "triangle")
+TOY_CONFIGS = {"detectron2": "toy_R18_FPN_overrides.yaml", "mmdet": "toy_faster-rcnn_r18_fpn.py"}
+
+
+def toy_config_file(framework: str) -> Path:
+    """The toy detector config shipped with the package: ``prune_hooks/configs/<framework>/...``
+    (detectron2: overrides of the model zoo's Faster R-CNN yaml; mmdet: a config inheriting mmdet's)."""
+    if framework not in TOY_CONFIGS:
+        raise ValueError(f"framework must be one of {sorted(TOY_CONFIGS)}, got {framework!r}")
+    path = importlib.resources.files("prune_hooks") / "configs" / framework / TOY_CONFIGS[framework]
+    return Path(str(path))
 
 
 def _background(rng: np.random.Generator, size: int):

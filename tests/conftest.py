@@ -1,6 +1,12 @@
+"""Fixtures and helpers shared by the tests: a tiny COCO file, and the checks the integration tests
+of both frameworks make on a run directory."""
+import csv
 import json
+from pathlib import Path
 
 import pytest
+
+from prune_hooks.cli import main as cli
 
 
 def tiny_coco():
@@ -28,3 +34,23 @@ def coco_file(tmp_path):
     path = tmp_path / "instances_train.json"
     path.write_text(json.dumps(tiny_coco()))
     return path
+
+
+def read_objects(path):
+    """objects.csv rows keyed by annotation id."""
+    with open(path, newline="") as f:
+        return {int(r["ann_id"]): r for r in csv.DictReader(f)}
+
+
+def assert_matches_cli(run, files, passes, tmp_path, tol):
+    """A hook's objects.csv equals `prune-hooks score vps` over the passes it dumped, keyed by COCO ann id."""
+    ref = tmp_path / "ref"
+    assert cli(["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]) == 0
+    got, want = read_objects(run / "objects.csv"), read_objects(ref / "objects.csv")
+    gt = json.loads(Path(files["train"]).read_text())
+    assert sorted(got) == sorted(want) == sorted(a["id"] for a in gt["annotations"] if not a["iscrowd"])
+    for aid in got:
+        assert int(got[aid]["passes"]) == len(passes)
+        for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
+            assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
+

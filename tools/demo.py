@@ -15,30 +15,13 @@ import argparse
 import json
 import math
 import re as re_mod
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.common import last_ap, mmdet_ap, train  # tools/bench/: shared with the benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def last_ap(output_dir: Path) -> dict:
-    """The last COCO bbox metrics detectron2 logged to OUTPUT_DIR/metrics.json."""
-    records = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines() if line.strip()]
-    evals = [r for r in records if "bbox/AP" in r]
-    return {k: evals[-1][f"bbox/{k}"] if evals else math.nan for k in ("AP", "AP50", "AP75")}
-
-
-def train(cmd: list[str], log: Path, env: dict | None = None) -> float:
-    """Run ``python *cmd`` with its output in ``log``; its wall seconds, or exit with the log's tail."""
-    start = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, *map(str, cmd)], stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode:
-        print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
-        raise SystemExit(f"training failed ({proc.returncode}), see {log}")
-    return time.time() - start
 
 
 def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
@@ -68,12 +51,13 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
     t_retrain = train([train_net, "--config-file", run / "retrain.yaml"], out / "retrain.log")
 
     from detectron2.config import get_cfg
+
     from prune_hooks.detectron2 import add_prune_config
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
     proxy_ap, retrain_ap = last_ap(out / "proxy"), last_ap(Path(re.OUTPUT_DIR))
-    passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ at iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
+    passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
     summary("detectron2", run, n_train, passes, (cfg.SOLVER.MAX_ITER, re.SOLVER.MAX_ITER), (proxy_ap, retrain_ap), (t_proxy, t_retrain), "retrain.yaml", start)
 
 
@@ -93,26 +77,16 @@ def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, st
     print(f"  wall time           {time.time() - start:.0f}s")
 
 
-def mmdet_ap(work_dir: Path) -> dict:
-    """The last COCO bbox metrics mmengine logged under work_dir (in percent, like detectron2's)."""
-    records = []
-    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
-        records += [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
-    evals = [r for r in records if "coco/bbox_mAP" in r]
-    keys = (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))
-    return {k: 100 * evals[-1][f"coco/bbox_{m}"] if evals else math.nan for k, m in keys}
-
-
 def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
     import os
 
-    from prune_hooks.toy import make_toy_coco
+    from prune_hooks.toy import make_toy_coco, toy_config_file
 
     start = time.time()
     make_toy_coco(out / "data", {"train": n_train, "val": max(16, n_train // 4)})
     out.mkdir(parents=True, exist_ok=True)
     proxy = out / "proxy.py"
-    toy = ROOT / "configs" / "mmdet" / "toy_faster-rcnn_r18_fpn.py"
+    toy = toy_config_file("mmdet")
     proxy.write_text(
         f"_base_ = {str(toy)!r}\n"
         f"data_root = {str(out / 'data') + '/'!r}\n"

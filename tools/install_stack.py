@@ -64,7 +64,7 @@ def probe(python: Path) -> dict[str, object]:
 import json, importlib.metadata as md
 out = {}
 for name in ["torch", "torchvision", "setuptools", "mmengine", "mmcv", "mmdet", "detectron2",
-             "pb1-detectron2", "prune-hooks", "pytest"]:
+             "pb1-detectron2", "prune-hooks", "pytest", "ruff"]:
     try:
         out[name] = md.version(name)
     except md.PackageNotFoundError:
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         install_detectron2(python)
     extras = ["dev"] + ([] if args.no_mmdet else ["mmdet"]) + ([] if args.no_detectron2 else ["detectron2"])
     mm_ok = args.no_mmdet or all(have[n] == v for n, v in MMDET)
-    if not (have["prune_hooks_editable"] and have["pytest"] and mm_ok):
+    if not (have["prune_hooks_editable"] and have["pytest"] and have["ruff"] and mm_ok):
         pip(python, "-e", f"{ROOT}[{','.join(extras)}]")
 
     have = probe(python)

@@ -14,11 +14,20 @@ import importlib.util
 import os
 
 import prune_hooks.detectron2  # noqa: F401  (before detectron2.data: v0.6 compatibility aliases)
+
+# isort: split
+
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator
 
-from prune_hooks.detectron2 import add_prune_config, check_prune_config, insert_prune_hooks, launch, register_coco_datasets
+from prune_hooks.detectron2 import (
+    add_prune_config,
+    check_prune_config,
+    insert_prune_hooks,
+    launch,
+    register_coco_datasets,
+)
 
 
 def fast_coco_eval_available() -> bool:

@@ -1,4 +1,5 @@
-"""Framework-free core: matching, accumulators, scores, selection, schedule scaling, file writers.
+"""Framework-free core: matching, accumulators, scores, the method registry (``methods``), the hook
+lifecycle (``lifecycle``), selection, schedule scaling, file writers.
 
 Imports numpy, torch, torchvision and the standard library only; the framework adapters turn their
 objects into plain tensors and call these functions.
@@ -7,9 +8,9 @@ from .capture import VPSCapture
 from .coco import CocoIndex, Detections, load_coco, load_detections, write_pruned_coco
 from .errors import PruneHooksError
 from .matching import cipa_match
-from .rundir import read_images_csv, read_meta, write_subset, write_vps_run
+from .rundir import read_images_csv, read_meta, write_run, write_subset
 from .schedule import describe_changes, scale_iters, scale_schedule
-from .scores import AGGREGATIONS, VPSAccumulator, aggregate, cipa_pass, rank_images, vps_image_scores
+from .scores import AGGREGATIONS, VPSAccumulator, aggregate, cipa_pass, rank_images
 from .selection import keep_count, random_order, subset_record
 from .welford import Welford
 
@@ -35,8 +36,7 @@ __all__ = [
     "scale_iters",
     "scale_schedule",
     "subset_record",
-    "vps_image_scores",
     "write_pruned_coco",
     "write_subset",
-    "write_vps_run",
+    "write_run",
 ]

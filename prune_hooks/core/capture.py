@@ -14,8 +14,8 @@ import torch
 
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .matching import cipa_match, learned
 from .io import write_json
+from .matching import cipa_match, learned
 from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
 from .softlabels import SoftLabels

@@ -136,7 +136,7 @@ class CocoIndex:
             if crowd not in (0, 1, False, True):
                 raise PruneHooksError(f"{where}: iscrowd must be 0 or 1, got {crowd!r}")
             if crowd:
-                continue  # crowd regions are never objects (SPEC.md); the pruned file keeps them
+                continue  # crowd regions are never objects (docs/methods.md, "Words"); the pruned file keeps them
             if w <= 0 or h <= 0:
                 raise PruneHooksError(f"{where}: bbox width and height must be > 0, got width {w} height {h}")
             rows.append((pos[int(iid)], k, int(aid), int(cid), x, y, x + w, y + h))

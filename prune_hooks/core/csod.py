@@ -1,4 +1,4 @@
-"""CSOD: class-rotating greedy submodular selection on per-image per-class prototypes (SPEC.md).
+"""CSOD: class-rotating greedy submodular selection on per-image per-class prototypes (docs/methods.md, "CSOD").
 
 For class c (ascending id, round after round) pick, among images holding c not chosen yet,
 argmax_i  s_i = lam * sum_{p in P_c} cos(p_ic, p) - sum_{q in Q_c} cos(p_ic, q); ties: lowest image id.

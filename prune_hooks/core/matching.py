@@ -1,4 +1,4 @@
-"""CIPA: class-prioritized IoU-aware prediction assignment (VPS paper, Algorithm 1; SPEC.md)."""
+"""CIPA: class-prioritized IoU-aware prediction assignment (VPS paper, Algorithm 1; docs/methods.md, "CIPA")."""
 from __future__ import annotations
 
 import torch

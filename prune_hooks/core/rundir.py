@@ -1,9 +1,11 @@
 """The run directory: the files every producer (CLI, hooks) writes and every consumer reads.
 
     RUN/meta.json      framework, annotation file + sha256, categories, passes, version, time
-    RUN/objects.csv    ann_id,image_id,category_id,passes,iou_mean,iou_std,conf_mean,conf_std,
-                       learned_passes,forget_events,learned_last,entropy
-    RUN/images.csv     image_id,n_objects,vps_iou_max,...,vps_conf_sum,forgetting_max,...,entropy_sum
+    RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,iou_mean,iou_std,
+                       conf_mean,conf_std,learned_passes,forget_events,learned_last,entropy, then
+                       scores computed without passes (scs,si_scs,cb_scs)
+    RUN/images.csv     image_id,n_objects, then <method>_<aggregation> for every registered score
+                       method the objects can feed (core.methods), e.g. vps_iou_max,...,entropy_sum
     RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
     RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
     RUN/outliers.csv   ann_id,image_id,category_id,entropy: never learned, soft label near uniform
@@ -26,96 +28,105 @@ from .. import __version__
 from .coco import CocoIndex, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json, write_csv, write_json
-from .scores import AGGREGATIONS, VPSAccumulator, aggregate, forgetting_scores, vps_image_scores
+from .methods import image_score_columns
+from .scores import VPSAccumulator, aggregate
 from .softlabels import SUSPECT_COLUMNS, SoftLabels, entropy, outliers, suspects
 
 __all__ = [
-    "OBJECT_COLUMNS",
-    "IMAGE_SCORE_COLUMNS",
-    "write_vps_run",
+    "VPS_OBJECT_COLUMNS",
+    "object_table",
+    "write_run",
     "read_meta",
     "read_images_csv",
     "write_subset",
     "pruned_name",
 ]
 
-OBJECT_COLUMNS = (
-    "ann_id", "image_id", "category_id", "passes", "iou_mean", "iou_std", "conf_mean", "conf_std",
-    "learned_passes", "forget_events", "learned_last", "entropy",
+VPS_OBJECT_COLUMNS = (
+    "passes", "iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events", "learned_last", "entropy",
 )
-# image score columns: {score}_{aggregation}; select's --method names the score
-SCORES = ("vps_iou", "vps_conf", "forgetting", "entropy")
-IMAGE_SCORE_COLUMNS = tuple(f"{k}_{a}" for k in SCORES for a in AGGREGATIONS)
 
 
-def write_vps_run(
+def object_table(
+    index: CocoIndex,
+    acc: VPSAccumulator | None = None,
+    soft_mean: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The columns of objects.csv, ndarray[N] each in ``index`` order: ids, the VPS state of ``acc``
+    (with ``entropy`` of ``soft_mean``, NaN without), then ``extra`` (e.g. shape scores)."""
+    table: dict[str, np.ndarray] = {
+        "ann_id": index.ann_ids, "image_id": index.obj_image_ids, "category_id": index.obj_category_ids,
+    }
+    if acc is not None:
+        if acc.num_objects != index.num_objects:
+            raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
+        table.update(acc.vps())
+        table["entropy"] = entropy(soft_mean) if soft_mean is not None else np.full(index.num_objects, np.nan)
+    for name, values in (extra or {}).items():
+        if len(values) != index.num_objects:
+            raise PruneHooksError(f"object column {name} has {len(values)} values for {index.num_objects} objects")
+        table[name] = np.asarray(values)
+    return table
+
+
+def write_run(
     run: str | os.PathLike,
     index: CocoIndex,
-    acc: VPSAccumulator,
+    acc: VPSAccumulator | None = None,
+    *,
     framework: str,
     extra_meta: dict[str, Any] | None = None,
     soft: SoftLabels | None = None,
+    objects: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write meta.json, objects.csv and images.csv for ``acc`` (objects in ``index`` order), and with
-    ``soft`` also soft_labels.npz and suspects.csv.
+    """Write meta.json, objects.csv and images.csv; with ``soft`` also soft_labels.npz, suspects.csv
+    and outliers.csv.
+
+    Args:
+        acc: VPS state of the scoring passes (None: a run scored without passes, e.g. shape scores).
+        objects: further per-object score columns, ndarray[N] each in ``index`` order.
 
     Returns:
-        the image-score columns written to images.csv, ndarray[I] each (NaN: no objects).
+        the image-score columns written to images.csv, ndarray[I] each (NaN: no scored object):
+        ``<method>_<aggregation>`` for every registered score method the objects table can feed.
     """
     run = Path(run)
-    if acc.num_objects != index.num_objects:
-        raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
-    vps = acc.vps()
     soft_mean = soft.means() if soft is not None else None
-    ent = entropy(soft_mean) if soft_mean is not None else np.full(index.num_objects, np.nan)
-    write_csv(
-        run / "objects.csv",
-        OBJECT_COLUMNS,
-        zip(
-            index.ann_ids.tolist(),
-            index.obj_image_ids.tolist(),
-            index.obj_category_ids.tolist(),
-            vps["passes"].tolist(),
-            vps["iou_mean"].tolist(),
-            vps["iou_std"].tolist(),
-            vps["conf_mean"].tolist(),
-            vps["conf_std"].tolist(),
-            vps["learned_passes"].tolist(),
-            vps["forget_events"].tolist(),
-            vps["learned_last"].tolist(),
-            ent.tolist(),
-        ),
-    )
-    scores = vps_image_scores(index, vps)
-    forget = forgetting_scores(vps)
-    for how in AGGREGATIONS:
-        scores[f"forgetting_{how}"] = aggregate(forget, index.offsets, how)
-        scores[f"entropy_{how}"] = aggregate(ent, index.offsets, how)
+    table = object_table(index, acc, soft_mean, objects)
+    header = [c for c in ("ann_id", "image_id", "category_id", *VPS_OBJECT_COLUMNS) if c in table]
+    header += [c for c in table if c not in header]
+    write_csv(run / "objects.csv", header, zip(*(table[c].tolist() for c in header)))
+    scores: dict[str, np.ndarray] = {}
+    for method, values in image_score_columns(table):
+        if values is None:
+            continue
+        for how, column in zip(method.aggregations, method.columns):
+            scores[column] = aggregate(values, index.offsets, how)
     if soft_mean is not None:
         columns = np.concatenate([index.category_ids, [-1]]).astype(np.int64)
         buf = io.BytesIO()
         np.savez(buf, ann_id=index.ann_ids, columns=columns, probs=soft_mean.astype(np.float32))
         atomic_write_bytes(run / "soft_labels.npz", buf.getvalue())
-        odd = outliers(soft_mean, vps["learned_passes"])
+        ent = table["entropy"]
+        odd = outliers(soft_mean, table["learned_passes"])
         write_csv(
             run / "outliers.csv",
             ("ann_id", "image_id", "category_id", "entropy"),
-            zip(index.ann_ids[odd].tolist(), index.obj_image_ids[odd].tolist(), index.obj_category_ids[odd].tolist(), ent[odd].tolist()),
+            zip(index.ann_ids[odd].tolist(), index.obj_image_ids[odd].tolist(), index.obj_category_ids[odd].tolist(),
+                ent[odd].tolist()),
         )
         rows, cats, probs = suspects(soft_mean, index.obj_category_ids, index.category_ids)
         write_csv(
             run / "suspects.csv",
             SUSPECT_COLUMNS,
-            zip(index.ann_ids[rows].tolist(), index.obj_image_ids[rows].tolist(), index.obj_category_ids[rows].tolist(), cats.tolist(), probs.tolist()),
+            zip(index.ann_ids[rows].tolist(), index.obj_image_ids[rows].tolist(), index.obj_category_ids[rows].tolist(),
+                cats.tolist(), probs.tolist()),
         )
     write_csv(
         run / "images.csv",
-        ("image_id", "n_objects", *IMAGE_SCORE_COLUMNS),
-        zip(
-            index.image_ids.tolist(),
-            index.objects_per_image().tolist(),
-            *(scores[c].tolist() for c in IMAGE_SCORE_COLUMNS),
-        ),
+        ("image_id", "n_objects", *scores),
+        zip(index.image_ids.tolist(), index.objects_per_image().tolist(), *(v.tolist() for v in scores.values())),
     )
     meta = {
         "framework": framework,
@@ -124,7 +135,7 @@ def write_vps_run(
         "categories": index.categories,
         "num_images": index.num_images,
         "num_objects": index.num_objects,
-        "passes": acc.passes,
+        "passes": acc.passes if acc is not None else 0,
         "soft_labels": soft is not None,
         "prune_hooks_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,4 +1,4 @@
-"""Linear scaling of an iteration-based schedule to the kept fraction of the data set (SPEC.md)."""
+"""Linear scaling of an iteration-based schedule to the kept fraction of the data set (docs/methods.md, "Retraining schedule")."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,7 @@ from .errors import PruneHooksError
 from .matching import cipa_match, learned
 from .welford import Welford
 
-__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "forgetting_scores", "rank_images", "vps_image_scores"]
+__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "forgetting_scores", "rank_images"]
 
 AGGREGATIONS = ("max", "mean", "sum")
 
@@ -155,15 +155,6 @@ def aggregate(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:
             out = out / np.maximum(n, 1)
     out[n == 0] = np.nan
     return out
-
-
-def vps_image_scores(index: CocoIndex, vps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The six ``vps_{iou,conf}_{max,mean,sum}`` image-score columns, ndarray[I] each."""
-    return {
-        f"vps_{kind}_{how}": aggregate(vps[f"{kind}_std"], index.offsets, how)
-        for kind in ("iou", "conf")
-        for how in AGGREGATIONS
-    }
 
 
 def rank_images(image_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -1,15 +1,8 @@
-"""Every selection method, from a run directory: one entry point for the CLI and the hooks.
+"""Selection from a run directory: one entry point for the CLI and the hooks.
 
-    method          needs (in the run directory)         rank
-    vps_iou/conf    images.csv                           highest image VPS first (SPEC.md)
-    forgetting      images.csv (objects' forget events)  never-learned objects first, then most events
-    entropy         images.csv + soft_labels.npz         highest soft-label entropy first
-    csod            prototypes.npz                       CSOD greedy pick order (core.csod)
-    kcenter/herding prototypes.npz                       greedy order on image features
-    random*         nothing                              seeded
-
-Image features (kcenter, herding): the mean of the image's unit-normalized prototypes. Images a
-method cannot rank (no objects, no prototypes) come after the ranked ones, in ascending id order.
+The methods themselves are registered in :mod:`prune_hooks.core.methods`; this module loads what
+they need from a run directory (each file once, so ``--method all`` reuses it), ranks, completes the
+order with the images a method cannot rank (ascending id), and builds the subset.json record.
 """
 from __future__ import annotations
 
@@ -23,25 +16,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import methods as registry
 from .coco import CocoIndex
-from .csod import csod_select
 from .errors import PruneHooksError
 from .io import atomic_write_bytes
 from .prototypes import load_prototypes
-from .rundir import read_images_csv, write_subset, write_vps_run
-from .scores import AGGREGATIONS, rank_images
-from .selection import herding, keep_count, kcenter_greedy, random_order, random_per_class, subset_record
+from .rundir import read_images_csv, write_run, write_subset
+from .scores import rank_images
+from .selection import keep_count, subset_record
 
-__all__ = ["METHODS", "SCORE_METHODS", "DEFAULT_LAMBDA", "RunInputs", "select", "write_hook_run"]
+__all__ = ["DEFAULT_LAMBDA", "RunInputs", "select", "write_hook_run"]
 
 logger = logging.getLogger("prune_hooks")
 
-SCORE_METHODS = ("vps_iou", "vps_conf", "forgetting", "entropy")
-FEATURE_METHODS = ("csod", "kcenter", "herding")
-RANDOM_METHODS = ("random", "random_uniform", "random_ratio")
-METHODS = SCORE_METHODS + FEATURE_METHODS + RANDOM_METHODS
 # The CSOD paper tunes lambda per budget (VOC: 0.0125 to 0.0625); this is the middle of that range.
 DEFAULT_LAMBDA = 0.05
+
+_FILES = {
+    registry.IMAGE_SCORES: "images.csv",
+    registry.SOFT_LABELS: "soft_labels.npz",
+    registry.PROTOTYPES: "prototypes.npz",
+}
 
 
 class RunInputs:
@@ -52,14 +47,33 @@ class RunInputs:
         self.index = index
         self._cache: dict[str, Any] = {}
 
-    def _file(self, name: str, what: str) -> Path:
-        if self.run is None or not (self.run / name).is_file():
-            raise PruneHooksError(f"{what} needs {name}, not found in {self.run}")
-        return self.run / name
+    def missing(self, method: registry.Method) -> str | None:
+        """Why ``method`` cannot select from this run directory, or None when it can."""
+        for need in method.needs:
+            if need == registry.MASKS:
+                continue  # columns checked below
+            name = _FILES[need]
+            if self.run is None or not (self.run / name).is_file():
+                if need == registry.SOFT_LABELS:
+                    return (f"method {method.name} needs soft labels: {self.run} has none "
+                            "(the hooks record them; detections alone do not)")
+                return f"method {method.name} needs {name} ({need}), not found in {self.run}"
+        if method.is_score:
+            table = self._images_or_none()
+            if table is None or not all(c in table for c in method.columns):
+                how = ("shape scores from instance masks (prune-hooks score shape)" if registry.MASKS in method.needs
+                       else "image scores from scoring passes (a hook's run or prune-hooks score vps)")
+                return f"method {method.name} needs {how}: {self.run}/images.csv has no {method.name}_* columns"
+        return None
 
-    def image_scores(self, method: str) -> dict[str, np.ndarray]:
+    def _images_or_none(self) -> dict[str, np.ndarray] | None:
+        if self.run is None or not (self.run / "images.csv").is_file():
+            return None
+        return self.image_scores()
+
+    def image_scores(self) -> dict[str, np.ndarray]:
         if "images" not in self._cache:
-            table = read_images_csv(self._file("images.csv", f"method {method}").parent)
+            table = read_images_csv(self.run)
             if not np.array_equal(np.sort(table["image_id"]), np.sort(self.index.image_ids)):
                 raise PruneHooksError(f"image ids of {self.run}/images.csv do not match the images of {self.index.path}")
             self._cache["images"] = table
@@ -67,13 +81,25 @@ class RunInputs:
 
     def prototypes(self, method: str) -> dict[str, np.ndarray]:
         if "prototypes" not in self._cache:
-            self._cache["prototypes"] = load_prototypes(self._file("prototypes.npz", f"method {method}"), self.index)
+            self._require(registry.PROTOTYPES, method)
+            self._cache["prototypes"] = load_prototypes(self.run / "prototypes.npz", self.index)
         return self._cache["prototypes"]
 
+    def _require(self, need: str, method: str) -> None:
+        why = self.missing(registry.Method(method, "", needs=(need,), rank=_no_rank))
+        if why:
+            raise PruneHooksError(why)
+
     def suspect_images(self) -> np.ndarray:
-        path = self._file("suspects.csv", "--drop-mislabeled")
+        path = self.run / "suspects.csv" if self.run is not None else None
+        if path is None or not path.is_file():
+            raise PruneHooksError(f"--drop-mislabeled needs suspects.csv, not found in {self.run}")
         with open(path, newline="", encoding="utf-8") as f:
             return np.array(sorted({int(r["image_id"]) for r in csv.DictReader(f)}), dtype=np.int64)
+
+
+def _no_rank(inputs: RunInputs, req: registry.Request) -> tuple[np.ndarray, dict[str, Any]]:
+    raise AssertionError("not a method")
 
 
 def _complete(ranked: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
@@ -81,63 +107,47 @@ def _complete(ranked: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(ranked, dtype=np.int64), rest])
 
 
-def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    ids, inverse = np.unique(protos["image_id"], return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    unit = protos["feature"][order]
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
-    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
-    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
-
-
 def select(
     method: str,
     inputs: RunInputs,
+    *,
     n_keep: int,
     keep_ratio: float,
-    aggregation: str = "max",
+    aggregation: str | None = None,
     seed: int | None = None,
     lam: float = DEFAULT_LAMBDA,
     drop_mislabeled: bool = False,
 ) -> dict[str, Any]:
-    """The subset.json record of ``method`` keeping ``n_keep`` images (best first)."""
+    """The subset.json record of ``method`` keeping ``n_keep`` images (best first).
+
+    Args:
+        aggregation: score methods: which image aggregation to rank by (default: the method's first).
+        seed: seeded methods (default 0); recorded in the subset for those only.
+        lam: CSOD's lambda.
+        drop_mislabeled: rank images that hold a suspected mislabel (suspects.csv) last.
+    """
+    m = registry.get(method)
+    why = inputs.missing(m)
+    if why:
+        raise PruneHooksError(why)
     index = inputs.index
     extra: dict[str, Any] = {}
-    if method not in METHODS:
-        raise PruneHooksError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method in SCORE_METHODS:
-        if aggregation not in AGGREGATIONS:
-            raise PruneHooksError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
-        table = inputs.image_scores(method)
+    if m.is_score:
+        aggregation = aggregation or m.aggregations[0]
+        if aggregation not in m.aggregations:
+            raise PruneHooksError(f"method {method} aggregates by {', '.join(m.aggregations)}, got {aggregation!r}")
+        table = inputs.image_scores()
         column = table.get(f"{method}_{aggregation}")
         if column is None:
             raise PruneHooksError(f"{inputs.run}/images.csv has no column {method}_{aggregation}")
-        if method == "entropy" and np.isnan(column).all():
-            raise PruneHooksError(f"method entropy needs soft labels: {inputs.run} has none (the hooks record them; detections alone do not)")
         ranked = rank_images(table["image_id"], column)
+        seed = None
     else:
         aggregation = None
-        if method in FEATURE_METHODS:
-            protos = inputs.prototypes(method)
-            if method == "csod":
-                res = csod_select(protos["image_id"], protos["category_id"], protos["feature"], n_keep, lam, all_image_ids=index.image_ids)
-                ranked = res.image_ids
-                extra = {"lambda": lam, "csod_greedy_images": res.n_greedy}
-            else:
-                seed = 0 if seed is None else seed
-                ids, feats = _image_features(protos)
-                k = min(n_keep, len(ids))
-                rows = kcenter_greedy(feats, k, seed) if method == "kcenter" else herding(feats, k)
-                ranked = ids[rows]
-        else:
-            seed = 0 if seed is None else seed
-            if method == "random":
-                ranked = random_order(index.image_ids, seed)
-            else:
-                ranked = random_per_class(index.image_ids, index.obj_image_ids, index.obj_category_ids, n_keep, seed, proportional=method == "random_ratio")
-        if method == "herding":
-            seed = None
+        seed = (0 if seed is None else seed) if m.seeded else None
+        req = registry.Request(n_keep=n_keep, seed=seed or 0, lam=lam)
+        ranked, extra = m.rank(inputs, req)
+        extra = dict(extra)
         ranked = _complete(ranked, index.image_ids)
     if drop_mislabeled:
         bad = inputs.suspect_images()
@@ -158,15 +168,19 @@ def write_hook_run(
     method: str,
     keep_ratio: float,
     aggregation: str,
+    objects: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], Path, int]:
     """What every hook writes when training ends: the run files, ``state.pt``, the subset of
-    ``method`` at ``keep_ratio`` and its pruned COCO file. Returns (subset record, pruned file, kept)."""
+    ``method`` at ``keep_ratio`` and its pruned COCO file. ``objects``: further per-object columns
+    scored without passes (shape scores). Returns (subset record, pruned file, kept)."""
     index = capture.index
-    write_vps_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta)
+    write_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta, objects=objects)
     buf = io.BytesIO()
     torch.save(capture.state_dict(), buf)
     atomic_write_bytes(Path(run) / "state.pt", buf.getvalue())
     n_keep, ratio = keep_count(index.num_images, keep=keep_ratio)
-    subset = select(method, RunInputs(run, index), n_keep, ratio, aggregation=aggregation)
+    m = registry.get(method)
+    agg = aggregation if m.is_score and aggregation in m.aggregations else None
+    subset = select(method, RunInputs(run, index), n_keep=n_keep, keep_ratio=ratio, aggregation=agg)
     _, pruned = write_subset(run, subset, index)
     return subset, pruned, n_keep

@@ -18,7 +18,7 @@ def keep_count(
 ) -> tuple[int, float]:
     """Number of images to keep out of ``n_total``, from exactly one of keep ratio, prune ratio, count.
 
-    A ratio k keeps ``max(1, floor(k * n_total + 0.5))`` images (SPEC.md); ``prune=p`` means ``keep=1-p``.
+    A ratio k keeps ``max(1, floor(k * n_total + 0.5))`` images (docs/methods.md, "Words"); ``prune=p`` means ``keep=1-p``.
 
     Returns:
         (n_keep, keep_ratio): for ``count`` the ratio is ``count / n_total``.

@@ -1,7 +1,7 @@
 """Soft labels: the running mean of the class distribution the box predictor gives on each GT box.
 
-Columns are the annotation file's categories in ascending id order, then background (SPEC.md,
-"Soft-label entropy"). Importance of an object = entropy of its soft label; a suspected mislabel is an
+Columns are the annotation file's categories in ascending id order, then background (docs/methods.md,
+"Soft labels and entropy"). Importance of an object = entropy of its soft label; a suspected mislabel is an
 object whose soft label's argmax is another foreground class with mean probability >= ``tau``.
 """
 from __future__ import annotations

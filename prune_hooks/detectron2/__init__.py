@@ -21,8 +21,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     ) from e
 
 from .config import add_prune_config, register_coco_datasets  # noqa: E402
-from .launch import launch  # noqa: E402
 from .hooks import PruneHook, build_prune_hooks, check_prune_config, insert_prune_hooks, write_retrain_config  # noqa: E402
+from .launch import launch  # noqa: E402
 
 __all__ = [
     "PruneHook",

@@ -6,15 +6,15 @@ from pathlib import Path
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
 
+from ..toy import toy_config_file
 from .config import add_prune_config
 
 __all__ = ["toy_config"]
 
-OVERRIDES = Path(__file__).resolve().parents[2] / "configs" / "detectron2" / "toy_R18_FPN_overrides.yaml"
 
 
 def toy_config(annotations: dict[str, Path], data_root: Path, output_dir: Path, prefix: str = "toy") -> CfgNode:
-    """COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml + configs/detectron2/toy_R18_FPN_overrides.yaml.
+    """COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml + the package's configs/detectron2/toy_R18_FPN_overrides.yaml.
 
     ``annotations`` is what :func:`prune_hooks.toy.make_toy_coco` returns; the splits are listed in
     ``PRUNE.COCO_DATASETS`` as ``<prefix>_<split>`` so that the train script registers them.
@@ -22,7 +22,7 @@ def toy_config(annotations: dict[str, Path], data_root: Path, output_dir: Path, 
     cfg = get_cfg()
     add_prune_config(cfg)
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
-    cfg.merge_from_file(str(OVERRIDES))
+    cfg.merge_from_file(str(toy_config_file("detectron2")))
     cfg.PRUNE.COCO_DATASETS = [
         [f"{prefix}_{split}", str(Path(path).resolve()), str((Path(data_root) / split).resolve())]
         for split, path in annotations.items()

@@ -1,13 +1,17 @@
-"""The mmengine hook: scoring passes during training, run directory and retrain.py at the end."""
+"""The mmengine hook: scoring passes during training, run directory and retrain.py at the end.
+
+The lifecycle is the core's (:class:`~prune_hooks.core.lifecycle.ScoringRun`); this module is the
+mmdet side of it: the train set with the test pipeline, one batch through a two-stage detector with
+the bbox head also run on the GT boxes, mmengine gathering, and ``retrain.py``.
+"""
 from __future__ import annotations
 
 import copy
 import math
 import os.path as osp
 import pprint
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from mmengine.dist import all_gather_object, get_world_size, is_main_process
@@ -16,15 +20,14 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-from ..core import AGGREGATIONS, PruneHooksError, describe_changes, load_coco, scale_schedule
-from ..core.capture import VPSCapture
+from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.io import atomic_write_text
-from ..core.select import METHODS, write_hook_run
-from ..report import report_or_warn
+from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
 
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
 
 WRAPPERS = ("RepeatDataset", "ConcatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
+OPTION_LABELS = {"methods": "PruneHook methods", "keep_ratio": "PruneHook keep_ratio", "aggregation": "PruneHook aggregation"}
 
 
 def _fail(msg: str) -> PruneHooksError:
@@ -43,7 +46,8 @@ class PruneHook(Hook):
 
     Args:
         methods: scores to compute; the first chooses the subset written at the end (others: the CLI).
-            Any of :data:`prune_hooks.core.select.METHODS`; csod/kcenter/herding also save prototypes.
+            Any registered method (:mod:`prune_hooks.core.methods`); those that need prototypes make
+            the hook save them.
         keep_ratio: fraction of images in the subset written at the end, in (0, 1].
         aggregation: image score from object scores: max | mean | sum.
         interval: iterations between passes in iteration-based loops (default: one epoch).
@@ -62,43 +66,31 @@ class PruneHook(Hook):
         score_thr: float = 0.0,
         dump_detections: bool = False,
     ) -> None:
-        methods = [methods] if isinstance(methods, str) else list(methods)
-        if not methods:
-            raise _fail("PruneHook methods is empty")
-        for m in methods:
-            if m not in METHODS:
-                raise _fail(f"PruneHook methods: unknown method {m!r}; choose from {list(METHODS)}")
-        if aggregation not in AGGREGATIONS:
-            raise _fail(f"PruneHook aggregation must be one of {list(AGGREGATIONS)}, got {aggregation!r}")
-        if not (isinstance(keep_ratio, (int, float)) and 0 < keep_ratio <= 1):
-            raise _fail(f"PruneHook keep_ratio must be in (0, 1], got {keep_ratio}")
+        self.methods = check_options(methods, keep_ratio, aggregation, OPTION_LABELS)
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise _fail(f"PruneHook interval must be a positive number of iterations, got {interval}")
-        self.methods, self.keep_ratio, self.aggregation = methods, float(keep_ratio), aggregation
+        self.keep_ratio, self.aggregation = float(keep_ratio), aggregation
         self.interval, self.score_thr, self.dump = interval, float(score_thr), bool(dump_detections)
-        self.want_prototypes = any(m in methods for m in ("csod", "kcenter", "herding"))
-        self.capture: VPSCapture | None = None
-        self._loader = None
-
-    # -- setup ---------------------------------------------------------------------------------
+        self.run: ScoringRun | None = None
 
     def before_run(self, runner) -> None:
         self.ann_file, self.dataset_cfg = check_dataset(runner.cfg)
         prefix = self.dataset_cfg.get("data_prefix", {}) or {}
         self.image_root = osp.join(self.dataset_cfg.get("data_root") or "", prefix.get("img", prefix.get("img_path", "")))
         try:
-            self.index = load_coco(self.ann_file)
+            index = load_coco(self.ann_file)
         except PruneHooksError as e:
             raise _fail(str(e)) from None
         model = _unwrap(runner.model)
-        if self.want_prototypes and _roi_head(model) is None:
-            raise _fail(f"PruneHook methods {self.methods} need GT-box RoI features, but {type(model).__name__} has no roi_head with a bbox head")
+        self.run = ScoringRun(
+            _MMDetAdapter(self, runner), index, methods=self.methods, keep_ratio=self.keep_ratio,
+            aggregation=self.aggregation, score_thresh=self.score_thr, dump=self.dump,
+            device=next(model.parameters()).device, out_dir=Path(runner.work_dir) / "prune",
+        )
+        self.run.check_model(model, "PruneHook methods")
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
         batch = runner.cfg.train_dataloader.get("batch_size", 1) * get_world_size()
-        self.epoch_iters = math.ceil(self.index.num_images / batch)
-        device = next(model.parameters()).device
-        self.capture = VPSCapture(self.index, device=device, record=self.dump)
-        self.out_dir = Path(runner.work_dir) / "prune"
+        self.epoch_iters = math.ceil(index.num_images / batch)
         self._undo_trust = trust_own_checkpoints(runner.work_dir) if getattr(runner, "_resume", False) else None
 
     def before_train(self, runner) -> None:
@@ -106,136 +98,128 @@ class PruneHook(Hook):
             self._undo_trust()
             self._undo_trust = None
 
-    # -- scoring passes --------------------------------------------------------------------------
-
     def after_train_epoch(self, runner) -> None:
         if not self.iter_based:
-            self.scoring_pass(runner, prototypes=self.want_prototypes and runner.epoch + 1 >= runner.max_epochs)
+            self._pass(runner, last=self.is_last_train_epoch(runner))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.iter_based and (runner.iter + 1) % (self.interval or self.epoch_iters) == 0:
-            self.scoring_pass(runner, prototypes=self.want_prototypes and runner.iter + 1 >= runner.max_iters)
+        if self.iter_based and self.every_n_train_iters(runner, self.interval or self.epoch_iters):
+            self._pass(runner, last=self.is_last_train_iter(runner))
 
-    def _build_loader(self, runner):
-        cfg = runner.cfg
-        test = cfg.get("test_dataloader") or cfg.get("val_dataloader")
-        if not test or "pipeline" not in test.get("dataset", {}):
-            raise _fail("scoring passes use the test pipeline: the config has no test_dataloader.dataset.pipeline")
-        dataset = copy.deepcopy(self.dataset_cfg)
-        dataset.update(pipeline=test["dataset"]["pipeline"], test_mode=True)
-        loader = dict(
-            batch_size=test.get("batch_size", 1),
-            num_workers=test.get("num_workers", 0),
-            persistent_workers=False,
-            sampler=dict(type="DefaultSampler", shuffle=False),
-            dataset=dataset,
-        )
-        return runner.build_dataloader(loader, seed=0)
+    def _pass(self, runner, last: bool) -> None:
+        # The pass after the last iteration scores with the final model: it also takes the prototypes.
+        self.run.scoring_pass(_unwrap(runner.model), prototypes=self.run.want_prototypes and last)
 
-    @torch.no_grad()
-    def scoring_pass(self, runner, prototypes: bool = False, vps: bool = True) -> None:
-        model = _unwrap(runner.model)
-        if self._loader is None:
-            self._loader = self._build_loader(runner)
-            cat_ids = list(self._loader.dataset.cat_ids)
-            self.capture.set_model_classes(cat_ids)
-            self._cat_lut = torch.as_tensor(cat_ids, device=self.capture.device)
-        roi = _roi_head(model)
-        start = time.perf_counter()
-        if prototypes:
-            self.capture.collect_prototypes()
-        was_training = model.training
-        restore = _set_score_thr(roi, self.score_thr)
-        model.eval()
-        try:
-            for batch in self._loader:
-                for img_id, boxes, scores, labels, probs, feats in self._infer(model, roi, batch):
-                    self.capture.add_image(img_id, boxes, scores, self._cat_lut[labels.to(self._cat_lut.device)], probs=probs, features=feats)
-        finally:
-            model.train(was_training)
-            restore()
-        gather = all_gather_object if get_world_size() > 1 else None
-        closed = self.capture.close_pass(self.out_dir, gather, is_main_process(), vps=vps, dump=self.dump)
-        if closed is None:
+    def after_train(self, runner) -> None:
+        if self.run is None:
             return
-        t, seen = closed
-        elapsed = time.perf_counter() - start
-        if is_main_process():
-            runner.message_hub.update_scalar("prune/pass_seconds", elapsed)
-            runner.logger.info(
-                f"[prune_hooks] scoring pass {t} after iteration {runner.iter + 1}: {seen} images (this rank), "
-                f"{elapsed:.1f}s ({elapsed / max(seen, 1):.3f}s/image)"
-            )
+        meta = {"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter}
+        self.run.finish(_unwrap(runner.model), meta)
 
-    def _infer(self, model, roi, batch):
-        """Per image: (img_id, boxes xyxy original coords, scores, labels, GT-box probs, GT-box features)."""
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.run is not None:
+            checkpoint["prune_hooks"] = self.run.state_dict()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Only a resumed run continues the statistics; load_from (new training) starts empty.
+        if "prune_hooks" in checkpoint and getattr(runner, "_resume", False) and self.run is not None:
+            self.run.load_state_dict(checkpoint["prune_hooks"])
+
+
+class _MMDetAdapter(Adapter):
+    """The mmdet answers of :class:`~prune_hooks.core.lifecycle.Adapter` for a :class:`PruneHook`."""
+
+    framework = "mmdet"
+
+    def __init__(self, hook: PruneHook, runner) -> None:
+        self.hook, self.runner = hook, runner
+        self._loader = None
+
+    def batches(self) -> Iterable[Any]:
+        if self._loader is None:
+            cfg = self.runner.cfg
+            test = cfg.get("test_dataloader") or cfg.get("val_dataloader")
+            if not test or "pipeline" not in test.get("dataset", {}):
+                raise _fail("scoring passes use the test pipeline: the config has no test_dataloader.dataset.pipeline")
+            dataset = copy.deepcopy(self.hook.dataset_cfg)
+            dataset.update(pipeline=test["dataset"]["pipeline"], test_mode=True)
+            loader = dict(
+                batch_size=test.get("batch_size", 1),
+                num_workers=test.get("num_workers", 0),
+                persistent_workers=False,
+                sampler=dict(type="DefaultSampler", shuffle=False),
+                dataset=dataset,
+            )
+            self._loader = self.runner.build_dataloader(loader, seed=0)
+        return self._loader
+
+    def model_classes(self) -> list[int]:
+        return [int(c) for c in self.batches().dataset.cat_ids]
+
+    def gt_head(self, model) -> bool:
+        return _roi_head(model) is not None
+
+    def threshold_owners(self, model) -> list[tuple[Any, str]]:
+        # two-stage: the RoI head's test_cfg (the RPN's has no score_thr); one-stage: the bbox head's
+        owners = []
+        for part in (getattr(model, "roi_head", None), getattr(model, "bbox_head", None)):
+            cfg = getattr(part, "test_cfg", None)
+            if cfg is not None and "score_thr" in cfg:
+                owners.append((cfg, "score_thr"))
+        return owners
+
+    def infer(self, model, batch, gt_boxes, with_gt: bool) -> Iterable[ImageOutput]:
         data = model.data_preprocessor(batch, False)
         inputs, samples = data["inputs"], data["data_samples"]
-        if roi is None:
+        if not with_gt:
             for s in model.predict(inputs, samples):
                 p = s.pred_instances
-                yield s.metainfo["img_id"], p.bboxes, p.scores, p.labels, None, None
+                yield ImageOutput(s.metainfo["img_id"], p.bboxes, p.scores, p.labels)
             return
+        from mmdet.structures.bbox import bbox2roi
+
+        roi = _roi_head(model)
         x = model.extract_feat(inputs)
         rpn = model.rpn_head.predict(x, samples, rescale=False)
         results = roi.predict(x, rpn, samples, rescale=True)
         gt = []
         for s in samples:
             w_scale, h_scale = s.metainfo["scale_factor"]
-            boxes = self.capture.gt_boxes(s.metainfo["img_id"]).to(inputs.device)
+            boxes = gt_boxes(s.metainfo["img_id"]).to(inputs.device)
             gt.append(boxes * boxes.new_tensor([w_scale, h_scale, w_scale, h_scale]))
-        from mmdet.structures.bbox import bbox2roi
-
-        rois = bbox2roi(gt)
-        feats = roi.bbox_roi_extractor(x[: roi.bbox_roi_extractor.num_inputs], rois)
+        feats = roi.bbox_roi_extractor(x[: roi.bbox_roi_extractor.num_inputs], bbox2roi(gt))
         if getattr(roi, "with_shared_head", False):
             feats = roi.shared_head(feats)
-        seen: list[torch.Tensor] = []
+        seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
         handle = roi.bbox_head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
         try:
             cls_score = roi.bbox_head(feats)[0]
         finally:
             handle.remove()
         counts = [len(b) for b in gt]
-        probs = cls_score.softmax(dim=-1).split(counts)
-        box_feats = seen[0].flatten(1).split(counts)
+        probs, box_feats = cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
         for s, r, pr, ft in zip(samples, results, probs, box_feats):
-            yield s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft
+            yield ImageOutput(s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft)
 
-    # -- end of training ------------------------------------------------------------------------
+    def all_gather(self):
+        return all_gather_object if get_world_size() > 1 else None
 
-    def after_train(self, runner) -> None:
-        if self.capture is None or self.capture.acc.passes == 0:
-            runner.logger.warning("[prune_hooks] no scoring pass ran: nothing written")
-            return
-        if self.want_prototypes and not self.capture.prototypes_taken:
-            self.scoring_pass(runner, prototypes=True, vps=False)
-        if is_main_process():
-            self.write_outputs(runner)
+    def is_main(self) -> bool:
+        return is_main_process()
 
-    def write_outputs(self, runner) -> dict[str, Any]:
-        run = self.out_dir
-        meta = {"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter, "methods": self.methods}
-        subset, pruned, n_keep = write_hook_run(run, self.capture, "mmdet", meta, self.methods[0], self.keep_ratio, self.aggregation)
-        retrain = write_retrain_config(runner.cfg, pruned, n_keep, self.index.num_images, run / "retrain.py")
-        report_or_warn(run, self.image_root)
-        runner.logger.info(
-            f"[prune_hooks] prune run written to {run}: kept {n_keep} of {self.index.num_images} images "
-            f"({self.methods[0]}); retrain with {retrain}"
-        )
-        return subset
+    def log(self, message: str, warning: bool = False) -> None:
+        (self.runner.logger.warning if warning else self.runner.logger.info)(f"[prune_hooks] {message}")
 
-    # -- checkpoint state -----------------------------------------------------------------------
+    def put_scalar(self, name: str, value: float) -> None:
+        self.runner.message_hub.update_scalar(name, value)
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.capture is not None:
-            checkpoint["prune_hooks"] = self.capture.state_dict()
+    def iteration(self) -> int:
+        return self.runner.iter + 1
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Only a resumed run continues the statistics; load_from (new training) starts empty.
-        if "prune_hooks" in checkpoint and getattr(runner, "_resume", False) and self.capture is not None:
-            self.capture.load_state_dict(checkpoint["prune_hooks"])
-            runner.logger.info(f"[prune_hooks] resumed prune state: {self.capture.acc.passes} scoring passes")
+    def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
+        return write_retrain_config(self.runner.cfg, pruned, n_keep, n_total, run / "retrain.py")
 
 
 def check_dataset(cfg) -> tuple[str, dict]:
@@ -336,19 +320,6 @@ def _roi_head(model):
     roi = getattr(model, "roi_head", None)
     ok = roi is not None and all(hasattr(roi, n) for n in ("bbox_roi_extractor", "bbox_head")) and hasattr(model, "rpn_head")
     return roi if ok and hasattr(roi.bbox_head, "fc_cls") else None
-
-
-def _set_score_thr(roi, thr: float):
-    cfg = getattr(roi, "test_cfg", None) if roi is not None else None
-    if cfg is None or "score_thr" not in cfg:
-        return lambda: None
-    old = cfg.score_thr
-    cfg.score_thr = thr
-
-    def restore() -> None:
-        cfg.score_thr = old
-
-    return restore
 
 
 def _finite(v) -> bool:

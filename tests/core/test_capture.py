@@ -67,11 +67,3 @@ def test_capture_rejects_unknown_image(coco_file):
     with pytest.raises(PruneHooksError, match="image id 42"):
         cap.add_image(42, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
 
-
-def test_outliers_are_never_learned_objects_with_near_uniform_soft_labels():
-    import numpy as np
-
-    from prune_hooks.core.softlabels import outliers
-
-    soft = np.array([[0.25, 0.25, 0.25, 0.25], [0.3, 0.25, 0.25, 0.2], [0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25]])
-    assert outliers(soft, np.array([0, 0, 0, 3])).tolist() == [0, 1]  # 2: confident; 3: learned

@@ -6,7 +6,7 @@ from prune_hooks.core.csod import csod_select
 
 
 def direct_eq4(image_id, category_id, feature, n, lam):
-    """SPEC.md's CSOD transcribed literally: cosines summed one by one, float64."""
+    """docs/methods.md's CSOD transcribed literally: cosines summed one by one, float64."""
     f = np.asarray(feature, dtype=np.float64)
     chosen: list[int] = []
     classes = sorted(set(category_id.tolist()))

@@ -10,7 +10,7 @@ def t(x, dtype=torch.float32):
 
 
 def naive_cipa(gt_boxes, gt_labels, boxes, scores, labels):
-    """Direct transcription of SPEC.md's rule, one object and one prediction at a time."""
+    """Direct transcription of docs/methods.md's rule, one object and one prediction at a time."""
 
     def iou(a, b):
         iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))

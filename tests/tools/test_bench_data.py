@@ -1,4 +1,4 @@
-"""The benchmark generator (tools/bench_data.py): exact boxes, noise in train only, near-duplicate groups.
+"""The benchmark generator (tools/bench/bench_data.py): exact boxes, noise in train only, near-duplicate groups.
 
 White squares on black backgrounds stand in for Fashion-MNIST and skimage photos, so that an object's
 pixels can be found again in the written image and compared with its annotation.
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
 import bench_data  # noqa: E402
 
 SIZE = 128
@@ -106,3 +106,4 @@ def test_near_duplicate_groups(data):
         other = next(im for im in coco["train"]["images"] if factors[str(im["id"])]["dup_group"] != members[0]["id"]
                      and len([a for a in coco["train"]["annotations"] if a["image_id"] == im["id"]]) > 0)
         assert same < 0.5 * best_shift_diff(load(members[0]), load(other))
+

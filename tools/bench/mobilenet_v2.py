@@ -1,5 +1,5 @@
-"""The trunk the benchmark's MobileNetV2 backbones share (tools/mobilenet_fpn.py for detectron2,
-tools/mobilenet_mmdet.py for mmdet): torchvision's ``mobilenet_v2().features`` up to stride 32 with the
+"""The trunk the benchmark's MobileNetV2 backbones share (tools/bench/mobilenet_fpn.py for detectron2,
+tools/bench/mobilenet_mmdet.py for mmdet): torchvision's ``mobilenet_v2().features`` up to stride 32 with the
 ImageNet weights, BatchNorm frozen (batches of 4 images have no useful statistics), the first blocks
 frozen, and the feature maps it hands to an FPN.
 

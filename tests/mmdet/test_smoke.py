@@ -12,9 +12,8 @@ pytestmark = pytest.mark.integration
 
 mmdet = pytest.importorskip("mmdet")
 
-from prune_hooks.toy import make_toy_coco  # noqa: E402
+from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PY = Path(mmdet.__file__).parent / ".mim" / "tools" / "train.py"
 
 
@@ -23,7 +22,7 @@ def test_tiny_faster_rcnn_trains_with_mmdet_train_script(tmp_path):
     work = tmp_path / "work"
     env = dict(os.environ, PRUNE_TOY_ROOT=str(tmp_path / "toy") + "/")
     cmd = [
-        sys.executable, str(TRAIN_PY), str(ROOT / "configs" / "mmdet" / "toy_faster-rcnn_r18_fpn.py"),
+        sys.executable, str(TRAIN_PY), str(toy_config_file("mmdet")),
         "--work-dir", str(work),
         "--cfg-options", "train_cfg.max_epochs=1", "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1",
     ]

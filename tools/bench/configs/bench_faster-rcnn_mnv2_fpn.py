@@ -1,8 +1,8 @@
-# tools/bench_quality.py --framework mmdet: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN at
-# 256 px on the Fashion-MNIST benchmark data (tools/bench_data.py); the mmdet twin of
-# configs/detectron2/bench_MNV2_FPN_overrides.yaml. tools/ must be on PYTHONPATH (custom_imports).
+# tools/bench/bench_quality.py --framework mmdet: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN at
+# 256 px on the Fashion-MNIST benchmark data (tools/bench/bench_data.py); the mmdet twin of
+# bench_MNV2_FPN_overrides.yaml beside it. tools/bench/ must be on PYTHONPATH (custom_imports).
 # Data root: the environment variable PRUNE_TOY_ROOT, or --cfg-options on the train script.
-_base_ = './toy_faster-rcnn_r18_fpn.py'
+_base_ = '../../../prune_hooks/configs/mmdet/toy_faster-rcnn_r18_fpn.py'
 
 custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet'], allow_failed_imports=False)
 

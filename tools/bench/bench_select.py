@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Selection speed at COCO scale: ``prune-hooks select`` on a synthetic instance, whole CLI process.
 
-    python tools/bench_select.py [--images 118000] [--keep 0.5] [--out tools/results]
+    python tools/bench/bench_select.py [--images 118000] [--keep 0.5] [--out tools/bench/results]
 
 The instance: COCO train2017's shape (118,000 images, 80 classes with a long tail, about 2.8 classes
 per image, 'person' in ~45% of images) with one 1024-d post-ReLU prototype per (image, class), as a
@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prune_hooks.core.csod import csod_select
+from prune_hooks.core.methods import MASKS, REGISTRY
 
-from prune_hooks.core.csod import csod_select  # noqa: E402
-from prune_hooks.core.rundir import IMAGE_SCORE_COLUMNS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+# the image-score columns of a run directory from scoring passes
+IMAGE_SCORE_COLUMNS = [c for m in REGISTRY.values() if m.is_score and MASKS not in m.needs for c in m.columns]
 
 # Peak memory of the select process itself: VmHWM (ru_maxrss would carry the parent's over exec).
 RUNNER = (
@@ -180,7 +181,7 @@ def main() -> int:
     ap.add_argument("--subsample", type=int, default=2000, help="images of the matrix-form direct-Eq. 4 comparison")
     ap.add_argument("--literal-subsample", type=int, default=200, help="images of the literal (loop) Eq. 4 comparison")
     ap.add_argument("--greedy-keep", type=float, default=0.02, help="keep ratio for kcenter/herding (O(k N D) each)")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
@@ -250,7 +251,7 @@ def main() -> int:
     lines = [
         "# prune-hooks select at COCO scale",
         "",
-        f"`python tools/bench_select.py` — {result['machine']}. {args.images} images, {len(ids)} prototypes "
+        f"`python tools/bench/bench_select.py` — {result['machine']}. {args.images} images, {len(ids)} prototypes "
         f"(1024-d, post-ReLU), 80 classes. Whole CLI process (reading the annotation file and prototypes.npz "
         f"included; a no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} ms.",
         "",

@@ -1,5 +1,4 @@
 """The mmdet PruneHook through MMDetection's own train script, on a real tiny Faster R-CNN on CPU."""
-import csv
 import json
 import os
 import re
@@ -15,12 +14,12 @@ pytestmark = pytest.mark.integration
 
 mmdet = pytest.importorskip("mmdet")
 
-from prune_hooks.cli import main as cli  # noqa: E402
-from prune_hooks.toy import make_toy_coco  # noqa: E402
+from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
+from tests.conftest import assert_matches_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PY = Path(mmdet.__file__).parent / ".mim" / "tools" / "train.py"
-TOY = ROOT / "configs" / "mmdet" / "toy_faster-rcnn_r18_fpn.py"
+TOY = toy_config_file("mmdet")
 
 
 def write_config(tmp_path, epochs=3, hook=None, extra=""):
@@ -46,23 +45,6 @@ def train(config, tmp_path, *args, check=True):
     if check:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
-
-
-def read_objects(path):
-    with open(path) as f:
-        return {int(r["ann_id"]): r for r in csv.DictReader(f)}
-
-
-def assert_matches_cli(run, files, passes, tmp_path, tol):
-    ref = tmp_path / "ref"
-    assert cli(["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]) == 0
-    got, want = read_objects(run / "objects.csv"), read_objects(ref / "objects.csv")
-    gt = json.loads(Path(files["train"]).read_text())
-    assert sorted(got) == sorted(want) == sorted(a["id"] for a in gt["annotations"] if not a["iscrowd"])
-    for aid in got:
-        assert int(got[aid]["passes"]) == len(passes)
-        for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
-            assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
 
 
 def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
@@ -181,3 +163,4 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
     protos = np.load(run / "prototypes.npz")
     assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
     assert log.count("prune run written to") == 1  # rank 0 alone writes
+

@@ -1,6 +1,6 @@
-"""The benchmark's ImageNet-pretrained MobileNetV2 trunk (tools/mobilenet_v2.py) as an MMDetection backbone.
+"""The benchmark's ImageNet-pretrained MobileNetV2 trunk (tools/bench/mobilenet_v2.py) as an MMDetection backbone.
 
-Importing this module (``custom_imports=dict(imports=['mobilenet_mmdet'])`` with ``tools/`` on
+Importing this module (``custom_imports=dict(imports=['mobilenet_mmdet'])`` with ``tools/bench/`` on
 PYTHONPATH) registers ``TorchvisionMobileNetV2`` in mmdet's MODELS registry: outputs at strides
 4/8/16/32 with 24/32/96/320 channels (the neck's ``in_channels``). Normalisation: mmdet's default
 ``DetDataPreprocessor`` (ImageNet mean/std, RGB).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
-
 from mobilenet_v2 import tap, trunk
 
 

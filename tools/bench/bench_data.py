@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Benchmark data for tools/bench_quality.py: real objects on real photos, with exact boxes, and real aerial tiles.
+"""Benchmark data for tools/bench/bench_quality.py: real objects on real photos, with exact boxes, and real aerial tiles.
 
-    python tools/bench_data.py fashion OUT [--train 600] [--val 150] [--size 256] [--seed 0]
-    python tools/bench_data.py deepforest OUT [--tile 400]
+    python tools/bench/bench_data.py fashion OUT [--train 600] [--val 150] [--size 256] [--seed 0]
+    python tools/bench/bench_data.py deepforest OUT [--tile 400]
 
 ``fashion``: Fashion-MNIST photos (Debian ``dataset-fashion-mnist``: ``apt-get install dataset-fashion-mnist``;
 train images from its train split, val from its t10k split) cut out by their silhouette and pasted onto
@@ -30,8 +30,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -1,18 +1,20 @@
-"""An ImageNet-pretrained MobileNetV2-FPN backbone for detectron2, used by tools/bench_quality.py.
+"""An ImageNet-pretrained MobileNetV2-FPN backbone for detectron2, used by tools/bench/bench_quality.py.
 
 Importing this module registers ``build_mobilenet_v2_fpn_backbone`` in detectron2's BACKBONE_REGISTRY:
-the trunk of tools/mobilenet_v2.py (ImageNet weights, BatchNorm and the blocks up to stride 8 frozen)
+the trunk of tools/bench/mobilenet_v2.py (ImageNet weights, BatchNorm and the blocks up to stride 8 frozen)
 under detectron2's FPN. Use RGB input with torchvision's normalisation: ``INPUT.FORMAT: RGB``,
 ``PIXEL_MEAN: [123.675, 116.28, 103.53]``, ``PIXEL_STD: [58.395, 57.12, 57.375]``
-(configs/detectron2/bench_MNV2_FPN_overrides.yaml).
+(tools/bench/configs/bench_MNV2_FPN_overrides.yaml).
 """
 from __future__ import annotations
 
 import prune_hooks.detectron2  # noqa: F401  (before detectron2: v0.6 compatibility aliases)
+
+# isort: split
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-
 from mobilenet_v2 import STAGES, tap, trunk
 
 

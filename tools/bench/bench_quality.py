@@ -2,13 +2,13 @@
 """Does pruning work? One proxy training with the prune hook, subsets per method and keep ratio,
 retraining from each generated retrain config, COCO AP on a clean validation set.
 
-    python tools/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5] [--keep ...] [--methods ...]
-    python tools/bench_quality.py --data deepforest --epochs 10 --keep 0.5 --methods random vps_iou:max csod --seeds 1
+    python tools/bench/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5] [--keep ...] [--methods ...]
+    python tools/bench/bench_quality.py --data deepforest --epochs 10 --keep 0.5 --methods random vps_iou:max csod --seeds 1
 
-Data: tools/bench_data.py (Fashion-MNIST objects on skimage photos, near-duplicates, label noise in train,
+Data: tools/bench/bench_data.py (Fashion-MNIST objects on skimage photos, near-duplicates, label noise in train,
 clean val; or deepforest's aerial tiles). Model: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN
-at 256 px (tools/mobilenet_fpn.py + configs/detectron2/bench_MNV2_FPN_overrides.yaml, or
-tools/mobilenet_mmdet.py + configs/mmdet/bench_faster-rcnn_mnv2_fpn.py). The proxy is the full-data run
+at 256 px (mobilenet_fpn.py + configs/bench_MNV2_FPN_overrides.yaml, or mobilenet_mmdet.py +
+configs/bench_faster-rcnn_mnv2_fpn.py, all in tools/bench/). The proxy is the full-data run
 (the hook does not change training), so its final AP is the "full" row. Every training runs the
 framework's train script (tools/train_net.py, tools/train_mmdet.py) in a subprocess; results are
 appended to WORK/results.jsonl as they come, a rerun with the same arguments skips what is there, and
@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import last_ap, mmdet_ap, train  # tools/bench/ is this script's sys.path[0]
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
-
-from demo import last_ap, mmdet_ap, train  # noqa: E402  (tools/: the demo's runner and metric readers)
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "tools" / "bench"
 
 METHODS = ["random", "vps_iou:max", "vps_iou:mean", "vps_iou:sum", "vps_conf:max", "vps_conf:mean", "vps_conf:sum",
            "csod", "forgetting", "entropy"]
@@ -39,14 +38,14 @@ TRAIN_NET = ("import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fp
 
 
 def train_net(yaml: Path, log: Path) -> float:
-    return train(["-c", TRAIN_NET.format(tools=str(ROOT / "tools"), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log)
+    return train(["-c", TRAIN_NET.format(tools=str(BENCH), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log)
 
 
 def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, classes: int, size: int):
     from prune_hooks.detectron2.toy import toy_config
 
     cfg = toy_config(files, data_root, out, prefix="bq")
-    cfg.merge_from_file(str(ROOT / "configs" / "detectron2" / "bench_MNV2_FPN_overrides.yaml"))
+    cfg.merge_from_file(str(BENCH / "configs" / "bench_MNV2_FPN_overrides.yaml"))
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = classes
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = (size,), size, size, size
     cfg.SOLVER.MAX_ITER = epochs * math.ceil(n_train / cfg.SOLVER.IMS_PER_BATCH)
@@ -134,7 +133,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
 
 
 def factor_lines(work: Path) -> list[str]:
-    """What each subset kept, against the generation factors (tools/bench_data.py's factors.json):
+    """What each subset kept, against the generation factors (tools/bench/bench_data.py's factors.json):
     the share of kept images holding a label-noise object, and of near-duplicate copies (a group's
     2nd, 3rd, ... image); and how many of the proxy run's suspects are generated class flips."""
     path = work / "data" / "factors.json"
@@ -206,14 +205,14 @@ class MMDetBench:
 
     def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
         if classes != 10 or size != 256:
-            raise SystemExit("--framework mmdet: configs/mmdet/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data")
+            raise SystemExit("--framework mmdet: tools/bench/configs/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data")
         self.work, self.n_train, self.epochs, self.batch = work, n_train, epochs, 4
         self.iters = epochs * math.ceil(n_train / self.batch)
         os.environ["PRUNE_TOY_ROOT"] = str((work / "data").resolve()) + "/"  # the configs' data_root, here and in the trainings
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tools"), os.environ.get("PYTHONPATH", "")]))
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]))
         self.config = work / "proxy.py"
         self.config.write_text(
-            f"_base_ = {str(ROOT / 'configs' / 'mmdet' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
+            f"_base_ = {str(BENCH / 'configs' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
             "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], allow_failed_imports=False)\n"
             "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'])]\n"
             f"work_dir = {str((work / 'proxy').resolve())!r}\n"
@@ -251,7 +250,7 @@ def main() -> int:
     ap.add_argument("--keep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
     ap.add_argument("--methods", nargs="+", default=METHODS, help="method or method:aggregation")
     ap.add_argument("--seeds", type=int, default=3, help="random baseline seeds")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "results"))
+    ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--work", default=None, help="default runs/bench_quality[_<framework>_<data>]")
     args = ap.parse_args()
 
@@ -277,7 +276,7 @@ def main() -> int:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
         n_train, n_val = (len(json.loads(files[s].read_text())["images"]) for s in ("train", "val"))
     bench = (MMDetBench if args.framework == "mmdet" else Detectron2Bench)(work, files, n_train, args.epochs, classes, size)
-    command = "python tools/bench_quality.py " + " ".join(sys.argv[1:])
+    command = "python tools/bench/bench_quality.py " + " ".join(sys.argv[1:])
     retrain_file = "retrain.py" if args.framework == "mmdet" else "retrain.yaml"
     header = (f"# Pruning quality: {args.framework}, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
               f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {bench.batch}, proxy "

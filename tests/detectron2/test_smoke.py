@@ -1,12 +1,13 @@
 """A real tiny Faster R-CNN trains and predicts through detectron2 on CPU (no mocks)."""
 import math
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 import prune_hooks.detectron2  # noqa: F401,E402  (applies the v0.6 compatibility aliases first)
+
+# isort: split
 
 from detectron2 import model_zoo  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
@@ -15,9 +16,7 @@ from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 
-from prune_hooks.toy import make_toy_coco  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
+from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 
 
 def register(name, json_file, image_root):
@@ -34,7 +33,7 @@ def test_tiny_faster_rcnn_trains_and_evaluates(tmp_path):
 
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
-    cfg.merge_from_file(str(ROOT / "configs" / "detectron2" / "toy_R18_FPN_overrides.yaml"))
+    cfg.merge_from_file(str(toy_config_file("detectron2")))
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("smoke_train",), ("smoke_val",)
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 3, (), 0
     cfg.SOLVER.IMS_PER_BATCH = 2

@@ -1,0 +1,274 @@
+"""One hook lifecycle for every framework: options, scoring passes, the final features pass, outputs.
+
+A framework hook owns a :class:`ScoringRun` and an :class:`Adapter`. The run does everything that
+does not depend on the framework; the adapter answers the few questions that do:
+
+    Adapter method          detectron2                         mmdet
+    batches()               build_detection_test_loader        the train set with the test pipeline
+    infer(model, batch, …)  backbone → RPN → ROI heads, and     extract_feat → rpn_head → roi_head, and
+                            the box head on the GT boxes        the bbox head on the GT boxes
+    model_classes()         metadata's contiguous → COCO ids   the loader's cat_ids
+    gt_head(model)          a standard box head?               an roi_head with fc_cls?
+    threshold_owners(model) box_predictor.test_score_thresh    roi_head/bbox_head test_cfg.score_thr
+    all_gather / is_main    detectron2.utils.comm              mmengine.dist
+    log / put_scalar        logger / EventStorage              runner.logger / message hub
+    write_retrain(...)      retrain.yaml                       retrain.py
+
+When to run a pass stays with the hook (each framework has its own loop events).
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import torch
+
+from .capture import VPSCapture
+from .coco import CocoIndex
+from .errors import PruneHooksError
+from .methods import PROTOTYPES, REGISTRY, needs_of
+from .scores import AGGREGATIONS
+from .select import write_hook_run
+
+__all__ = ["Adapter", "ImageOutput", "ScoringRun", "check_options", "inference_context"]
+
+
+class ImageOutput(NamedTuple):
+    """One image of a scoring pass, as an adapter hands it to the core.
+
+    Attributes:
+        image_id: COCO image id.
+        boxes: Tensor[M, 4] xyxy in original image coordinates.
+        scores: Tensor[M].
+        labels: Tensor[M] int, the model's class indices (``Adapter.model_classes`` maps them to COCO ids).
+        probs: Tensor[n, K + 1] or None: the class distribution on each GT box of the image
+            (``gt_boxes(image_id)`` order), the model's classes then background.
+        features: Tensor[n, D] or None: the RoI feature of each GT box (the predictor's input).
+    """
+
+    image_id: int
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    probs: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+class Adapter(abc.ABC):
+    """What a framework adapter implements (see the module docstring for both frameworks)."""
+
+    framework: str = ""
+
+    @abc.abstractmethod
+    def batches(self) -> Iterable[Any]:
+        """The scoring pass's batches: every image of the scored set once (this rank's shard), test pipeline."""
+
+    @abc.abstractmethod
+    def infer(
+        self, model: torch.nn.Module, batch: Any, gt_boxes: Callable[[int], torch.Tensor], with_gt: bool
+    ) -> Iterable[ImageOutput]:
+        """Predictions of ``model`` on ``batch``, and with ``with_gt`` the GT-box class distributions and
+        features computed on the same backbone features (``gt_boxes(image_id)``: Tensor[n, 4] xyxy,
+        original image coordinates)."""
+
+    @abc.abstractmethod
+    def model_classes(self) -> list[int]:
+        """The COCO category id of each of the model's foreground outputs, in the model's order."""
+
+    @abc.abstractmethod
+    def gt_head(self, model: torch.nn.Module) -> bool:
+        """Whether ``infer`` can give GT-box class distributions and features for this model."""
+
+    @abc.abstractmethod
+    def threshold_owners(self, model: torch.nn.Module) -> list[tuple[Any, str]]:
+        """(object, attribute) pairs holding the model's detection score threshold(s)."""
+
+    @abc.abstractmethod
+    def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
+        """Write the retraining config for the pruned file; returns its path."""
+
+    def all_gather(self) -> Callable[[Any], list[Any]] | None:
+        """The framework's gather of picklable objects in a distributed run, else None."""
+        return None
+
+    def is_main(self) -> bool:
+        return True
+
+    def log(self, message: str, warning: bool = False) -> None:
+        pass
+
+    def put_scalar(self, name: str, value: float) -> None:
+        pass
+
+    def iteration(self) -> int:
+        """Training iterations completed so far."""
+        return 0
+
+
+def check_options(
+    methods: Sequence[str] | str,
+    keep_ratio: Any,
+    aggregation: str,
+    labels: dict[str, str],
+) -> list[str]:
+    """Validate the options both hooks share; returns ``methods`` as a list.
+
+    ``labels`` names each option as the user wrote it (``{"methods": "PRUNE.METHODS", ...}``), so a
+    bad value is reported in the user's own words: ``[prune_hooks] PRUNE.KEEP_RATIO must be in (0, 1], got 1.5``.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise _fail(f"{labels['methods']} is empty")
+    for m in methods:
+        if m not in REGISTRY:
+            raise _fail(f"{labels['methods']}: unknown method {m!r}; choose from {list(REGISTRY)}")
+    if aggregation not in AGGREGATIONS:
+        raise _fail(f"{labels['aggregation']} must be one of {list(AGGREGATIONS)}, got {aggregation!r}")
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise _fail(f"{labels['keep_ratio']} must be in (0, 1], got {keep_ratio}")
+    return methods
+
+
+def _fail(msg: str) -> PruneHooksError:
+    return PruneHooksError(f"[prune_hooks] {msg}")
+
+
+@contextlib.contextmanager
+def inference_context(model: torch.nn.Module, owners: list[tuple[Any, str]], score_thresh: float) -> Iterator[None]:
+    """Eval mode, no grad and every score threshold in ``owners`` set to ``score_thresh``; the
+    model's mode and thresholds are restored on exit, whatever happened inside."""
+    was_training = model.training
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr in owners]
+    try:
+        for obj, attr, _ in saved:
+            setattr(obj, attr, score_thresh)
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
+
+
+class ScoringRun:
+    """The state and steps of one proxy run's scoring, shared by every framework hook.
+
+    Args:
+        adapter: the framework's answers (:class:`Adapter`).
+        index: the scored annotation file.
+        methods: selection methods; the first chooses the subset written at the end.
+        keep_ratio, aggregation: the subset written at the end.
+        score_thresh: detection score threshold during passes.
+        dump: also write each pass's detections as COCO results under ``out_dir/passes/``.
+        device: the model's device (where the accumulators live).
+        out_dir: the run directory written when training ends.
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        index: CocoIndex,
+        *,
+        methods: Sequence[str],
+        keep_ratio: float,
+        aggregation: str,
+        score_thresh: float,
+        dump: bool,
+        device: torch.device | str,
+        out_dir: str | Path,
+    ) -> None:
+        self.adapter, self.index = adapter, index
+        self.methods, self.keep_ratio, self.aggregation = list(methods), float(keep_ratio), aggregation
+        self.score_thresh, self.dump = float(score_thresh), bool(dump)
+        self.out_dir = Path(out_dir)
+        self.capture = VPSCapture(index, device=device, record=self.dump)
+        needs = needs_of(self.methods)
+        self.want_prototypes = PROTOTYPES in needs
+        self._lut: torch.Tensor | None = None
+
+    def check_model(self, model: torch.nn.Module, methods_label: str) -> None:
+        """Refuse methods the model cannot serve, before any training (``methods_label``: the option's name)."""
+        if self.adapter.gt_head(model):
+            return
+        if self.want_prototypes:
+            raise _fail(
+                f"{methods_label} {self.methods} need GT-box RoI features, but the model ({type(model).__name__}) "
+                "has no box head this adapter can run on GT boxes"
+            )
+        self.adapter.log("model has no standard box head: no soft labels (method entropy unavailable)", warning=True)
+
+    def _labels_to_coco(self, labels: torch.Tensor) -> torch.Tensor:
+        if self._lut is None:
+            classes = self.adapter.model_classes()
+            self.capture.set_model_classes(classes)
+            self._lut = torch.as_tensor(classes, dtype=torch.long, device=self.capture.device)
+        return self._lut[labels.to(self._lut.device).long()]
+
+    def scoring_pass(self, model: torch.nn.Module, *, prototypes: bool = False, vps: bool = True) -> None:
+        """One pass over the scored images: CIPA + soft labels (+ prototypes with ``prototypes``;
+        ``vps=False``: a features-only pass that leaves the VPS state untouched)."""
+        ad, cap = self.adapter, self.capture
+        start = time.perf_counter()
+        if prototypes:
+            cap.collect_prototypes()
+        owners = ad.threshold_owners(model)
+        if not owners:
+            ad.log("model has no test score threshold this adapter knows: scoring passes use its own", warning=True)
+        with_gt = ad.gt_head(model)
+        with inference_context(model, owners, self.score_thresh):
+            for batch in ad.batches():
+                for out in ad.infer(model, batch, cap.gt_boxes, with_gt):
+                    cap.add_image(out.image_id, out.boxes, out.scores, self._labels_to_coco(out.labels),
+                                  probs=out.probs, features=out.features)
+        closed = cap.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), vps=vps, dump=self.dump)
+        if closed is None:
+            return
+        t, seen = closed
+        elapsed = time.perf_counter() - start
+        if ad.is_main():
+            ad.put_scalar("prune/pass_seconds", elapsed)
+            ad.log(
+                f"scoring pass {t} after iteration {ad.iteration()}: {seen} images (this rank), "
+                f"{elapsed:.1f}s ({elapsed / max(seen, 1):.3f}s/image)"
+            )
+
+    def finish(self, model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """When training ends: a features-only pass if the prototypes were not taken with the final
+        model, then (main process) the run directory, subset, pruned file, retrain config and report.
+        Returns the subset record (None when nothing was written)."""
+        if self.capture.acc.passes == 0:
+            if self.adapter.is_main():
+                self.adapter.log(f"no scoring pass ran (iterations {self.adapter.iteration()}): nothing written", warning=True)
+            return None
+        if self.want_prototypes and not self.capture.prototypes_taken:
+            self.scoring_pass(model, prototypes=True, vps=False)
+        if not self.adapter.is_main():
+            return None
+        return self.write_outputs(meta)
+
+    def write_outputs(self, meta: dict[str, Any]) -> dict[str, Any]:
+        from ..report import report_or_warn  # matplotlib only when a run is written
+
+        run, n_total = self.out_dir, self.index.num_images
+        meta = {**meta, "methods": self.methods}
+        method = self.methods[0]
+        subset, pruned, n_keep = write_hook_run(run, self.capture, self.adapter.framework, meta, method,
+                                                self.keep_ratio, self.aggregation)
+        retrain = self.adapter.write_retrain(run, pruned, n_keep, n_total)
+        report_or_warn(run, meta.get("image_root"))
+        how = f"{method}, {subset['aggregation']}" if subset.get("aggregation") else method
+        self.adapter.log(f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); retrain with {retrain}")
+        return subset
+
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.capture.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capture.load_state_dict(state)
+        self.adapter.log(f"resumed prune state: {self.capture.acc.passes} scoring passes")

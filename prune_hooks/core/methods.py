@@ -1,0 +1,202 @@
+"""Every selection method, registered once: what it needs from a run directory and how it ranks.
+
+This is the one place a method is added. Everything else derives from :data:`REGISTRY`: the CLI's
+``--method`` choices and ``--method all`` skipping, the hooks' decision to collect prototypes, the
+run directory's image-score columns (``images.csv``), and the README's method table (a test keeps
+it in sync). Definitions: ``docs/methods.md``.
+
+Two kinds of method:
+
+- **score methods** (``object_score`` set): a per-object score, aggregated per image into the
+  columns ``<name>_<aggregation>`` of ``images.csv``; images ranked by that column, highest first,
+  images without a score last (:func:`~prune_hooks.core.scores.rank_images`).
+- **order methods** (``rank`` set): compute an image order from the run's inputs (prototypes, the
+  annotation file, a seed).
+
+A new method: one ``register(...)`` call below with its function, and its tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .csod import csod_select
+from .errors import PruneHooksError
+from .scores import AGGREGATIONS, forgetting_scores
+from .selection import herding, kcenter_greedy, random_order, random_per_class
+
+if TYPE_CHECKING:
+    from .select import RunInputs
+
+__all__ = [
+    "IMAGE_SCORES", "MASKS", "PROTOTYPES", "SOFT_LABELS", "NEEDS",
+    "Method", "REGISTRY", "Request", "get", "image_score_columns", "names", "needs_of", "register",
+]
+
+# What a method needs from a run directory (``Method.needs``).
+IMAGE_SCORES = "image scores"  # images.csv from scoring passes (hooks, `score vps`)
+SOFT_LABELS = "soft labels"  # the box predictor's class distributions on GT boxes (hooks)
+PROTOTYPES = "prototypes"  # prototypes.npz: GT-box RoI features of the final model (hooks)
+MASKS = "masks"  # instance masks in the annotation file (shape scores; no training)
+NEEDS = (IMAGE_SCORES, SOFT_LABELS, PROTOTYPES, MASKS)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a rank function is asked for (``select``'s keyword options)."""
+
+    n_keep: int
+    aggregation: str | None = None
+    seed: int = 0
+    lam: float = 0.05
+
+
+@dataclass(frozen=True)
+class Method:
+    """One selection method.
+
+    Attributes:
+        name: the CLI / config name.
+        summary: one line for ``--help`` and the README table.
+        needs: run-directory inputs, from :data:`NEEDS` (empty: the annotation file alone).
+        object_score: score methods: per-object scores ndarray[N] from the objects table (the
+            columns of objects.csv as arrays), or None when the table lacks what it needs.
+        aggregations: score methods: image aggregations written to images.csv (first = default).
+        rank: order methods: ``rank(inputs, request) -> (image ids best first, extra record fields)``.
+        seeded: the seed changes the result (recorded in subset.json).
+    """
+
+    name: str
+    summary: str
+    needs: tuple[str, ...] = ()
+    object_score: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None
+    aggregations: tuple[str, ...] = ()
+    rank: Callable[[RunInputs, Request], tuple[np.ndarray, dict[str, Any]]] | None = None
+    seeded: bool = False
+    columns: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if (self.object_score is None) == (self.rank is None):
+            raise PruneHooksError(f"method {self.name!r}: give exactly one of object_score and rank")
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown:
+            raise PruneHooksError(f"method {self.name!r}: unknown needs {sorted(unknown)}; choose from {NEEDS}")
+        object.__setattr__(self, "columns", tuple(f"{self.name}_{a}" for a in self.aggregations))
+
+    @property
+    def is_score(self) -> bool:
+        return self.object_score is not None
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, summary: str, **kwargs: Any) -> Method:
+    if name in REGISTRY or name == "all":
+        raise PruneHooksError(f"method {name!r} is already registered")
+    method = Method(name, summary, **kwargs)
+    REGISTRY[name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise PruneHooksError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def needs_of(methods: list[str] | tuple[str, ...]) -> set[str]:
+    """Everything the given methods need together (unknown names raise)."""
+    return {n for m in methods for n in get(m).needs}
+
+
+def image_score_columns(objects: dict[str, np.ndarray] | None = None) -> list[tuple[Method, np.ndarray | None]]:
+    """Score methods in registry order with their per-object scores from ``objects`` (None: not
+    computable from it). With ``objects`` None, every score method with None."""
+    out = []
+    for m in REGISTRY.values():
+        if m.is_score:
+            out.append((m, m.object_score(objects) if objects is not None else None))
+    return out
+
+
+# -- score methods ---------------------------------------------------------------------------------
+
+def _column(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray | None]:
+    return lambda objects: objects.get(name)
+
+
+def _forgetting(objects: dict[str, np.ndarray]) -> np.ndarray | None:
+    if "forget_events" not in objects:
+        return None
+    return forgetting_scores(objects)
+
+
+register("vps_iou", "std of the CIPA-matched IoU over scoring passes (VPS), highest first",
+         needs=(IMAGE_SCORES,), object_score=_column("iou_std"), aggregations=AGGREGATIONS)
+register("vps_conf", "std of the CIPA-matched confidence over scoring passes (VPS), highest first",
+         needs=(IMAGE_SCORES,), object_score=_column("conf_std"), aggregations=AGGREGATIONS)
+register("forgetting", "never-learned objects first, then most forgetting events",
+         needs=(IMAGE_SCORES,), object_score=_forgetting, aggregations=AGGREGATIONS)
+register("entropy", "entropy of the soft label (mean class distribution on the GT box), highest first",
+         needs=(IMAGE_SCORES, SOFT_LABELS), object_score=_column("entropy"), aggregations=AGGREGATIONS)
+
+
+# -- order methods ---------------------------------------------------------------------------------
+
+def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
+    ids, inverse = np.unique(protos["image_id"], return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    unit = protos["feature"][order]
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
+    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
+    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
+
+
+def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+    protos = inputs.prototypes("csod")
+    res = csod_select(protos["image_id"], protos["category_id"], protos["feature"], req.n_keep, req.lam,
+                      all_image_ids=inputs.index.image_ids)
+    return res.image_ids, {"lambda": req.lam, "csod_greedy_images": res.n_greedy}
+
+
+def _kcenter(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+    ids, feats = _image_features(inputs.prototypes("kcenter"))
+    return ids[kcenter_greedy(feats, min(req.n_keep, len(ids)), req.seed)], {}
+
+
+def _herding(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+    ids, feats = _image_features(inputs.prototypes("herding"))
+    return ids[herding(feats, min(req.n_keep, len(ids)))], {}
+
+
+def _random(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+    return random_order(inputs.index.image_ids, req.seed), {}
+
+
+def _per_class(proportional: bool) -> Callable[[RunInputs, Request], tuple[np.ndarray, dict[str, Any]]]:
+    def rank(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        ix = inputs.index
+        return random_per_class(ix.image_ids, ix.obj_image_ids, ix.obj_category_ids, req.n_keep, req.seed,
+                                proportional=proportional), {}
+    return rank
+
+
+register("csod", "CSOD class-rotating greedy on per-image per-class prototypes (diversity vs redundancy)",
+         needs=(PROTOTYPES,), rank=_csod)
+register("kcenter", "k-center greedy on image features (mean unit prototype)",
+         needs=(PROTOTYPES,), rank=_kcenter, seeded=True)
+register("herding", "herding on image features (mean unit prototype)", needs=(PROTOTYPES,), rank=_herding)
+register("random", "uniform random order of images", rank=_random, seeded=True)
+register("random_uniform", "class-rotating random draws, the same count per class", rank=_per_class(False), seeded=True)
+register("random_ratio", "class-rotating random draws, counts proportional to class frequency",
+         rank=_per_class(True), seeded=True)

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from prune_hooks.core.coco import load_coco
+from prune_hooks.core.errors import PruneHooksError
+from prune_hooks.core.prototypes import PrototypeCollector, load_prototypes, save_prototypes
+
+
+def test_collector_means_per_image_and_class_in_file_order(coco_file):
+    index = load_coco(coco_file)  # image 1: objects 10 (cat 1), 11 (cat 2); image 3: object 13 (cat 1)
+    col = PrototypeCollector(index)
+    col.add(1, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    col.add(3, torch.tensor([[5.0, 6.0]]))
+    col.add(2, torch.zeros(0, 2))  # no objects: nothing
+    col.add(1, torch.tensor([[9.0, 9.0], [9.0, 9.0]]))  # a padded repeat is ignored
+    arrays = col.arrays()
+    # file order of images is 3, 1, 2
+    assert arrays["image_id"].tolist() == [3, 1, 1]
+    assert arrays["category_id"].tolist() == [1, 1, 2]
+    np.testing.assert_array_equal(arrays["feature"], [[5, 6], [1, 2], [3, 4]])
+    with pytest.raises(PruneHooksError, match="feature rows for 1 objects"):
+        col.add(3, torch.zeros(2, 2))
+
+
+def test_collector_gathers_other_ranks(coco_file):
+    index = load_coco(coco_file)
+    a, b = PrototypeCollector(index), PrototypeCollector(index)
+    a.add(1, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    b.add(3, torch.tensor([[5.0, 6.0]]))
+    both = a.arrays(lambda rows: [rows, b._rows])
+    assert both["image_id"].tolist() == [3, 1, 1]
+
+
+def test_save_load_round_trip_and_validation(coco_file, tmp_path):
+    index = load_coco(coco_file)
+    arrays = {"image_id": np.array([1, 3]), "category_id": np.array([1, 1]), "feature": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)}
+    path = save_prototypes(tmp_path / "p.npz", arrays)
+    got = load_prototypes(path, index)
+    np.testing.assert_array_equal(got["feature"], arrays["feature"])
+    assert got["image_id"].dtype == np.int64
+    bad = dict(arrays, image_id=np.array([1, 99]))
+    with pytest.raises(PruneHooksError, match="image ids not in"):
+        load_prototypes(save_prototypes(tmp_path / "b.npz", bad), index)
+    zero = dict(arrays, feature=np.zeros((2, 2), np.float32))
+    with pytest.raises(PruneHooksError, match="zero vector"):
+        load_prototypes(save_prototypes(tmp_path / "z.npz", zero))
+    with pytest.raises(PruneHooksError, match="prototypes not found"):
+        load_prototypes(tmp_path / "missing.npz")
