@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +44,27 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
         extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
     )
     print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {args.out}")
+
+
+def cmd_score_shape(args: argparse.Namespace) -> None:
+    from .core.shape import shape_scores
+    from .report import report_or_warn
+
+    if args.workers is not None and args.workers < 1:
+        raise PruneHooksError(f"--workers must be >= 1, got {args.workers}")
+    start = time.perf_counter()
+    index = load_coco(args.annotations)
+    shapes = shape_scores(index, workers=args.workers)
+    meta = {"scorer": "shape", **shapes.meta(), "image_root": args.image_root}
+    write_run(args.out, index, framework="annotations", extra_meta=meta, objects=shapes.columns)
+    print(
+        f"shape-scored {shapes.num_scored} of {index.num_objects} objects in {index.num_images} images "
+        f"({shapes.num_without_mask} without a mask, {shapes.num_degenerate} degenerate) in "
+        f"{time.perf_counter() - start:.1f}s -> {args.out}",
+        flush=True,
+    )
+    if not args.no_report:
+        report_or_warn(Path(args.out), args.image_root)
 
 
 def cmd_select(args: argparse.Namespace) -> None:
@@ -119,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     vps.add_argument("--detections", required=True, nargs="+", help="COCO results files, one per pass, in order")
     vps.add_argument("--out", required=True, help="run directory to write")
     vps.set_defaults(func=cmd_score_vps)
+    shape = score_sub.add_parser(
+        "shape",
+        help="TFDP shape complexity from instance masks (no training)",
+        description="Shape complexity of every non-crowd instance's mask (scs, si_scs, cb_scs; docs/methods.md) "
+        "and image sums, written as a run directory for `select --method cb_scs` and the others.",
+    )
+    shape.add_argument("--annotations", required=True, help="COCO instances file with segmentations")
+    shape.add_argument("--out", required=True, help="run directory to write")
+    shape.add_argument("--workers", type=int, default=None, help="processes (default: every CPU this process may use)")
+    shape.add_argument("--image-root", help="image directory (recorded for the report's crops)")
+    shape.add_argument("--no-report", action="store_true", help="skip RUN/report/")
+    shape.set_defaults(func=cmd_score_shape)
 
     sel = sub.add_parser(
         "select",

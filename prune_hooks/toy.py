@@ -2,6 +2,7 @@
 
 Three classes of filled shapes (square, disc, triangle) of varied size, colour and position on smooth
 random textures with pixel noise, 0-4 objects per image, a few objectless images and crowd regions.
+Each instance carries its outline as a polygon segmentation (for the shape scores).
 Deterministic for a seed; a detector learns it in a few hundred CPU iterations.
 """
 from __future__ import annotations
@@ -62,6 +63,19 @@ def _draw_image(rng: np.random.Generator, size: int, n_obj: int, crowd: bool):
     return img, anns
 
 
+def _outline(cls: int, bbox: list[float]) -> list[float]:
+    """The drawn shape as one COCO polygon (x1, y1, x2, y2, ...): the instance mask of the toy set."""
+    x0, y0, w, h = bbox
+    if cls == 0:
+        pts = [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+    elif cls == 1:
+        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        pts = list(zip(x0 + w / 2 * (1 + np.cos(t)), y0 + h / 2 * (1 + np.sin(t))))
+    else:
+        pts = [(x0 + w / 2, y0), (x0, y0 + h), (x0 + w, y0 + h)]
+    return [round(float(v), 2) for p in pts for v in p]
+
+
 def make_toy_coco(
     root: str | os.PathLike,
     splits: dict[str, int] | None = None,
@@ -95,7 +109,7 @@ def make_toy_coco(
             for cls, bbox, crowd in anns:
                 annotations.append({
                     "id": ann_id, "image_id": image_id, "category_id": cls + 1, "bbox": bbox,
-                    "area": round(bbox[2] * bbox[3], 2), "iscrowd": int(crowd),
+                    "area": round(bbox[2] * bbox[3], 2), "iscrowd": int(crowd), "segmentation": [_outline(cls, bbox)],
                 })
                 ann_id += 1
             image_id += 1

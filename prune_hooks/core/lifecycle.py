@@ -29,7 +29,7 @@ import torch
 from .capture import VPSCapture
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .methods import PROTOTYPES, REGISTRY, needs_of
+from .methods import MASKS, PROTOTYPES, REGISTRY, needs_of
 from .scores import AGGREGATIONS
 from .select import write_hook_run
 
@@ -189,6 +189,15 @@ class ScoringRun:
         needs = needs_of(self.methods)
         self.want_prototypes = PROTOTYPES in needs
         self._lut: torch.Tensor | None = None
+        # shape scores need no pass: scored once, now (one process: forking a trainer is not safe)
+        self.shape = None
+        if MASKS in needs:
+            from .shape import shape_scores
+
+            try:
+                self.shape = shape_scores(index, workers=1)
+            except PruneHooksError as e:
+                raise _fail(str(e)) from None
 
     def check_model(self, model: torch.nn.Module, methods_label: str) -> None:
         """Refuse methods the model cannot serve, before any training (``methods_label``: the option's name)."""
@@ -254,10 +263,11 @@ class ScoringRun:
         from ..report import report_or_warn  # matplotlib only when a run is written
 
         run, n_total = self.out_dir, self.index.num_images
-        meta = {**meta, "methods": self.methods}
+        meta = {**meta, "methods": self.methods, **(self.shape.meta() if self.shape is not None else {})}
         method = self.methods[0]
         subset, pruned, n_keep = write_hook_run(run, self.capture, self.adapter.framework, meta, method,
-                                                self.keep_ratio, self.aggregation)
+                                                self.keep_ratio, self.aggregation,
+                                                objects=self.shape.columns if self.shape is not None else None)
         retrain = self.adapter.write_retrain(run, pruned, n_keep, n_total)
         report_or_warn(run, meta.get("image_root"))
         how = f"{method}, {subset['aggregation']}" if subset.get("aggregation") else method

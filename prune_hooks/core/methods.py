@@ -147,6 +147,13 @@ register("forgetting", "never-learned objects first, then most forgetting events
          needs=(IMAGE_SCORES,), object_score=_forgetting, aggregations=AGGREGATIONS)
 register("entropy", "entropy of the soft label (mean class distribution on the GT box), highest first",
          needs=(IMAGE_SCORES, SOFT_LABELS), object_score=_column("entropy"), aggregations=AGGREGATIONS)
+# TFDP shape complexity: from instance masks, no training; the paper sums over an image's instances
+register("scs", "TFDP shape complexity perimeter / area of the mask's contour, image sum, highest first",
+         needs=(MASKS,), object_score=_column("scs"), aggregations=("sum",))
+register("si_scs", "TFDP scale-invariant shape complexity perimeter / (2 sqrt(pi area)), image sum",
+         needs=(MASKS,), object_score=_column("si_scs"), aggregations=("sum",))
+register("cb_scs", "TFDP class-balanced SI-SCS (divided by its class's total), image sum: the paper's default",
+         needs=(MASKS,), object_score=_column("cb_scs"), aggregations=("sum",))
 
 
 # -- order methods ---------------------------------------------------------------------------------

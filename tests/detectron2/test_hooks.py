@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 
 import prune_hooks.detectron2  # noqa: F401,E402
 from prune_hooks.cli import main as cli  # noqa: E402
+from prune_hooks.core.rundir import read_images_csv  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco  # noqa: E402
 from tests.conftest import assert_matches_cli, read_objects  # noqa: E402
@@ -153,3 +154,30 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
     assert "World size: 2" in log
     assert log.count("prune run written to") == 1  # rank 0 alone writes
 
+
+def test_shape_methods_scored_at_start_beside_vps(tmp_path):
+    config, files, cfg = make_config(tmp_path, METHODS=["cb_scs", "vps_iou"])
+    train_net("--config-file", config, "SOLVER.MAX_ITER", 4)
+    run = tmp_path / "out" / "prune"
+    ref = tmp_path / "shape"
+    assert cli(["score", "shape", "--annotations", str(files["train"]), "--out", str(ref), "--no-report"]) == 0
+    got, want = (read_images_csv(d) for d in (run, ref))
+    assert {"vps_iou_max", "cb_scs_sum", "si_scs_sum", "scs_sum"} <= set(got)  # every method side by side
+    np.testing.assert_allclose(got["cb_scs_sum"], want["cb_scs_sum"], equal_nan=True)
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["method"] == "cb_scs" and subset["aggregation"] == "sum" and subset["n_images"] == 4
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["shape_without_mask"] == 0 and meta["shape_scored"] > 0
+
+
+def test_shape_methods_on_box_only_data_are_refused_at_start(tmp_path):
+    config, files, cfg = make_config(tmp_path, METHODS=["vps_iou", "cb_scs"])
+    data = json.loads(Path(files["train"]).read_text())
+    for a in data["annotations"]:
+        a.pop("segmentation")
+    Path(files["train"]).write_text(json.dumps(data))
+    proc = train_net("--config-file", config, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "[prune_hooks]" in line]
+    assert lines and "shape scores need instance masks" in lines[-1], proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "model_0000003.pth").exists()

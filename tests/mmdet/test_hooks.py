@@ -14,6 +14,8 @@ pytestmark = pytest.mark.integration
 
 mmdet = pytest.importorskip("mmdet")
 
+from prune_hooks.cli import main as cli  # noqa: E402
+from prune_hooks.core.rundir import read_images_csv  # noqa: E402
 from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 from tests.conftest import assert_matches_cli  # noqa: E402
 
@@ -164,3 +166,16 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
     assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
     assert log.count("prune run written to") == 1  # rank 0 alone writes
 
+
+def test_shape_methods_scored_at_start_beside_vps(tmp_path):
+    config, files = write_config(tmp_path, epochs=1, hook="dict(type='PruneHook', methods=['cb_scs', 'vps_iou'], keep_ratio=0.5)")
+    train(config, tmp_path)
+    run = tmp_path / "work" / "prune"
+    ref = tmp_path / "shape"
+    assert cli(["score", "shape", "--annotations", str(files["train"]), "--out", str(ref), "--no-report"]) == 0
+    got, want = (read_images_csv(d) for d in (run, ref))
+    assert {"vps_iou_max", "cb_scs_sum"} <= set(got)
+    np.testing.assert_allclose(got["cb_scs_sum"], want["cb_scs_sum"], equal_nan=True)
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["method"] == "cb_scs" and subset["n_images"] == 4
+    assert (run / "retrain.py").exists()

@@ -107,3 +107,32 @@ def test_near_duplicate_groups(data):
                      and len([a for a in coco["train"]["annotations"] if a["image_id"] == im["id"]]) > 0)
         assert same < 0.5 * best_shift_diff(load(members[0]), load(other))
 
+
+def test_masks_are_the_objects_silhouettes(data):
+    """Every instance has a segmentation (polygons, one in 25 RLE) that reads back through pycocotools
+    and, for unoccluded objects with exact boxes, spans the object's box."""
+    from pycocotools import mask as mask_utils
+
+    root, coco, factors = data
+    kinds, checked = {"poly": 0, "rle": 0}, 0
+    for split in ("train", "val"):
+        by_image = {}
+        for a in coco[split]["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+            kinds["rle" if isinstance(a["segmentation"], dict) else "poly"] += 1
+        for im in coco[split]["images"]:
+            f = factors[str(im["id"])]
+            anns = by_image.get(im["id"], [])
+            if len(anns) != f["n_objects"] or any(o["noise"] for o in f["objects"]):
+                continue
+            for a, o in zip(anns, f["objects"]):
+                seg = a["segmentation"]
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, SIZE, SIZE)) if isinstance(seg, list) else seg
+                m = mask_utils.decode(rle)
+                if o["occlusion"] > 0 or f["dup_group"] not in (None, im["id"]):
+                    continue  # occluded: the mask is the visible part; copies: shifted, maybe cut by the border
+                ys, xs = np.nonzero(m)
+                x, y, w, h = a["bbox"]
+                assert np.allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], [x, y, x + w, y + h], atol=1.0), a
+                checked += 1
+    assert checked >= 50 and kinds["rle"] >= 5 and kinds["poly"] > 10 * kinds["rle"]

@@ -13,6 +13,7 @@ frequencies (T-shirt ... Ankle boot 22% ... 3%; T-shirt/Pullover/Coat/Shirt are 
 unlabeled distractors (pieces of other photos), ~20% of train images in near-duplicate groups of 2-4
 (the same scene shifted by a few pixels, re-exposed, re-noised), and in train only ~7% label noise per
 object: class flips (to a look-alike class where there is one), jittered boxes, missing boxes. Val is clean.
+Every instance has its exact visible mask as polygons (one in 25 as RLE), for the shape scores.
 Every image's generation factors are written to ``factors.json``.
 
 ``deepforest``: the four aerial photos with Pascal VOC "Tree" boxes shipped in the ``deepforest`` wheel
@@ -44,6 +45,7 @@ BACKGROUNDS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "gr
                "immunohistochemistry", "moon", "page", "rocket", "text", "clock", "colorwheel")
 DUP_START = 0.077  # P(a new train scene starts a group of 2-4): ~20% of train images in groups
 NOISE = {"flip": 0.03, "jitter": 0.02, "missing": 0.02}
+RLE_EVERY = 25  # one instance in 25 is written as RLE instead of polygons
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -156,6 +158,7 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
     for k, (o, m) in enumerate(zip(objs, masks)):
         o["occlusion"] = round(1.0 - float((owner[m] == k).sum()) / float(m.sum()), 3)
         if o["occlusion"] <= 0.75:
+            o["mask"] = owner == k  # the exact visible silhouette: the instance mask
             visible.append(o)
     return img, visible, {"background": bg_name, "blur": round(blur, 3), "noise": round(noise, 2), "hidden": len(objs) - len(visible)}
 
@@ -170,7 +173,10 @@ def _near_copy(rng, img: np.ndarray, objs: list[dict]):
         x, y, w, h = o["box"]
         x0, y0, x1, y1 = max(0.0, x + dx), max(0.0, y + dy), min(float(size), x + w + dx), min(float(size), y + h + dy)
         if x1 - x0 >= 2 and y1 - y0 >= 2:
-            moved.append({**o, "box": [x0, y0, x1 - x0, y1 - y0]})
+            mask = np.zeros_like(o["mask"])  # shifted without wrapping: what wraps in the image is unlabeled
+            src = o["mask"][max(0, -dy):size - max(0, dy), max(0, -dx):size - max(0, dx)]
+            mask[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+            moved.append({**o, "box": [x0, y0, x1 - x0, y1 - y0], "mask": mask})
     return out, moved
 
 
@@ -188,6 +194,23 @@ def _label_noise(rng, o: dict, size: int):
     if u < sum(NOISE.values()):
         return None
     return o
+
+
+def segmentation(mask: np.ndarray, rle: bool = False):
+    """COCO segmentation of a binary mask: polygons (OpenCV's external contours through the boundary
+    pixels' centres, one per part of 3+ vertices), or compressed RLE when ``rle`` or when no part
+    has 3 vertices."""
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not rle:
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        polys = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+        if polys:
+            return polys
+    enc = mask_utils.encode(np.asfortranarray(m))
+    return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("ascii")}
 
 
 def _write_json(path: Path, obj) -> None:
@@ -232,7 +255,8 @@ def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: in
                     per_obj.append(o.get("noise", ""))
                     x, y, w, h = (round(v, 2) for v in o["box"])
                     anns.append({"id": ann_id, "image_id": image_id, "category_id": o["cls"] + 1, "bbox": [x, y, w, h],
-                                 "area": round(w * h, 2), "iscrowd": 0})
+                                 "area": round(w * h, 2), "iscrowd": 0,
+                                 "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0)})
                     ann_id += 1
                 factors[str(image_id)] = {
                     **f, "split": split, "dup_group": group, "n_objects": len(scene_objs),

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tools" / "bench"
 
 METHODS = ["random", "vps_iou:max", "vps_iou:mean", "vps_iou:sum", "vps_conf:max", "vps_conf:mean", "vps_conf:sum",
-           "csod", "forgetting", "entropy"]
+           "csod", "forgetting", "entropy", "cb_scs", "si_scs"]
 # tools/train_net.py with the benchmark's backbone registered first
 TRAIN_NET = ("import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
              "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')")
@@ -54,7 +54,9 @@ def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, c
     cfg.SOLVER.CHECKPOINT_PERIOD = cfg.SOLVER.MAX_ITER
     cfg.TEST.EVAL_PERIOD = 0
     cfg.PRUNE.ENABLED = True
-    cfg.PRUNE.METHODS = ["vps_iou", "vps_conf", "csod"]
+    # shape scores where the data has masks (fashion; deepforest is box-only)
+    masks = any("segmentation" in a for a in json.loads(Path(files["train"]).read_text())["annotations"])
+    cfg.PRUNE.METHODS = ["vps_iou", "vps_conf", "csod"] + (["cb_scs", "si_scs"] if masks else [])
     return cfg
 
 
@@ -214,7 +216,7 @@ class MMDetBench:
         self.config.write_text(
             f"_base_ = {str(BENCH / 'configs' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
             "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], allow_failed_imports=False)\n"
-            "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'])]\n"
+            "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod', 'cb_scs', 'si_scs'])]\n"
             f"work_dir = {str((work / 'proxy').resolve())!r}\n"
             f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
             "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50), "
