@@ -1,4 +1,5 @@
 """``prune-hooks``: score and select from the command line, without training again."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,10 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
         acc.end_pass()
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
     write_run(
-        args.out, index, acc, framework="coco-results",
+        args.out,
+        index,
+        acc,
+        framework="coco-results",
         extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
     )
     print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {args.out}")
@@ -74,7 +78,9 @@ def cmd_select(args: argparse.Namespace) -> None:
     meta = read_meta(args.run) if Path(args.run, "meta.json").is_file() else {}
     ann = args.annotations or meta.get("annotations")
     if not ann:
-        raise PruneHooksError(f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json")
+        raise PruneHooksError(
+            f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json"
+        )
     index = load_coco(ann)
     if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
         logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
@@ -98,8 +104,16 @@ def cmd_select(args: argparse.Namespace) -> None:
             logger.warning("skipping %s: it aggregates by %s only", method, ", ".join(m.aggregations))
             continue
         for n_keep, ratio in budgets:
-            subset = select(method, inputs, n_keep=n_keep, keep_ratio=ratio, aggregation=args.aggregation,
-                            seed=args.seed, lam=args.lam, drop_mislabeled=args.drop_mislabeled)
+            subset = select(
+                method,
+                inputs,
+                n_keep=n_keep,
+                keep_ratio=ratio,
+                aggregation=args.aggregation,
+                seed=args.seed,
+                lam=args.lam,
+                drop_mislabeled=args.drop_mislabeled,
+            )
             out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
             subset_path, pruned = write_subset(out, subset, index)
             done += 1
@@ -160,28 +174,50 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rank images by a score of the run directory and write subset.json and the pruned COCO file.",
     )
     sel.add_argument("run", help="run directory (meta.json, images.csv, prototypes.npz, ...)")
-    sel.add_argument("--method", required=True, choices=(*registry.names(), "all"),
-                     help="'all': every method the run directory has inputs for")
-    sel.add_argument("--aggregation", choices=AGGREGATIONS,
-                     help="image score from object scores (default: the method's own, max for VPS, sum for shape)")
+    sel.add_argument(
+        "--method",
+        required=True,
+        choices=(*registry.names(), "all"),
+        help="'all': every method the run directory has inputs for",
+    )
+    sel.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        help="image score from object scores (default: the method's own, max for VPS, sum for shape)",
+    )
     group = sel.add_mutually_exclusive_group(required=True)
     group.add_argument("--keep", type=float, nargs="+", help="fractions of images to keep, in (0, 1]")
     group.add_argument("--prune", type=float, nargs="+", help="fractions of images to drop, in [0, 1)")
     group.add_argument("--count", type=int, nargs="+", help="numbers of images to keep")
-    sel.add_argument("--seed", type=int, default=None, help="seed of the random methods and of kcenter's first center (default 0)")
-    sel.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"CSOD lambda (default {DEFAULT_LAMBDA})")
-    sel.add_argument("--drop-mislabeled", action="store_true", help="rank images holding a suspected mislabel (suspects.csv) last")
+    sel.add_argument(
+        "--seed", type=int, default=None, help="seed of the random methods and of kcenter's first center (default 0)"
+    )
+    sel.add_argument(
+        "--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"CSOD lambda (default {DEFAULT_LAMBDA})"
+    )
+    sel.add_argument(
+        "--drop-mislabeled", action="store_true", help="rank images holding a suspected mislabel (suspects.csv) last"
+    )
     sel.add_argument("--annotations", help="annotation file to prune (default: the one in meta.json)")
-    sel.add_argument("--out", help="output directory (default: the run directory); several methods or "
-                     "ratios write OUT/subsets/<method>_keep<ratio>/")
+    sel.add_argument(
+        "--out",
+        help="output directory (default: the run directory); several methods or "
+        "ratios write OUT/subsets/<method>_keep<ratio>/",
+    )
     sel.set_defaults(func=cmd_select)
 
-    rep = sub.add_parser("report", help="plots and report.md of a run directory", description="Write RUN/report/: "
-                         "VPS scatter, image-score histograms, class / box-size / objects-per-image distributions full vs kept, "
-                         "suspected mislabels, and report.md.")
+    rep = sub.add_parser(
+        "report",
+        help="plots and report.md of a run directory",
+        description="Write RUN/report/: "
+        "VPS scatter, image-score histograms, class / box-size / objects-per-image distributions full vs kept, "
+        "suspected mislabels, and report.md.",
+    )
     rep.add_argument("run", help="run directory")
     rep.add_argument("--subset", help="subset.json to compare with the full set (default RUN/subset.json)")
-    rep.add_argument("--image-root", help="image directory, for the crops of suspected mislabels (default: meta.json's)")
+    rep.add_argument(
+        "--image-root", help="image directory, for the crops of suspected mislabels (default: meta.json's)"
+    )
     rep.add_argument("--out", help="output directory (default RUN/report)")
     rep.set_defaults(func=cmd_report)
     return ap

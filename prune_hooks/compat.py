@@ -15,6 +15,7 @@ this module applies them. MMDetection needs it too when detectron2 0.6 is instal
 ``mmdet.models`` imports detectron2 (its ``d2_wrapper``) whenever detectron2 is importable, so an mmdet
 config in such an environment lists ``prune_hooks.compat`` in ``custom_imports``.
 """
+
 from __future__ import annotations
 
 import importlib.metadata

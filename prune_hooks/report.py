@@ -1,5 +1,6 @@
 """The report of a run directory: PNG plots and report.md (``prune-hooks report RUN``; the hooks
 write it after every proxy run into ``RUN/report/``)."""
+
 from __future__ import annotations
 
 import csv
@@ -46,8 +47,12 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-9) -> float:
     return float(np.sum(p * np.log(p / q)))
 
 
-def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-                 image_root: str | None = None) -> Path:
+def write_report(
+    run: str | os.PathLike,
+    subset: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    image_root: str | None = None,
+) -> Path:
     """Write ``out`` (default ``RUN/report``): plots + report.md; returns the report.md path."""
     import matplotlib
 
@@ -91,11 +96,16 @@ def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None
             ax.set_title(f"{col}\n{len(v)} images{rest}", fontsize=9)
             ax.set_xlabel("image score")
         axes[0][0].set_ylabel("images")
-        figures.append((_save(fig, out / "image_scores.png"), "image-score histograms (max aggregation; finite scores)"))
+        figures.append(
+            (_save(fig, out / "image_scores.png"), "image-score histograms (max aggregation; finite scores)")
+        )
         plt.close(fig)
 
     lines = [f"# prune_hooks report: {run}", ""]
-    lines.append(f"{meta['num_objects']} objects in {meta['num_images']} images, {meta['passes']} scoring passes, framework {meta['framework']}.")
+    lines.append(
+        f"{meta['num_objects']} objects in {meta['num_images']} images, {meta['passes']} scoring passes, framework "
+        f"{meta['framework']}."
+    )
     if sub is not None:
         n_obj_kept = int(kept.sum())
         cats = index.category_ids
@@ -148,7 +158,10 @@ def write_report(run: str | os.PathLike, subset: str | os.PathLike | None = None
     # 6. suspects: crops of the most suspicious objects
     suspects = _read_csv(run / "suspects.csv") if (run / "suspects.csv").is_file() else []
     if suspects:
-        lines.append(f"{len(suspects)} suspected mislabels (suspects.csv: soft label's argmax is another class with mean probability >= 0.5).")
+        lines.append(
+            f"{len(suspects)} suspected mislabels (suspects.csv: soft label's argmax is another class with mean "
+            "probability >= 0.5)."
+        )
         root = image_root or meta.get("image_root")
         grid = _suspect_grid(plt, suspects, index, root, out / "suspects.png")
         if grid:
@@ -184,9 +197,13 @@ def _suspect_grid(plt, suspects: list[dict[str, Any]], index, root: str | None, 
         x0, y0, x1, y1 = boxes[int(r["ann_id"])]
         pad = 0.2 * max(x1 - x0, y1 - y0)
         ax.imshow(img.crop((max(0, x0 - pad), max(0, y0 - pad), x1 + pad, y1 + pad)))
-        ax.set_title(f"GT {names.get(int(r['category_id']))}\nmodel {names.get(int(r['suspected_category_id']))} {float(r['mean_prob']):.2f}", fontsize=8)
+        ax.set_title(
+            f"GT {names.get(int(r['category_id']))}\nmodel {names.get(int(r['suspected_category_id']))} "
+            f"{float(r['mean_prob']):.2f}",
+            fontsize=8,
+        )
         shown += 1
-    for ax in list(axes.flat)[len(top):]:
+    for ax in list(axes.flat)[len(top) :]:
         ax.axis("off")
     if not shown:
         plt.close(fig)

@@ -5,6 +5,7 @@ random textures with pixel noise, 0-4 objects per image, a few objectless images
 Each instance carries its outline as a polygon segmentation (for the shape scores).
 Deterministic for a seed; a detector learns it in a few hundred CPU iterations.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -107,16 +108,28 @@ def make_toy_coco(
             img.save(root / split / name)
             images.append({"id": image_id, "file_name": name, "width": size, "height": size})
             for cls, bbox, crowd in anns:
-                annotations.append({
-                    "id": ann_id, "image_id": image_id, "category_id": cls + 1, "bbox": bbox,
-                    "area": round(bbox[2] * bbox[3], 2), "iscrowd": int(crowd), "segmentation": [_outline(cls, bbox)],
-                })
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": cls + 1,
+                        "bbox": bbox,
+                        "area": round(bbox[2] * bbox[3], 2),
+                        "iscrowd": int(crowd),
+                        "segmentation": [_outline(cls, bbox)],
+                    }
+                )
                 ann_id += 1
             image_id += 1
         out[split] = write_json(
             root / "annotations" / f"instances_{split}.json",
-            {"info": {"description": f"prune_hooks toy shapes, seed {seed}"}, "licenses": [],
-             "images": images, "annotations": annotations, "categories": categories},
+            {
+                "info": {"description": f"prune_hooks toy shapes, seed {seed}"},
+                "licenses": [],
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            },
             indent=None,
         )
     return out

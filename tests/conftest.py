@@ -1,5 +1,6 @@
 """Fixtures and helpers shared by the tests: a tiny COCO file, and the checks the integration tests
 of both frameworks make on a run directory."""
+
 import csv
 import json
 from pathlib import Path
@@ -45,7 +46,12 @@ def read_objects(path):
 def assert_matches_cli(run, files, passes, tmp_path, tol):
     """A hook's objects.csv equals `prune-hooks score vps` over the passes it dumped, keyed by COCO ann id."""
     ref = tmp_path / "ref"
-    assert cli(["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]) == 0
+    assert (
+        cli(
+            ["score", "vps", "--annotations", str(files["train"]), "--detections", *map(str, passes), "--out", str(ref)]
+        )
+        == 0
+    )
     got, want = read_objects(run / "objects.csv"), read_objects(ref / "objects.csv")
     gt = json.loads(Path(files["train"]).read_text())
     assert sorted(got) == sorted(want) == sorted(a["id"] for a in gt["annotations"] if not a["iscrowd"])
@@ -53,4 +59,3 @@ def assert_matches_cli(run, files, passes, tmp_path, tol):
         assert int(got[aid]["passes"]) == len(passes)
         for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
             assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
-

@@ -9,6 +9,7 @@ script, and print a summary.
 Detectron2: ``tools/train_net.py``, ``OUTPUT_DIR/prune/retrain.yaml``.
 MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,10 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
     proxy_yaml = out / "proxy.yaml"
     proxy_yaml.write_text(cfg.dump())
 
-    print(f"demo: proxy training, {cfg.SOLVER.MAX_ITER} iterations ({epochs} epochs of {epoch}) -> {out / 'proxy'}", flush=True)
+    print(
+        f"demo: proxy training, {cfg.SOLVER.MAX_ITER} iterations ({epochs} epochs of {epoch}) -> {out / 'proxy'}",
+        flush=True,
+    )
     train_net = ROOT / "tools" / "train_net.py"
     t_proxy = train([train_net, "--config-file", proxy_yaml], out / "proxy.log")
     run = out / "proxy" / "prune"
@@ -57,8 +61,24 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
     proxy_ap, retrain_ap = last_ap(out / "proxy"), last_ap(Path(re.OUTPUT_DIR))
-    passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
-    summary("detectron2", run, n_train, passes, (cfg.SOLVER.MAX_ITER, re.SOLVER.MAX_ITER), (proxy_ap, retrain_ap), (t_proxy, t_retrain), "retrain.yaml", start)
+    passes = [
+        float(m)
+        for m in re_mod.findall(
+            r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s",
+            (out / "proxy.log").read_text(),
+        )
+    ]
+    summary(
+        "detectron2",
+        run,
+        n_train,
+        passes,
+        (cfg.SOLVER.MAX_ITER, re.SOLVER.MAX_ITER),
+        (proxy_ap, retrain_ap),
+        (t_proxy, t_retrain),
+        "retrain.yaml",
+        start,
+    )
 
 
 def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, start) -> None:
@@ -68,12 +88,24 @@ def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, st
     print(f"prune_hooks demo ({framework})")
     print(f"  objects scored      {meta['num_objects']} in {meta['num_images']} images, {meta['passes']} passes")
     if passes:
-        print(f"  scoring pass        {sum(passes) / len(passes):.1f}s each ({sum(passes) / len(passes) / n_train:.3f}s/image)")
-    print(f"  images kept         {subset['n_images']} of {subset['n_total']} ({subset['method']}, {subset['aggregation']})")
+        print(
+            f"  scoring pass        {sum(passes) / len(passes):.1f}s each "
+            f"({sum(passes) / len(passes) / n_train:.3f}s/image)"
+        )
+    print(
+        f"  images kept         {subset['n_images']} of {subset['n_total']} ({subset['method']}, "
+        f"{subset['aggregation']})"
+    )
     print(f"  iterations          proxy {iters[0]}, retrain {iters[1]}")
-    print(f"  val AP / AP50       proxy {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}, retrain {aps[1]['AP']:.1f} / {aps[1]['AP50']:.1f}")
+    print(
+        f"  val AP / AP50       proxy {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}, retrain {aps[1]['AP']:.1f} / "
+        f"{aps[1]['AP50']:.1f}"
+    )
     print(f"  train time          proxy {times[0]:.0f}s, retrain {times[1]:.0f}s")
-    print(f"  files               {run}/ (meta.json, objects.csv, images.csv, prototypes.npz, subset.json, {retrain_name}, ...)")
+    print(
+        f"  files               {run}/ (meta.json, objects.csv, images.csv, prototypes.npz, subset.json, "
+        f"{retrain_name}, ...)"
+    )
     print(f"  wall time           {time.time() - start:.0f}s")
 
 
@@ -94,7 +126,8 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
         f"custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'], keep_ratio={keep})]\n"
         f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
         f"param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20), "
-        f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, milestones=[{max(1, int(epochs * 0.75))}], gamma=0.1)]\n"
+        f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, milestones=[{max(1, int(epochs * 0.75))}], "
+        "gamma=0.1)]\n"
         f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
     )
     env = dict(os.environ, PRUNE_TOY_ROOT=str(out / "data") + "/")
@@ -106,16 +139,34 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
     t_retrain = train([train_mmdet, run / "retrain.py"], out / "retrain.log", env)
     batch = 4  # the toy config's train_dataloader.batch_size
     kept = json.loads((run / "subset.json").read_text())["n_images"]
-    passes = [float(m) for m in re_mod.findall(r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s", (out / "proxy.log").read_text())]
+    passes = [
+        float(m)
+        for m in re_mod.findall(
+            r"scoring pass \d+ after iteration \d+: \d+ images \(this rank\), ([0-9.]+)s",
+            (out / "proxy.log").read_text(),
+        )
+    ]
     iters = (epochs * math.ceil(n_train / batch), epochs * math.ceil(kept / batch))
-    summary("mmdet", run, n_train, passes, iters, (mmdet_ap(out / "proxy"), mmdet_ap(Path(str(out / "proxy") + "_retrain"))), (t_proxy, t_retrain), "retrain.py", start)
+    summary(
+        "mmdet",
+        run,
+        n_train,
+        passes,
+        iters,
+        (mmdet_ap(out / "proxy"), mmdet_ap(Path(str(out / "proxy") + "_retrain"))),
+        (t_proxy, t_retrain),
+        "retrain.py",
+        start,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet"])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo/<framework>)")
-    ap.add_argument("--images", type=int, default=None, help="training images of the toy set (default: 192 detectron2, 128 mmdet)")
+    ap.add_argument(
+        "--images", type=int, default=None, help="training images of the toy set (default: 192 detectron2, 128 mmdet)"
+    )
     ap.add_argument("--epochs", type=int, default=6, help="proxy epochs = scoring passes")
     ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the subset")
     args = ap.parse_args(argv)

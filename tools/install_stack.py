@@ -17,6 +17,7 @@ Running it again when everything is in place takes about a second: it reads inst
 metadata and only runs the steps that are missing. Built wheels (mmcv, detectron2) are cached, so a
 rebuilt environment on the same machine does not compile again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,8 @@ except md.PackageNotFoundError:
     out["mmcv_ops"] = False
 try:
     d = md.distribution("prune-hooks")
-    out["prune_hooks_editable"] = bool(d.read_text("direct_url.json")) and '"editable": true' in d.read_text("direct_url.json")
+    url = d.read_text("direct_url.json") or ""
+    out["prune_hooks_editable"] = '"editable": true' in url
 except md.PackageNotFoundError:
     out["prune_hooks_editable"] = False
 print(json.dumps(out))

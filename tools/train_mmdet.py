@@ -9,6 +9,7 @@ without CUDA, mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` and 
 ``device_ids=[LOCAL_RANK]``, both of which fail on CPU. This script then joins the processes with
 gloo itself and asks for a CPU DDP wrapper (``model_wrapper_cfg.device_ids=None``).
 """
+
 from __future__ import annotations
 
 import runpy
@@ -27,7 +28,11 @@ def main() -> None:
     launcher = argv[argv.index("--launcher") + 1] if "--launcher" in argv[:-1] else "none"
     if launcher == "pytorch" and not torch.cuda.is_available():
         dist.init_process_group("gloo")
-        argv += ["--cfg-options", "model_wrapper_cfg.type=MMDistributedDataParallel", "model_wrapper_cfg.device_ids=None"]
+        argv += [
+            "--cfg-options",
+            "model_wrapper_cfg.type=MMDistributedDataParallel",
+            "model_wrapper_cfg.device_ids=None",
+        ]
     sys.argv = [str(train_py), *argv]
     runpy.run_path(str(train_py), run_name="__main__")
 

@@ -8,6 +8,7 @@ Differences from detectron2's tools/train_net.py: ``add_prune_config(cfg)`` befo
 evaluator using the python implementation where detectron2 was built without its C++ ops, and on a
 machine without CUDA ``--num-gpus N`` starts N CPU processes joined by gloo (prune_hooks' ``launch``).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -73,4 +74,11 @@ def main(args):
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

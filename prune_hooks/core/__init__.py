@@ -4,6 +4,7 @@ lifecycle (``lifecycle``), selection, schedule scaling, file writers.
 Imports numpy, torch, torchvision and the standard library only; the framework adapters turn their
 objects into plain tensors and call these functions.
 """
+
 from .capture import VPSCapture
 from .coco import CocoIndex, Detections, load_coco, load_detections, write_pruned_coco
 from .errors import PruneHooksError

@@ -5,6 +5,7 @@ in original image coordinates with COCO category ids and call :meth:`VPSCapture.
 ground truth comes from the annotation file itself, so objects are keyed by COCO annotation id
 whatever the framework's loader keeps.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -159,7 +160,13 @@ class VPSCapture:
             local = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
         else:
             k = self.soft.num_columns if self.soft is not None else 0
-            local = (torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.bool), torch.zeros(0, k))
+            local = (
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0),
+                torch.zeros(0),
+                torch.zeros(0, dtype=torch.bool),
+                torch.zeros(0, k),
+            )
         self._pending.clear()
         parts = all_gather((local, self.results)) if all_gather is not None else [(local, self.results)]
         idx, iou, conf, ok, soft = (torch.cat([p[0][k] for p in parts]) for k in range(5))

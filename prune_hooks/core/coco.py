@@ -1,4 +1,5 @@
 """COCO annotation and detection-result files: validation, the object table, the pruned file."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,10 +5,11 @@ argmax_i  s_i = lam * sum_{p in P_c} cos(p_ic, p) - sum_{q in Q_c} cos(p_ic, q);
 With unit vectors u, sum_j cos(p_i, p_j) = u_i . sum_j u_j, so the state is two running sums per class
 (unchosen, chosen) and one score is one dot product.
 
-Plain path (features with negative entries, or ``lazy=False``): each class turn rescores that class's candidates in one contiguous mat-vec,
-about one full scan over all prototypes per round of classes.
+Plain path (features with negative entries, or ``lazy=False``): each class turn rescores that class's
+candidates in one contiguous mat-vec, about one full scan over all prototypes per round of classes.
 
-Lazy evaluation (the default for non-negative features): choosing image j changes the score of a class-c candidate i by -(lam + 1) u_i . u_j.
+Lazy evaluation (the default for non-negative features): choosing image j changes the score of a
+class-c candidate i by -(lam + 1) u_i . u_j.
 When no feature is negative every cosine is >= 0, scores only decrease, and a score computed earlier
 is an upper bound of the current one. Each class then keeps its last computed scores; a pick takes the
 best stale score, recomputes it (with the next best bounds, ``LAZY_BATCH`` rows in one mat-vec) and
@@ -21,6 +22,7 @@ lam = 1e10, where ties in the lam term are structural (two candidates left: both
 1 + cos(u_1, u_2)) and only the chosen-set term decides. Scores within ``TIE_RTOL`` of each other
 count as tied (lowest image id wins): such ties are exact in real arithmetic, not in floating point.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +83,9 @@ def csod_select(
     p = image_id.shape[0]
     if n < 1:
         raise PruneHooksError(f"csod: number of images to choose must be >= 1, got {n}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     feature = np.asarray(feature)
 
     images, img_of_row = np.unique(image_id, return_inverse=True)  # ascending ids
@@ -92,20 +96,22 @@ def csod_select(
     bounds = np.searchsorted(cls_of_row[order], np.arange(len(classes) + 1))
     local_of_row = np.empty(p, dtype=np.int64)
     local_of_row[order] = np.arange(p) - bounds[cls_of_row[order]]
-    class_img = [img_of_row[order[bounds[c]:bounds[c + 1]]] for c in range(len(classes))]
+    class_img = [img_of_row[order[bounds[c] : bounds[c + 1]]] for c in range(len(classes))]
     by_image = np.argsort(img_of_row, kind="stable")
     img_bounds = np.searchsorted(img_of_row[by_image], np.arange(len(images) + 1))
     u = torch.from_numpy(np.ascontiguousarray(feature[order], dtype=np.float32)).to(device)
     nonneg = bool((u >= 0).all())
     lazy = nonneg if lazy is None else lazy
     if lazy and not nonneg:
-        raise PruneHooksError("csod: the lazy greedy is exact only for non-negative features; these have negative entries")
+        raise PruneHooksError(
+            "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
+        )
     u.div_(u.norm(dim=1, keepdim=True))
 
     # Running sums per class (unchosen, chosen) in float64, so no drift; scans use a float32 copy.
     sums64 = np.zeros((len(classes), 2, feature.shape[1] if p else 0))
     for start in range(0, p, 32768):
-        part = order[start:start + 32768]
+        part = order[start : start + 32768]
         np.add.at(sums64[:, 0], cls_of_row[part], _unit64(feature[part]))
     sums = torch.as_tensor(sums64, dtype=torch.float32, device=device)
     chosen = np.zeros(len(images), dtype=bool)
@@ -119,7 +125,7 @@ def csod_select(
 
     def score(c: int, local: np.ndarray | slice) -> np.ndarray:
         nonlocal rows_scored
-        block = u[bounds[c]:bounds[c + 1]]
+        block = u[bounds[c] : bounds[c + 1]]
         if not isinstance(local, slice):
             block = block[torch.as_tensor(local, device=device)]
         pq = sums[c] @ block.T  # [2, k]: u . sum P, u . sum Q (one pass over the block)
@@ -192,7 +198,7 @@ def csod_select(
             chosen[img] = True
             picks.append(img)
             progressed = True
-            rows = by_image[img_bounds[img]:img_bounds[img + 1]]
+            rows = by_image[img_bounds[img] : img_bounds[img + 1]]
             u64 = _unit64(feature[rows])
             for r, cc, vec in zip(rows, cls_of_row[rows], u64):
                 sums64[cc, 0] -= vec
@@ -208,10 +214,15 @@ def csod_select(
         rest = np.setdiff1d(np.asarray(all_image_ids, dtype=np.int64), ids)[: n - n_greedy]
         logger.warning(
             "csod: %d images requested but only %d hold an object prototype; the other %d are the "
-            "remaining images in ascending id order", n, n_greedy, len(rest),
+            "remaining images in ascending id order",
+            n,
+            n_greedy,
+            len(rest),
         )
         ids = np.concatenate([ids, rest])
-    return CSODResult(ids, n_greedy, rows_scored, {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "prototypes": p})
+    return CSODResult(
+        ids, n_greedy, rows_scored, {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "prototypes": p}
+    )
 
 
 def _unit64(rows: np.ndarray) -> np.ndarray:

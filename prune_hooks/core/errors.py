@@ -1,4 +1,5 @@
 """The one exception type prune_hooks raises for bad input."""
+
 from __future__ import annotations
 
 __all__ = ["PruneHooksError"]

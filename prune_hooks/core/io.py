@@ -1,4 +1,5 @@
 """Atomic file writers: a reader never sees a half-written file, a crash never leaves one."""
+
 from __future__ import annotations
 
 import csv

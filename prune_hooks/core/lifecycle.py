@@ -16,6 +16,7 @@ does not depend on the framework; the adapter answers the few questions that do:
 
 When to run a pass stays with the hook (each framework has its own loop events).
 """
+
 from __future__ import annotations
 
 import abc
@@ -231,8 +232,14 @@ class ScoringRun:
         with inference_context(model, owners, self.score_thresh):
             for batch in ad.batches():
                 for out in ad.infer(model, batch, cap.gt_boxes, with_gt):
-                    cap.add_image(out.image_id, out.boxes, out.scores, self._labels_to_coco(out.labels),
-                                  probs=out.probs, features=out.features)
+                    cap.add_image(
+                        out.image_id,
+                        out.boxes,
+                        out.scores,
+                        self._labels_to_coco(out.labels),
+                        probs=out.probs,
+                        features=out.features,
+                    )
         closed = cap.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), vps=vps, dump=self.dump)
         if closed is None:
             return
@@ -251,7 +258,9 @@ class ScoringRun:
         Returns the subset record (None when nothing was written)."""
         if self.capture.acc.passes == 0:
             if self.adapter.is_main():
-                self.adapter.log(f"no scoring pass ran (iterations {self.adapter.iteration()}): nothing written", warning=True)
+                self.adapter.log(
+                    f"no scoring pass ran (iterations {self.adapter.iteration()}): nothing written", warning=True
+                )
             return None
         if self.want_prototypes and not self.capture.prototypes_taken:
             self.scoring_pass(model, prototypes=True, vps=False)
@@ -265,13 +274,22 @@ class ScoringRun:
         run, n_total = self.out_dir, self.index.num_images
         meta = {**meta, "methods": self.methods, **(self.shape.meta() if self.shape is not None else {})}
         method = self.methods[0]
-        subset, pruned, n_keep = write_hook_run(run, self.capture, self.adapter.framework, meta, method,
-                                                self.keep_ratio, self.aggregation,
-                                                objects=self.shape.columns if self.shape is not None else None)
+        subset, pruned, n_keep = write_hook_run(
+            run,
+            self.capture,
+            self.adapter.framework,
+            meta,
+            method,
+            self.keep_ratio,
+            self.aggregation,
+            objects=self.shape.columns if self.shape is not None else None,
+        )
         retrain = self.adapter.write_retrain(run, pruned, n_keep, n_total)
         report_or_warn(run, meta.get("image_root"))
         how = f"{method}, {subset['aggregation']}" if subset.get("aggregation") else method
-        self.adapter.log(f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); retrain with {retrain}")
+        self.adapter.log(
+            f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); retrain with {retrain}"
+        )
         return subset
 
     # -- checkpoint state -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """CIPA: class-prioritized IoU-aware prediction assignment (VPS paper, Algorithm 1; docs/methods.md, "CIPA")."""
+
 from __future__ import annotations
 
 import torch

@@ -15,6 +15,7 @@ Two kinds of method:
 
 A new method: one ``register(...)`` call below with its function, and its tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,8 +32,19 @@ if TYPE_CHECKING:
     from .select import RunInputs
 
 __all__ = [
-    "IMAGE_SCORES", "MASKS", "PROTOTYPES", "SOFT_LABELS", "NEEDS",
-    "Method", "REGISTRY", "Request", "get", "image_score_columns", "names", "needs_of", "register",
+    "IMAGE_SCORES",
+    "MASKS",
+    "PROTOTYPES",
+    "SOFT_LABELS",
+    "NEEDS",
+    "Method",
+    "REGISTRY",
+    "Request",
+    "get",
+    "image_score_columns",
+    "names",
+    "needs_of",
+    "register",
 ]
 
 # What a method needs from a run directory (``Method.needs``).
@@ -129,6 +141,7 @@ def image_score_columns(objects: dict[str, np.ndarray] | None = None) -> list[tu
 
 # -- score methods ---------------------------------------------------------------------------------
 
+
 def _column(name: str) -> Callable[[dict[str, np.ndarray]], np.ndarray | None]:
     return lambda objects: objects.get(name)
 
@@ -139,24 +152,60 @@ def _forgetting(objects: dict[str, np.ndarray]) -> np.ndarray | None:
     return forgetting_scores(objects)
 
 
-register("vps_iou", "std of the CIPA-matched IoU over scoring passes (VPS), highest first",
-         needs=(IMAGE_SCORES,), object_score=_column("iou_std"), aggregations=AGGREGATIONS)
-register("vps_conf", "std of the CIPA-matched confidence over scoring passes (VPS), highest first",
-         needs=(IMAGE_SCORES,), object_score=_column("conf_std"), aggregations=AGGREGATIONS)
-register("forgetting", "never-learned objects first, then most forgetting events",
-         needs=(IMAGE_SCORES,), object_score=_forgetting, aggregations=AGGREGATIONS)
-register("entropy", "entropy of the soft label (mean class distribution on the GT box), highest first",
-         needs=(IMAGE_SCORES, SOFT_LABELS), object_score=_column("entropy"), aggregations=AGGREGATIONS)
+register(
+    "vps_iou",
+    "std of the CIPA-matched IoU over scoring passes (VPS), highest first",
+    needs=(IMAGE_SCORES,),
+    object_score=_column("iou_std"),
+    aggregations=AGGREGATIONS,
+)
+register(
+    "vps_conf",
+    "std of the CIPA-matched confidence over scoring passes (VPS), highest first",
+    needs=(IMAGE_SCORES,),
+    object_score=_column("conf_std"),
+    aggregations=AGGREGATIONS,
+)
+register(
+    "forgetting",
+    "never-learned objects first, then most forgetting events",
+    needs=(IMAGE_SCORES,),
+    object_score=_forgetting,
+    aggregations=AGGREGATIONS,
+)
+register(
+    "entropy",
+    "entropy of the soft label (mean class distribution on the GT box), highest first",
+    needs=(IMAGE_SCORES, SOFT_LABELS),
+    object_score=_column("entropy"),
+    aggregations=AGGREGATIONS,
+)
 # TFDP shape complexity: from instance masks, no training; the paper sums over an image's instances
-register("scs", "TFDP shape complexity perimeter / area of the mask's contour, image sum, highest first",
-         needs=(MASKS,), object_score=_column("scs"), aggregations=("sum",))
-register("si_scs", "TFDP scale-invariant shape complexity perimeter / (2 sqrt(pi area)), image sum",
-         needs=(MASKS,), object_score=_column("si_scs"), aggregations=("sum",))
-register("cb_scs", "TFDP class-balanced SI-SCS (divided by its class's total), image sum: the paper's default",
-         needs=(MASKS,), object_score=_column("cb_scs"), aggregations=("sum",))
+register(
+    "scs",
+    "TFDP shape complexity perimeter / area of the mask's contour, image sum, highest first",
+    needs=(MASKS,),
+    object_score=_column("scs"),
+    aggregations=("sum",),
+)
+register(
+    "si_scs",
+    "TFDP scale-invariant shape complexity perimeter / (2 sqrt(pi area)), image sum",
+    needs=(MASKS,),
+    object_score=_column("si_scs"),
+    aggregations=("sum",),
+)
+register(
+    "cb_scs",
+    "TFDP class-balanced SI-SCS (divided by its class's total), image sum: the paper's default",
+    needs=(MASKS,),
+    object_score=_column("cb_scs"),
+    aggregations=("sum",),
+)
 
 
 # -- order methods ---------------------------------------------------------------------------------
+
 
 def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
@@ -171,8 +220,14 @@ def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
 
 def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
     protos = inputs.prototypes("csod")
-    res = csod_select(protos["image_id"], protos["category_id"], protos["feature"], req.n_keep, req.lam,
-                      all_image_ids=inputs.index.image_ids)
+    res = csod_select(
+        protos["image_id"],
+        protos["category_id"],
+        protos["feature"],
+        req.n_keep,
+        req.lam,
+        all_image_ids=inputs.index.image_ids,
+    )
     return res.image_ids, {"lambda": req.lam, "csod_greedy_images": res.n_greedy}
 
 
@@ -193,17 +248,32 @@ def _random(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]
 def _per_class(proportional: bool) -> Callable[[RunInputs, Request], tuple[np.ndarray, dict[str, Any]]]:
     def rank(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
         ix = inputs.index
-        return random_per_class(ix.image_ids, ix.obj_image_ids, ix.obj_category_ids, req.n_keep, req.seed,
-                                proportional=proportional), {}
+        return random_per_class(
+            ix.image_ids, ix.obj_image_ids, ix.obj_category_ids, req.n_keep, req.seed, proportional=proportional
+        ), {}
+
     return rank
 
 
-register("csod", "CSOD class-rotating greedy on per-image per-class prototypes (diversity vs redundancy)",
-         needs=(PROTOTYPES,), rank=_csod)
-register("kcenter", "k-center greedy on image features (mean unit prototype)",
-         needs=(PROTOTYPES,), rank=_kcenter, seeded=True)
+register(
+    "csod",
+    "CSOD class-rotating greedy on per-image per-class prototypes (diversity vs redundancy)",
+    needs=(PROTOTYPES,),
+    rank=_csod,
+)
+register(
+    "kcenter",
+    "k-center greedy on image features (mean unit prototype)",
+    needs=(PROTOTYPES,),
+    rank=_kcenter,
+    seeded=True,
+)
 register("herding", "herding on image features (mean unit prototype)", needs=(PROTOTYPES,), rank=_herding)
 register("random", "uniform random order of images", rank=_random, seeded=True)
 register("random_uniform", "class-rotating random draws, the same count per class", rank=_per_class(False), seeded=True)
-register("random_ratio", "class-rotating random draws, counts proportional to class frequency",
-         rank=_per_class(True), seeded=True)
+register(
+    "random_ratio",
+    "class-rotating random draws, counts proportional to class frequency",
+    rank=_per_class(True),
+    seeded=True,
+)

@@ -3,6 +3,7 @@
 ``prototypes.npz`` holds ``image_id`` int64[P], ``category_id`` int64[P] and ``feature`` float32[P, D],
 rows in the annotation file's image order, then ascending category id.
 """
+
 from __future__ import annotations
 
 import io
@@ -56,7 +57,11 @@ class PrototypeCollector:
                 rows.setdefault(pos, value)
         order = sorted(rows)
         if not order:
-            return {"image_id": np.zeros(0, np.int64), "category_id": np.zeros(0, np.int64), "feature": np.zeros((0, 0), np.float32)}
+            return {
+                "image_id": np.zeros(0, np.int64),
+                "category_id": np.zeros(0, np.int64),
+                "feature": np.zeros((0, 0), np.float32),
+            }
         return {
             "image_id": np.concatenate([np.full(len(rows[p][0]), self.index.image_ids[p], np.int64) for p in order]),
             "category_id": np.concatenate([rows[p][0] for p in order]),
@@ -80,24 +85,35 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
                 raise PruneHooksError(f"{path}: missing arrays {missing} (has {z.files})")
             image_id, category_id, feature = z["image_id"], z["category_id"], z["feature"]
     except FileNotFoundError:
-        raise PruneHooksError(f"prototypes not found: {path} (written by the hooks when 'csod' is among the methods)") from None
+        raise PruneHooksError(
+            f"prototypes not found: {path} (written by the hooks when 'csod' is among the methods)"
+        ) from None
     except (ValueError, OSError) as e:
         raise PruneHooksError(f"{path}: not a readable npz file ({e})") from None
     if feature.ndim != 2 or image_id.shape != (feature.shape[0],) or category_id.shape != (feature.shape[0],):
         raise PruneHooksError(
-            f"{path}: mismatched array lengths: image_id {image_id.shape}, category_id {category_id.shape}, feature {feature.shape}"
+            f"{path}: mismatched array lengths: image_id {image_id.shape}, category_id {category_id.shape}, feature "
+            f"{feature.shape}"
         )
     if not np.issubdtype(image_id.dtype, np.integer) or not np.issubdtype(category_id.dtype, np.integer):
-        raise PruneHooksError(f"{path}: image_id and category_id must be integers, got {image_id.dtype}, {category_id.dtype}")
+        raise PruneHooksError(
+            f"{path}: image_id and category_id must be integers, got {image_id.dtype}, {category_id.dtype}"
+        )
     feature = feature.astype(np.float32, copy=False)
     bad = ~np.isfinite(feature).all(axis=1)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise PruneHooksError(f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) has NaN or inf ({int(bad.sum())} rows)")
+        raise PruneHooksError(
+            f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) has NaN or inf "
+            f"({int(bad.sum())} rows)"
+        )
     zero = ~(feature != 0).any(axis=1)
     if zero.any():
         r = int(np.flatnonzero(zero)[0])
-        raise PruneHooksError(f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) is a zero vector: its cosine is undefined ({int(zero.sum())} rows)")
+        raise PruneHooksError(
+            f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) is a zero vector: its cosine "
+            f"is undefined ({int(zero.sum())} rows)"
+        )
     if index is not None:
         unknown = np.setdiff1d(image_id, index.image_ids)
         if unknown.size:

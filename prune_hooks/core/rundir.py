@@ -1,18 +1,19 @@
 """The run directory: the files every producer (CLI, hooks) writes and every consumer reads.
 
-    RUN/meta.json      framework, annotation file + sha256, categories, passes, version, time
-    RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,iou_mean,iou_std,
-                       conf_mean,conf_std,learned_passes,forget_events,learned_last,entropy, then
-                       scores computed without passes (scs,si_scs,cb_scs)
-    RUN/images.csv     image_id,n_objects, then <method>_<aggregation> for every registered score
-                       method the objects can feed (core.methods), e.g. vps_iou_max,...,entropy_sum
-    RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
-    RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
-    RUN/outliers.csv   ann_id,image_id,category_id,entropy: never learned, soft label near uniform
-    RUN/prototypes.npz image_id[P], category_id[P], feature[P, D] (see core.prototypes)
-    DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
-    DIR/<stem>_pruned.json   the annotation file restricted to the subset
+RUN/meta.json      framework, annotation file + sha256, categories, passes, version, time
+RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,iou_mean,iou_std,
+                   conf_mean,conf_std,learned_passes,forget_events,learned_last,entropy, then
+                   scores computed without passes (scs,si_scs,cb_scs)
+RUN/images.csv     image_id,n_objects, then <method>_<aggregation> for every registered score
+                   method the objects can feed (core.methods), e.g. vps_iou_max,...,entropy_sum
+RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
+RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
+RUN/outliers.csv   ann_id,image_id,category_id,entropy: never learned, soft label near uniform
+RUN/prototypes.npz image_id[P], category_id[P], feature[P, D] (see core.prototypes)
+DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
+DIR/<stem>_pruned.json   the annotation file restricted to the subset
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,7 +44,15 @@ __all__ = [
 ]
 
 VPS_OBJECT_COLUMNS = (
-    "passes", "iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events", "learned_last", "entropy",
+    "passes",
+    "iou_mean",
+    "iou_std",
+    "conf_mean",
+    "conf_std",
+    "learned_passes",
+    "forget_events",
+    "learned_last",
+    "entropy",
 )
 
 
@@ -56,11 +65,15 @@ def object_table(
     """The columns of objects.csv, ndarray[N] each in ``index`` order: ids, the VPS state of ``acc``
     (with ``entropy`` of ``soft_mean``, NaN without), then ``extra`` (e.g. shape scores)."""
     table: dict[str, np.ndarray] = {
-        "ann_id": index.ann_ids, "image_id": index.obj_image_ids, "category_id": index.obj_category_ids,
+        "ann_id": index.ann_ids,
+        "image_id": index.obj_image_ids,
+        "category_id": index.obj_category_ids,
     }
     if acc is not None:
         if acc.num_objects != index.num_objects:
-            raise PruneHooksError(f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}")
+            raise PruneHooksError(
+                f"accumulator holds {acc.num_objects} objects, the annotation file {index.num_objects}"
+            )
         table.update(acc.vps())
         table["entropy"] = entropy(soft_mean) if soft_mean is not None else np.full(index.num_objects, np.nan)
     for name, values in (extra or {}).items():
@@ -113,15 +126,24 @@ def write_run(
         write_csv(
             run / "outliers.csv",
             ("ann_id", "image_id", "category_id", "entropy"),
-            zip(index.ann_ids[odd].tolist(), index.obj_image_ids[odd].tolist(), index.obj_category_ids[odd].tolist(),
-                ent[odd].tolist()),
+            zip(
+                index.ann_ids[odd].tolist(),
+                index.obj_image_ids[odd].tolist(),
+                index.obj_category_ids[odd].tolist(),
+                ent[odd].tolist(),
+            ),
         )
         rows, cats, probs = suspects(soft_mean, index.obj_category_ids, index.category_ids)
         write_csv(
             run / "suspects.csv",
             SUSPECT_COLUMNS,
-            zip(index.ann_ids[rows].tolist(), index.obj_image_ids[rows].tolist(), index.obj_category_ids[rows].tolist(),
-                cats.tolist(), probs.tolist()),
+            zip(
+                index.ann_ids[rows].tolist(),
+                index.obj_image_ids[rows].tolist(),
+                index.obj_category_ids[rows].tolist(),
+                cats.tolist(),
+                probs.tolist(),
+            ),
         )
     write_csv(
         run / "images.csv",

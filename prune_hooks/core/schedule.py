@@ -1,4 +1,8 @@
-"""Linear scaling of an iteration-based schedule to the kept fraction of the data set (docs/methods.md, "Retraining schedule")."""
+"""Linear scaling of an iteration-based schedule to the kept fraction of the data set.
+
+See docs/methods.md, "Retraining schedule".
+"""
+
 from __future__ import annotations
 
 import math
@@ -43,9 +47,7 @@ def _child(node: Any, part: str) -> Any:
         return None
 
 
-def scale_schedule(
-    cfg: MutableMapping, keys: Iterable[str], fraction: float
-) -> list[tuple[str, Any, Any]]:
+def scale_schedule(cfg: MutableMapping, keys: Iterable[str], fraction: float) -> list[tuple[str, Any, Any]]:
     """Scale, in place, the iteration counts of ``cfg`` found at the dotted ``keys``.
 
     A value may be an int or a list/tuple of ints (e.g. LR steps); keys absent from ``cfg`` are

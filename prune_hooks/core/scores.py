@@ -1,4 +1,5 @@
 """VPS: per-object spread of matched IoU / confidence over scoring passes, and image scores."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -88,7 +89,9 @@ class VPSAccumulator:
         for name in ("learned_passes", "forget_events", "learned_last"):
             value = torch.as_tensor(state[name])
             if value.shape != (self.num_objects,):
-                raise PruneHooksError(f"[VPSAccumulator] state {name} has shape {tuple(value.shape)}, expected ({self.num_objects},)")
+                raise PruneHooksError(
+                    f"[VPSAccumulator] state {name} has shape {tuple(value.shape)}, expected ({self.num_objects},)"
+                )
             getattr(self, name).copy_(value)
         self.passes = int(state["passes"])
 
@@ -120,7 +123,9 @@ def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarra
         if a == b:
             continue
         c, d = dets.offsets[i], dets.offsets[i + 1]
-        m_iou, m_conf, m_index = cipa_match(boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d])
+        m_iou, m_conf, m_index = cipa_match(
+            boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d]
+        )
         iou[a:b] = m_iou.numpy()
         conf[a:b] = m_conf.numpy()
         ok[a:b] = learned(labels_t[a:b], det_labels[c:d], m_index, m_iou).numpy()

@@ -4,6 +4,7 @@ The methods themselves are registered in :mod:`prune_hooks.core.methods`; this m
 they need from a run directory (each file once, so ``--method all`` reuses it), ranks, completes the
 order with the images a method cannot rank (ascending id), and builds the subset.json record.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,14 +56,19 @@ class RunInputs:
             name = _FILES[need]
             if self.run is None or not (self.run / name).is_file():
                 if need == registry.SOFT_LABELS:
-                    return (f"method {method.name} needs soft labels: {self.run} has none "
-                            "(the hooks record them; detections alone do not)")
+                    return (
+                        f"method {method.name} needs soft labels: {self.run} has none "
+                        "(the hooks record them; detections alone do not)"
+                    )
                 return f"method {method.name} needs {name} ({need}), not found in {self.run}"
         if method.is_score:
             table = self._images_or_none()
             if table is None or not all(c in table for c in method.columns):
-                how = ("shape scores from instance masks (prune-hooks score shape)" if registry.MASKS in method.needs
-                       else "image scores from scoring passes (a hook's run or prune-hooks score vps)")
+                how = (
+                    "shape scores from instance masks (prune-hooks score shape)"
+                    if registry.MASKS in method.needs
+                    else "image scores from scoring passes (a hook's run or prune-hooks score vps)"
+                )
                 return f"method {method.name} needs {how}: {self.run}/images.csv has no {method.name}_* columns"
         return None
 
@@ -75,7 +81,9 @@ class RunInputs:
         if "images" not in self._cache:
             table = read_images_csv(self.run)
             if not np.array_equal(np.sort(table["image_id"]), np.sort(self.index.image_ids)):
-                raise PruneHooksError(f"image ids of {self.run}/images.csv do not match the images of {self.index.path}")
+                raise PruneHooksError(
+                    f"image ids of {self.run}/images.csv do not match the images of {self.index.path}"
+                )
             self._cache["images"] = table
         return self._cache["images"]
 
@@ -154,7 +162,9 @@ def select(
         ranked = np.concatenate([ranked[~np.isin(ranked, bad)], ranked[np.isin(ranked, bad)]])
         extra["dropped_suspect_images"] = int(len(bad))
         if len(ranked) - len(bad) < n_keep:
-            logger.warning("--drop-mislabeled: only %d images without suspects for %d kept", len(ranked) - len(bad), n_keep)
+            logger.warning(
+                "--drop-mislabeled: only %d images without suspects for %d kept", len(ranked) - len(bad), n_keep
+            )
     record = subset_record(method, aggregation, keep_ratio, index.num_images, seed, ranked[:n_keep])
     record.update(extra)
     return record

@@ -1,4 +1,5 @@
 """How many images to keep, and which: ratio arithmetic, top-k of a ranking, the random baseline."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,8 @@ def keep_count(
 ) -> tuple[int, float]:
     """Number of images to keep out of ``n_total``, from exactly one of keep ratio, prune ratio, count.
 
-    A ratio k keeps ``max(1, floor(k * n_total + 0.5))`` images (docs/methods.md, "Words"); ``prune=p`` means ``keep=1-p``.
+    A ratio k keeps ``max(1, floor(k * n_total + 0.5))`` images (docs/methods.md, "Words");
+    ``prune=p`` means ``keep=1-p``.
 
     Returns:
         (n_keep, keep_ratio): for ``count`` the ratio is ``count / n_total``.
@@ -69,9 +71,15 @@ def subset_record(
     }
 
 
-def _class_images(image_ids: np.ndarray, obj_image_ids: np.ndarray, obj_category_ids: np.ndarray) -> dict[int, np.ndarray]:
+def _class_images(
+    image_ids: np.ndarray, obj_image_ids: np.ndarray, obj_category_ids: np.ndarray
+) -> dict[int, np.ndarray]:
     """Category id -> sorted ids of the images holding it."""
-    pairs = np.unique(np.stack([obj_category_ids, obj_image_ids], axis=1), axis=0) if len(obj_image_ids) else np.zeros((0, 2), np.int64)
+    pairs = (
+        np.unique(np.stack([obj_category_ids, obj_image_ids], axis=1), axis=0)
+        if len(obj_image_ids)
+        else np.zeros((0, 2), np.int64)
+    )
     out: dict[int, np.ndarray] = {}
     for c in np.unique(pairs[:, 0]):
         out[int(c)] = pairs[pairs[:, 0] == c, 1]
@@ -79,7 +87,12 @@ def _class_images(image_ids: np.ndarray, obj_image_ids: np.ndarray, obj_category
 
 
 def random_per_class(
-    image_ids: np.ndarray, obj_image_ids: np.ndarray, obj_category_ids: np.ndarray, n: int, seed: int, proportional: bool
+    image_ids: np.ndarray,
+    obj_image_ids: np.ndarray,
+    obj_category_ids: np.ndarray,
+    n: int,
+    seed: int,
+    proportional: bool,
 ) -> np.ndarray:
     """The CSOD paper's class-aware random baselines (§4.3): ``n`` distinct images, seeded.
 

@@ -13,6 +13,7 @@ Polygons are rasterized inside the instance's own box (its truncated vertices' e
 margin, clipped to the image), not on a full-image canvas: the contour is the same as on the full
 image (tested at the image borders), at a cost proportional to the instance's size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,9 @@ def _cv2():
     try:
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError('shape scores need OpenCV: pip install opencv-python-headless (or "prune-hooks[shape]")') from e
+        raise ImportError(
+            'shape scores need OpenCV: pip install opencv-python-headless (or "prune-hooks[shape]")'
+        ) from e
     return cv2
 
 
@@ -137,8 +140,11 @@ class ShapeScores:
         return int((self.scs == 0).sum())
 
     def meta(self) -> dict[str, int]:
-        return {"shape_scored": self.num_scored, "shape_without_mask": self.num_without_mask,
-                "shape_degenerate": self.num_degenerate}
+        return {
+            "shape_scored": self.num_scored,
+            "shape_without_mask": self.num_without_mask,
+            "shape_degenerate": self.num_degenerate,
+        }
 
 
 def shape_scores(index: CocoIndex, workers: int | None = None) -> ShapeScores:
@@ -168,7 +174,8 @@ def shape_scores(index: CocoIndex, workers: int | None = None) -> ShapeScores:
     for k, (seg, (h, w)) in enumerate(zip(segs, sizes)):
         if seg is not None and (h <= 0 or w <= 0):
             raise PruneHooksError(
-                f"{index.path}: image {int(index.obj_image_ids[k])} needs 'height' and 'width' > 0 to rasterize its masks"
+                f"{index.path}: image {int(index.obj_image_ids[k])} needs 'height' and 'width' > 0 to rasterize its "
+                "masks"
             )
     raw = _run(segs, sizes, workers)
     scs, si = raw[:, 0].copy(), raw[:, 1].copy()
@@ -179,8 +186,9 @@ def shape_scores(index: CocoIndex, workers: int | None = None) -> ShapeScores:
         cb[rows] = si[rows] / total if total > 0 else 0.0
     result = ShapeScores(scs, si, cb)
     if result.num_without_mask:
-        logger.warning("%d of %d objects have no segmentation: they get no shape score",
-                       result.num_without_mask, index.num_objects)
+        logger.warning(
+            "%d of %d objects have no segmentation: they get no shape score", result.num_without_mask, index.num_objects
+        )
     return result
 
 

@@ -4,6 +4,7 @@ Columns are the annotation file's categories in ascending id order, then backgro
 "Soft labels and entropy"). Importance of an object = entropy of its soft label; a suspected mislabel is an
 object whose soft label's argmax is another foreground class with mean probability >= ``tau``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,7 +35,9 @@ class SoftLabels:
         idx = torch.as_tensor(indices, device=self.sum.device).long()
         probs = torch.as_tensor(probs, device=self.sum.device, dtype=torch.float32)
         if probs.shape != (idx.numel(), self.num_columns):
-            raise PruneHooksError(f"[SoftLabels] probs must have shape {(idx.numel(), self.num_columns)}, got {tuple(probs.shape)}")
+            raise PruneHooksError(
+                f"[SoftLabels] probs must have shape {(idx.numel(), self.num_columns)}, got {tuple(probs.shape)}"
+            )
         self.sum.index_add_(0, idx, probs)
         self.count.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
 
@@ -54,7 +57,9 @@ class SoftLabels:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if tuple(state["sum"].shape) != tuple(self.sum.shape):
-            raise PruneHooksError(f"[SoftLabels] state has shape {tuple(state['sum'].shape)}, expected {tuple(self.sum.shape)}")
+            raise PruneHooksError(
+                f"[SoftLabels] state has shape {tuple(state['sum'].shape)}, expected {tuple(self.sum.shape)}"
+            )
         self.sum.copy_(state["sum"])
         self.count.copy_(state["count"])
 
@@ -69,7 +74,9 @@ def entropy(soft: np.ndarray) -> np.ndarray:
     return out
 
 
-def suspects(soft: np.ndarray, obj_category_ids: np.ndarray, category_ids: np.ndarray, tau: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def suspects(
+    soft: np.ndarray, obj_category_ids: np.ndarray, category_ids: np.ndarray, tau: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Suspected mislabels: the soft label's argmax is another foreground class with mean prob >= ``tau``.
 
     Args:

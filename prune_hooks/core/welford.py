@@ -1,4 +1,5 @@
 """Running mean / variance over many objects at once (Welford's update, Chan's merge)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,7 +56,9 @@ class Welford:
         if indices.numel() == 0:
             return
         if int(indices.min()) < 0 or int(indices.max()) >= self.num:
-            raise PruneHooksError(f"[Welford] indices must be in [0, {self.num}), got {int(indices.min())}..{int(indices.max())}")
+            raise PruneHooksError(
+                f"[Welford] indices must be in [0, {self.num}), got {int(indices.min())}..{int(indices.max())}"
+            )
         # A repeated index would be updated once with only one of its values: refuse it.
         if torch.unique(indices).numel() != indices.numel():
             raise PruneHooksError("[Welford] indices of one update must be distinct")

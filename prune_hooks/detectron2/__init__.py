@@ -1,13 +1,14 @@
 """Detectron2 adapter of prune_hooks.
 
-    from prune_hooks.detectron2 import add_prune_config, insert_prune_hooks
+from prune_hooks.detectron2 import add_prune_config, insert_prune_hooks
 
-    cfg = get_cfg(); add_prune_config(cfg); cfg.merge_from_file("my.yaml")
+cfg = get_cfg(); add_prune_config(cfg); cfg.merge_from_file("my.yaml")
 
-    class Trainer(DefaultTrainer):
-        def build_hooks(self):
-            return insert_prune_hooks(super().build_hooks(), self.cfg)
+class Trainer(DefaultTrainer):
+    def build_hooks(self):
+        return insert_prune_hooks(super().build_hooks(), self.cfg)
 """
+
 from __future__ import annotations
 
 from .. import compat  # noqa: F401  (detectron2 v0.6 aliases, before detectron2.data)

@@ -1,4 +1,5 @@
 """``cfg.PRUNE``: the prune_hooks options of a detectron2 config."""
+
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
@@ -34,7 +35,9 @@ def register_coco_datasets(cfg: CN) -> list[str]:
     names = []
     for entry in cfg.PRUNE.COCO_DATASETS:
         if len(entry) != 3:
-            raise ValueError(f"[prune_hooks] PRUNE.COCO_DATASETS entries are [name, json_file, image_root], got {list(entry)}")
+            raise ValueError(
+                f"[prune_hooks] PRUNE.COCO_DATASETS entries are [name, json_file, image_root], got {list(entry)}"
+            )
         name, json_file, image_root = entry
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, json_file, image_root)

@@ -5,6 +5,7 @@ detectron2 v0.6's ``launch`` asserts CUDA and uses NCCL, and its ``create_ddp_mo
 function is detectron2's ``launch``; without it, ``num_processes > 1`` spawns that many CPU
 processes joined by gloo, sets detectron2's local process group, and builds CPU DDP models.
 """
+
 from __future__ import annotations
 
 import socket
@@ -33,7 +34,15 @@ def launch(
 ) -> Any:
     """Run ``main_func(*args)`` in ``num_processes`` processes (GPUs, or CPU processes without CUDA)."""
     if torch.cuda.is_available() or num_processes * num_machines <= 1:
-        return d2_launch(main_func, num_processes, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
+        return d2_launch(
+            main_func,
+            num_processes,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=args,
+            timeout=timeout,
+        )
     if num_machines != 1:
         raise ValueError(f"[prune_hooks] CPU launch runs on one machine, got num_machines={num_machines}")
     if not dist_url or dist_url == "auto":
@@ -43,7 +52,9 @@ def launch(
     mp.spawn(_cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args, timeout), daemon=False)
 
 
-def _cpu_worker(rank: int, main_func: Callable[..., Any], world_size: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
+def _cpu_worker(
+    rank: int, main_func: Callable[..., Any], world_size: int, dist_url: str, args: tuple, timeout: timedelta
+) -> None:
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout)
     comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
     defaults.create_ddp_model = _create_cpu_ddp_model

@@ -1,4 +1,5 @@
 """The tiny detectron2 config of the demo and the tests: the model zoo's Faster R-CNN, shrunk."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,6 @@ from ..toy import toy_config_file
 from .config import add_prune_config
 
 __all__ = ["toy_config"]
-
 
 
 def toy_config(annotations: dict[str, Path], data_root: Path, output_dir: Path, prefix: str = "toy") -> CfgNode:

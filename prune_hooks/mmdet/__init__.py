@@ -6,6 +6,7 @@
 With the hook in the config, ``--resume`` reads the run's own checkpoints under torch >= 2.6 (see
 :func:`~prune_hooks.mmdet.hooks.trust_own_checkpoints`).
 """
+
 from __future__ import annotations
 
 from .. import compat  # noqa: F401  (mmdet imports detectron2 when it is installed)

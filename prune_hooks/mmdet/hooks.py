@@ -4,6 +4,7 @@ The lifecycle is the core's (:class:`~prune_hooks.core.lifecycle.ScoringRun`); t
 mmdet side of it: the train set with the test pipeline, one batch through a two-stage detector with
 the bbox head also run on the GT boxes, mmengine gathering, and ``retrain.py``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,11 @@ from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
 
 WRAPPERS = ("RepeatDataset", "ConcatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
-OPTION_LABELS = {"methods": "PruneHook methods", "keep_ratio": "PruneHook keep_ratio", "aggregation": "PruneHook aggregation"}
+OPTION_LABELS = {
+    "methods": "PruneHook methods",
+    "keep_ratio": "PruneHook keep_ratio",
+    "aggregation": "PruneHook aggregation",
+}
 
 
 def _fail(msg: str) -> PruneHooksError:
@@ -76,16 +81,24 @@ class PruneHook(Hook):
     def before_run(self, runner) -> None:
         self.ann_file, self.dataset_cfg = check_dataset(runner.cfg)
         prefix = self.dataset_cfg.get("data_prefix", {}) or {}
-        self.image_root = osp.join(self.dataset_cfg.get("data_root") or "", prefix.get("img", prefix.get("img_path", "")))
+        self.image_root = osp.join(
+            self.dataset_cfg.get("data_root") or "", prefix.get("img", prefix.get("img_path", ""))
+        )
         try:
             index = load_coco(self.ann_file)
         except PruneHooksError as e:
             raise _fail(str(e)) from None
         model = _unwrap(runner.model)
         self.run = ScoringRun(
-            _MMDetAdapter(self, runner), index, methods=self.methods, keep_ratio=self.keep_ratio,
-            aggregation=self.aggregation, score_thresh=self.score_thr, dump=self.dump,
-            device=next(model.parameters()).device, out_dir=Path(runner.work_dir) / "prune",
+            _MMDetAdapter(self, runner),
+            index,
+            methods=self.methods,
+            keep_ratio=self.keep_ratio,
+            aggregation=self.aggregation,
+            score_thresh=self.score_thr,
+            dump=self.dump,
+            device=next(model.parameters()).device,
+            out_dir=Path(runner.work_dir) / "prune",
         )
         self.run.check_model(model, "PruneHook methods")
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
@@ -233,7 +246,10 @@ def check_dataset(cfg) -> tuple[str, dict]:
         )
     ann = dataset.get("ann_file")
     if not ann:
-        raise _fail(f"train_dataloader.dataset ({kind or 'no type'}) has no ann_file: PruneHook needs a COCO annotation file to prune")
+        raise _fail(
+            f"train_dataloader.dataset ({kind or 'no type'}) has no ann_file: PruneHook needs a COCO annotation "
+            "file to prune"
+        )
     path = osp.join(dataset.get("data_root") or "", ann)
     if not osp.isfile(path):
         raise _fail(f"train_dataloader.dataset.ann_file {path!r} not found")
@@ -246,7 +262,12 @@ def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path
     fraction = n_keep / n_total
     body: dict[str, Any] = {
         # data_root as resolved for this run (it may come from an environment variable)
-        "train_dataloader": {"dataset": {"ann_file": str(Path(pruned_json).resolve()), "data_root": cfg.train_dataloader.dataset.get("data_root")}},
+        "train_dataloader": {
+            "dataset": {
+                "ann_file": str(Path(pruned_json).resolve()),
+                "data_root": cfg.train_dataloader.dataset.get("data_root"),
+            }
+        },
         "work_dir": str(Path(cfg.work_dir).resolve()) + "_retrain",
         "custom_hooks": [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("PruneHook", PruneHook)],
     }
@@ -266,20 +287,29 @@ def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path
         for i, sched in enumerate(plain["param_scheduler"]):
             if not sched.get("by_epoch", True):
                 # an open end (mmengine's default: sys.maxsize) stays open
-                keys += [f"param_scheduler.{i}.{k}" for k in ("begin", "end", "milestones") if k in sched and _finite(sched[k])]
+                keys += [
+                    f"param_scheduler.{i}.{k}"
+                    for k in ("begin", "end", "milestones")
+                    if k in sched and _finite(sched[k])
+                ]
         changes = scale_schedule(plain, keys, fraction)
         body["train_cfg"] = plain["train_cfg"]
         if "default_hooks.checkpoint.interval" in keys:
             body["default_hooks"] = plain["default_hooks"]
         if plain["param_scheduler"]:
             body["param_scheduler"] = plain["param_scheduler"]
-    note = describe_changes(changes, fraction) if iter_based else "epoch-based loop: epochs kept (iterations shrink with the data)"
+    note = (
+        describe_changes(changes, fraction)
+        if iter_based
+        else "epoch-based loop: epochs kept (iterations shrink with the data)"
+    )
     if cfg.filename:
         base = f"_base_ = {str(Path(cfg.filename).resolve())!r}\n"
     else:  # a config built in code: write it whole
         base = cfg.pretty_text + "\n"
     text = (
-        f"# generated by prune_hooks: {n_keep}/{n_total} images; {note}\n" + base
+        f"# generated by prune_hooks: {n_keep}/{n_total} images; {note}\n"
+        + base
         + "".join(f"{k} = {pprint.pformat(_plain(v), width=100, sort_dicts=False)}\n" for k, v in body.items())
     )
     return atomic_write_text(path, text)
@@ -318,7 +348,11 @@ def _unwrap(model):
 
 def _roi_head(model):
     roi = getattr(model, "roi_head", None)
-    ok = roi is not None and all(hasattr(roi, n) for n in ("bbox_roi_extractor", "bbox_head")) and hasattr(model, "rpn_head")
+    ok = (
+        roi is not None
+        and all(hasattr(roi, n) for n in ("bbox_roi_extractor", "bbox_head"))
+        and hasattr(model, "rpn_head")
+    )
     return roi if ok and hasattr(roi.bbox_head, "fc_cls") else None
 
 

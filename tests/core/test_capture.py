@@ -13,7 +13,12 @@ def test_capture_equals_cli_path_and_counts_shared_images_once(coco_file):
         cap = VPSCapture(idx, record=True)
         for i in images:
             boxes, scores, cats = preds.get(i, ([], [], []))
-            cap.add_image(i, torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(scores), torch.tensor(cats, dtype=torch.long))
+            cap.add_image(
+                i,
+                torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+                torch.tensor(scores),
+                torch.tensor(cats, dtype=torch.long),
+            )
         return cap
 
     # Two "ranks" whose shards overlap on image 1 (a padded sampler); gather = list of both parts.
@@ -44,7 +49,9 @@ def test_soft_labels_reordered_to_file_categories_and_prototypes_per_class(coco_
         probs[:, 0] = 0.75  # the model's first class = the file's last category
         probs[:, -1] = 0.25
         feats = torch.arange(b - a, dtype=torch.float32).view(-1, 1).repeat(1, 3) + 1
-        cap.add_image(image_id, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), probs=probs, features=feats)
+        cap.add_image(
+            image_id, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), probs=probs, features=feats
+        )
     cap.end_pass()
     soft = cap.soft.means()
     assert soft.shape == (idx.num_objects, len(idx.category_ids) + 1)
@@ -66,4 +73,3 @@ def test_capture_rejects_unknown_image(coco_file):
     cap = VPSCapture(load_coco(coco_file))
     with pytest.raises(PruneHooksError, match="image id 42"):
         cap.add_image(42, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
-

@@ -45,10 +45,19 @@ def mutate(fn):
         (mutate(lambda d: d.__setitem__("images", {})), "'images' must be a list"),
         (mutate(lambda d: d["images"].append({"id": 1})), r"images\[3\].id 1 is a duplicate image id"),
         (mutate(lambda d: d["images"][0].__setitem__("id", "x")), r"images\[0\].id must be an integer, got 'x'"),
-        (mutate(lambda d: d["annotations"][0].__setitem__("image_id", 99)), r"annotations\[0\] \(id 10\): image_id 99 is not in 'images'"),
+        (
+            mutate(lambda d: d["annotations"][0].__setitem__("image_id", 99)),
+            r"annotations\[0\] \(id 10\): image_id 99 is not in 'images'",
+        ),
         (mutate(lambda d: d["annotations"][0].__setitem__("category_id", 5)), "category_id 5 is not in 'categories'"),
-        (mutate(lambda d: d["annotations"][1].__setitem__("bbox", [0, 0, 0, 4])), r"annotations\[1\] \(id 11\): bbox width and height must be > 0, got width 0.0"),
-        (mutate(lambda d: d["annotations"][1].__setitem__("bbox", [0, 0, float("inf"), 4])), "bbox values must be finite"),
+        (
+            mutate(lambda d: d["annotations"][1].__setitem__("bbox", [0, 0, 0, 4])),
+            r"annotations\[1\] \(id 11\): bbox width and height must be > 0, got width 0.0",
+        ),
+        (
+            mutate(lambda d: d["annotations"][1].__setitem__("bbox", [0, 0, float("inf"), 4])),
+            "bbox values must be finite",
+        ),
         (mutate(lambda d: d["annotations"][1].__setitem__("bbox", [0, 0, 4])), r"bbox must be \[x, y, width, height\]"),
         (mutate(lambda d: d["annotations"][1].__setitem__("id", 10)), "duplicate annotation id"),
     ],

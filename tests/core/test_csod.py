@@ -27,9 +27,15 @@ def direct_eq4(image_id, category_id, feature, n, lam):
                 s = lam * sum(cos(r, q) for q in rows_c if image_id[q] not in chosen) - sum(
                     cos(r, q) for q in rows_c if image_id[q] in chosen
                 )
-                scale = lam * sum(1 for q in rows_c if image_id[q] not in chosen) + sum(1 for q in rows_c if image_id[q] in chosen)
+                scale = lam * sum(1 for q in rows_c if image_id[q] not in chosen) + sum(
+                    1 for q in rows_c if image_id[q] in chosen
+                )
                 # equal up to float noise (1e-12 of the score scale) = tied: the lower image id wins
-                if best is None or s > best[0] + 1e-12 * scale or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1]):
+                if (
+                    best is None
+                    or s > best[0] + 1e-12 * scale
+                    or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1])
+                ):
                     best = (s, int(image_id[r]))
             if best is not None:
                 chosen.append(best[1])
@@ -58,7 +64,9 @@ def random_instance(rng, n_images, n_classes, dim, nonneg=True):
 def test_fast_equals_direct_eq4(seed, lam):
     rng = np.random.default_rng(seed)
     n_images = int(rng.integers(5, 30))
-    ids, cats, feat = random_instance(rng, n_images, int(rng.integers(1, 5)), int(rng.integers(2, 9)), nonneg=seed % 3 != 2)
+    ids, cats, feat = random_instance(
+        rng, n_images, int(rng.integers(1, 5)), int(rng.integers(2, 9)), nonneg=seed % 3 != 2
+    )
     n = int(rng.integers(1, n_images + 1))
     want = direct_eq4(ids, cats, feat, n, lam)
     assert csod_select(ids, cats, feat, n, lam, device="cpu").image_ids.tolist() == want

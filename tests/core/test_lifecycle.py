@@ -1,4 +1,5 @@
 """The shared hook lifecycle, driven by a fake adapter around a tiny torch model (no framework)."""
+
 import json
 
 import numpy as np
@@ -73,8 +74,17 @@ class FakeAdapter(Adapter):
 def make_run(coco_file, tmp_path, methods=("vps_iou", "csod"), **kw):
     index = load_coco(coco_file)
     adapter = FakeAdapter(index, **kw)
-    run = ScoringRun(adapter, index, methods=methods, keep_ratio=0.5, aggregation="max", score_thresh=0.0,
-                     dump=True, device="cpu", out_dir=tmp_path / "prune")
+    run = ScoringRun(
+        adapter,
+        index,
+        methods=methods,
+        keep_ratio=0.5,
+        aggregation="max",
+        score_thresh=0.0,
+        dump=True,
+        device="cpu",
+        out_dir=tmp_path / "prune",
+    )
     return run, adapter, index
 
 
@@ -136,7 +146,9 @@ def test_no_pass_writes_nothing_and_state_round_trips(coco_file, tmp_path):
 
 def test_methods_the_model_cannot_serve_are_refused_before_training(coco_file, tmp_path):
     run, adapter, _ = make_run(coco_file, tmp_path, gt=False)
-    with pytest.raises(PruneHooksError, match=r"\[prune_hooks\] methods \['vps_iou', 'csod'\] need GT-box RoI features"):
+    with pytest.raises(
+        PruneHooksError, match=r"\[prune_hooks\] methods \['vps_iou', 'csod'\] need GT-box RoI features"
+    ):
         run.check_model(Jitter(), "methods")
     run, adapter, _ = make_run(coco_file, tmp_path, methods=("vps_iou",), gt=False)
     run.check_model(Jitter(), "methods")

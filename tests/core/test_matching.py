@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -38,7 +37,9 @@ def naive_cipa(gt_boxes, gt_labels, boxes, scores, labels):
 def test_class_priority_beats_higher_iou_of_other_class():
     gt = t([[0, 0, 10, 10]])
     # prediction 0: other class, perfect box; prediction 1: right class, half the box.
-    iou, conf, idx = cipa_match(gt, t([1], torch.long), t([[0, 0, 10, 10], [0, 0, 10, 5]]), t([0.9, 0.3]), t([2, 1], torch.long))
+    iou, conf, idx = cipa_match(
+        gt, t([1], torch.long), t([[0, 0, 10, 10], [0, 0, 10, 5]]), t([0.9, 0.3]), t([2, 1], torch.long)
+    )
     assert idx.tolist() == [1]
     assert iou.item() == pytest.approx(0.5)
     assert conf.item() == pytest.approx(0.3)
@@ -55,13 +56,23 @@ def test_fallback_to_best_iou_of_any_class():
 
 def test_same_class_with_zero_iou_still_beats_other_class():
     iou, conf, idx = cipa_match(
-        t([[0, 0, 10, 10]]), t([1], torch.long), t([[50, 50, 60, 60], [0, 0, 10, 10]]), t([0.4, 0.9]), t([1, 2], torch.long)
+        t([[0, 0, 10, 10]]),
+        t([1], torch.long),
+        t([[50, 50, 60, 60], [0, 0, 10, 10]]),
+        t([0.4, 0.9]),
+        t([1, 2], torch.long),
     )
     assert idx.tolist() == [0] and iou.item() == 0.0 and conf.item() == pytest.approx(0.4)
 
 
 def test_no_predictions_gives_zero_iou_and_confidence():
-    iou, conf, idx = cipa_match(t([[0, 0, 1, 1], [2, 2, 3, 3]]), t([1, 2], torch.long), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    iou, conf, idx = cipa_match(
+        t([[0, 0, 1, 1], [2, 2, 3, 3]]),
+        t([1, 2], torch.long),
+        torch.zeros(0, 4),
+        torch.zeros(0),
+        torch.zeros(0, dtype=torch.long),
+    )
     assert iou.tolist() == [0.0, 0.0] and conf.tolist() == [0.0, 0.0] and idx.tolist() == [-1, -1]
 
 
@@ -86,7 +97,9 @@ def test_matches_naive_loop_on_random_images():
         labels = torch.randint(0, 3, (n + m,), generator=g)
         scores = torch.randint(1, 4, (m,), generator=g).float() / 4
         iou, conf, idx = cipa_match(boxes[:n], labels[:n], boxes[n:], scores, labels[n:])
-        want = naive_cipa(boxes[:n].tolist(), labels[:n].tolist(), boxes[n:].tolist(), scores.tolist(), labels[n:].tolist())
+        want = naive_cipa(
+            boxes[:n].tolist(), labels[:n].tolist(), boxes[n:].tolist(), scores.tolist(), labels[n:].tolist()
+        )
         assert idx.tolist() == [w[2] for w in want], trial
         assert iou.tolist() == pytest.approx([w[0] for w in want], abs=1e-6)
         assert conf.tolist() == pytest.approx([w[1] for w in want])

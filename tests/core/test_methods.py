@@ -1,4 +1,5 @@
 """The method registry: one place for every method, and everything derived from it."""
+
 import re
 from pathlib import Path
 

@@ -34,7 +34,11 @@ def test_collector_gathers_other_ranks(coco_file):
 
 def test_save_load_round_trip_and_validation(coco_file, tmp_path):
     index = load_coco(coco_file)
-    arrays = {"image_id": np.array([1, 3]), "category_id": np.array([1, 1]), "feature": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)}
+    arrays = {
+        "image_id": np.array([1, 3]),
+        "category_id": np.array([1, 1]),
+        "feature": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
+    }
     path = save_prototypes(tmp_path / "p.npz", arrays)
     got = load_prototypes(path, index)
     np.testing.assert_array_equal(got["feature"], arrays["feature"])

@@ -8,7 +8,14 @@ def test_scales_nested_ints_lists_and_tuples():
         "SOLVER": {"MAX_ITER": 1000, "STEPS": (600, 800), "WARMUP_ITERS": 1, "CHECKPOINT_PERIOD": 0},
         "TEST": {"EVAL_PERIOD": 250},
     }
-    keys = ["SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS", "SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD", "SOLVER.MISSING"]
+    keys = [
+        "SOLVER.MAX_ITER",
+        "SOLVER.STEPS",
+        "SOLVER.WARMUP_ITERS",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "TEST.EVAL_PERIOD",
+        "SOLVER.MISSING",
+    ]
     changes = scale_schedule(cfg, keys, 0.3)
     assert cfg["SOLVER"] == {"MAX_ITER": 300, "STEPS": (180, 240), "WARMUP_ITERS": 1, "CHECKPOINT_PERIOD": 0}
     assert cfg["TEST"]["EVAL_PERIOD"] == 75
@@ -19,7 +26,11 @@ def test_scales_nested_ints_lists_and_tuples():
 
 def test_list_index_paths_and_round_half_up():
     cfg = {"param_scheduler": [{"end": 500}, {"milestones": [8, 11]}], "train_cfg": {"max_iters": 5}}
-    scale_schedule(cfg, ["param_scheduler.0.end", "param_scheduler.1.milestones", "param_scheduler.2.end", "train_cfg.max_iters"], 0.5)
+    scale_schedule(
+        cfg,
+        ["param_scheduler.0.end", "param_scheduler.1.milestones", "param_scheduler.2.end", "train_cfg.max_iters"],
+        0.5,
+    )
     assert cfg == {"param_scheduler": [{"end": 250}, {"milestones": [4, 6]}], "train_cfg": {"max_iters": 3}}
 
 

@@ -1,4 +1,5 @@
 """Selection methods through ``prune-hooks select`` on generated run directories."""
+
 import json
 
 import numpy as np
@@ -16,8 +17,21 @@ def make_coco(path, n_images=40, n_classes=4, seed=0):
             continue  # objectless
         for _ in range(int(rng.integers(1, 4))):
             c = int(min(rng.geometric(0.5), n_classes))  # long tail: class 1 most frequent
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0})
-    coco = {"images": images, "annotations": anns, "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_classes + 1)]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": c,
+                    "bbox": [1, 1, 10, 10],
+                    "area": 100,
+                    "iscrowd": 0,
+                }
+            )
+    coco = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_classes + 1)],
+    }
     path.write_text(json.dumps(coco))
     return coco
 
@@ -51,7 +65,11 @@ def test_prototypes_only_directory_with_annotations_all_methods_and_ratios(tmp_p
     assert main(argv) == 0
     written = sorted(p.parent.name for p in (run / "subsets").glob("*/subset.json"))
     # no images.csv here: the score methods are skipped, the others run at both ratios
-    assert written == sorted(f"{m}_keep{k}" for m in ("csod", "kcenter", "herding", "random", "random_uniform", "random_ratio") for k in (0.3, 0.5))
+    assert written == sorted(
+        f"{m}_keep{k}"
+        for m in ("csod", "kcenter", "herding", "random", "random_uniform", "random_ratio")
+        for k in (0.3, 0.5)
+    )
     for name in written:
         s = json.loads((run / "subsets" / name / "subset.json").read_text())
         assert s["n_images"] == (12 if "0.3" in name else 20) and len(set(s["image_ids"])) == s["n_images"]
@@ -69,7 +87,23 @@ def test_csod_prefix_property_and_seeded_random_variants(tmp_path):
     write_prototypes(run / "prototypes.npz", coco)
     picks = {}
     for keep in ("0.2", "0.6"):
-        assert main(["select", str(run), "--annotations", str(tmp_path / "gt.json"), "--method", "csod", "--keep", keep, "--out", str(tmp_path / keep)]) == 0
+        assert (
+            main(
+                [
+                    "select",
+                    str(run),
+                    "--annotations",
+                    str(tmp_path / "gt.json"),
+                    "--method",
+                    "csod",
+                    "--keep",
+                    keep,
+                    "--out",
+                    str(tmp_path / keep),
+                ]
+            )
+            == 0
+        )
         picks[keep] = json.loads((tmp_path / keep / "subset.json").read_text())["image_ids"]
     assert picks["0.6"][: len(picks["0.2"])] == picks["0.2"]  # greedy: a smaller budget is a prefix
 
@@ -83,7 +117,10 @@ def test_random_per_class_variants():
     assert sum(i > 25 for i in uni) == 5  # classes alternate: 5 of the 5 class-2 images
     again = random_per_class(image_ids, obj_img, obj_cat, 10, seed=3, proportional=False)
     assert uni.tolist() == again.tolist()
-    counts = [sum(i > 25 for i in random_per_class(image_ids, obj_img, obj_cat, 12, seed=s, proportional=True)) for s in range(200)]
+    counts = [
+        sum(i > 25 for i in random_per_class(image_ids, obj_img, obj_cat, 12, seed=s, proportional=True))
+        for s in range(200)
+    ]
     assert 1.0 < np.mean(counts) < 3.0  # ~ 12 * 5/30 = 2 expected under proportional draws
     full = random_per_class(image_ids, obj_img, obj_cat, 30, seed=0, proportional=True)
     assert sorted(full.tolist()) == image_ids.tolist()
@@ -103,7 +140,9 @@ def test_kcenter_and_herding_match_naive_loops():
     h = herding(x, 10, device="cpu").tolist()
     chosen = []
     for _ in range(10):
-        best = min((i for i in range(50) if i not in chosen), key=lambda i: np.sum((x.mean(0) - x[chosen + [i]].mean(0)) ** 2))
+        best = min(
+            (i for i in range(50) if i not in chosen), key=lambda i: np.sum((x.mean(0) - x[chosen + [i]].mean(0)) ** 2)
+        )
         chosen.append(best)
     assert h == chosen
 
@@ -121,8 +160,12 @@ def test_bad_inputs_each_one_clear_error(tmp_path, capsys):
     cases = {
         "image ids not in": dict(image_id=good["image_id"] + 1000),
         "category ids not in": dict(category_id=good["category_id"] + 100),
-        "has NaN or inf": dict(feature=np.where(np.arange(len(good["image_id"]))[:, None] == 2, np.nan, good["feature"])),
-        "is a zero vector": dict(feature=np.where(np.arange(len(good["image_id"]))[:, None] == 0, 0.0, good["feature"])),
+        "has NaN or inf": dict(
+            feature=np.where(np.arange(len(good["image_id"]))[:, None] == 2, np.nan, good["feature"])
+        ),
+        "is a zero vector": dict(
+            feature=np.where(np.arange(len(good["image_id"]))[:, None] == 0, 0.0, good["feature"])
+        ),
         "mismatched array lengths": dict(category_id=good["category_id"][:-1]),
     }
     for message, override in cases.items():
@@ -136,6 +179,13 @@ def test_bad_inputs_each_one_clear_error(tmp_path, capsys):
 def test_entropy_needs_soft_labels(tmp_path, capsys, coco_file):
     det = tmp_path / "d.json"
     det.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.8}]))
-    assert main(["score", "vps", "--annotations", str(coco_file), "--detections", str(det), "--out", str(tmp_path / "run")]) == 0
-    assert "method entropy needs soft labels" in err(capsys, ["select", str(tmp_path / "run"), "--method", "entropy", "--keep", "0.5"])
+    assert (
+        main(
+            ["score", "vps", "--annotations", str(coco_file), "--detections", str(det), "--out", str(tmp_path / "run")]
+        )
+        == 0
+    )
+    assert "method entropy needs soft labels" in err(
+        capsys, ["select", str(tmp_path / "run"), "--method", "entropy", "--keep", "0.5"]
+    )
     assert main(["select", str(tmp_path / "run"), "--method", "forgetting", "--keep", "0.5"]) == 0

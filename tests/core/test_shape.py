@@ -1,5 +1,6 @@
 """TFDP shape complexity: hand-computed shapes, the windowed rasterization against a full-image one,
 class balance, image sums, and the run directory / CLI path."""
+
 import json
 import math
 
@@ -37,7 +38,7 @@ def full_image_shape(segmentation, h, w):
 @pytest.mark.parametrize("s", [2, 3, 10, 57])
 def test_filled_square_contour_runs_through_pixel_centres(s):
     mask = np.zeros((80, 80), np.uint8)
-    mask[5:5 + s, 7:7 + s] = 1
+    mask[5 : 5 + s, 7 : 7 + s] = 1
     assert contour_shape(mask) == (float((s - 1) ** 2), float(4 * (s - 1)))
     assert instance_shape([square(7, 5, s)], 80, 80) == (float((s - 1) ** 2), float(4 * (s - 1)))
 
@@ -112,11 +113,23 @@ def coco_with_masks(masks=True):
     anns = [
         # image 1: a 20-square (cat 1) and a thin 40 x 3 bar (cat 2)
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "segmentation": [square(0, 0, 20)]},
-        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 30, 40, 3], "segmentation": [[30, 30, 69, 30, 69, 32, 30, 32]]},
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 2,
+            "bbox": [30, 30, 40, 3],
+            "segmentation": [[30, 30, 69, 30, 69, 32, 30, 32]],
+        },
         # image 2: a 10-square (cat 1), and a crowd region that never counts
         {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, 10, 10], "segmentation": [square(5, 5, 10)]},
-        {"id": 4, "image_id": 2, "category_id": 1, "bbox": [0, 0, 50, 50], "iscrowd": 1,
-         "segmentation": {"size": [80, 100], "counts": [0, 8000]}},
+        {
+            "id": 4,
+            "image_id": 2,
+            "category_id": 1,
+            "bbox": [0, 0, 50, 50],
+            "iscrowd": 1,
+            "segmentation": {"size": [80, 100], "counts": [0, 8000]},
+        },
         # image 3: a box without a mask
         {"id": 5, "image_id": 3, "category_id": 2, "bbox": [1, 1, 5, 5]},
     ]
@@ -130,8 +143,8 @@ def test_scores_class_balance_and_image_sums(tmp_path):
     index = CocoIndex.from_dataset(coco_with_masks())
     res = shape_scores(index, workers=1)
     by_ann = dict(zip(index.ann_ids.tolist(), zip(res.scs, res.si_scs, res.cb_scs)))
-    assert by_ann[1][0] == pytest.approx(4 * 19 / 19 ** 2)
-    assert by_ann[1][1] == pytest.approx(4 * 19 / (2 * math.sqrt(math.pi * 19 ** 2)))
+    assert by_ann[1][0] == pytest.approx(4 * 19 / 19**2)
+    assert by_ann[1][1] == pytest.approx(4 * 19 / (2 * math.sqrt(math.pi * 19**2)))
     assert by_ann[3][1] == pytest.approx(by_ann[1][1])  # scale invariant: squares alike
     assert by_ann[1][2] == pytest.approx(0.5) and by_ann[3][2] == pytest.approx(0.5)  # class 1 sums to 1
     assert by_ann[2][2] == pytest.approx(1.0)  # the only scored object of class 2
@@ -165,7 +178,9 @@ def test_select_by_shape_and_all(tmp_path, capsys):
     assert subset["image_ids"] == [1, 2] and subset["aggregation"] == "sum"
     assert cli(["select", str(out), "--method", "all", "--keep", "0.5", "--out", str(tmp_path / "all")]) == 0
     made = sorted(p.name for p in (tmp_path / "all" / "subsets").iterdir())
-    assert made == sorted(f"{m}_keep0.5" for m in ("scs", "si_scs", "cb_scs", "random", "random_uniform", "random_ratio"))
+    assert made == sorted(
+        f"{m}_keep0.5" for m in ("scs", "si_scs", "cb_scs", "random", "random_uniform", "random_ratio")
+    )
     capsys.readouterr()
     assert cli(["select", str(out), "--method", "cb_scs", "--aggregation", "max", "--keep", "0.5"]) == 2
     assert "method cb_scs aggregates by sum, got 'max'" in capsys.readouterr().err
@@ -186,9 +201,18 @@ def test_box_only_data_is_refused_and_workers_agree(tmp_path, capsys):
     anns = []
     for k in range(5000):
         x, y, s = (int(v) for v in rng.integers([0, 0, 2], [60, 44, 30]))
-        anns.append({"id": k + 1, "image_id": 1 + k % 500, "category_id": 1 + k % 3, "bbox": [x, y, s, s],
-                     "segmentation": [square(x, y, s)]})
-    index = CocoIndex.from_dataset({"images": images, "annotations": anns, "categories": [{"id": c} for c in (1, 2, 3)]})
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": 1 + k % 500,
+                "category_id": 1 + k % 3,
+                "bbox": [x, y, s, s],
+                "segmentation": [square(x, y, s)],
+            }
+        )
+    index = CocoIndex.from_dataset(
+        {"images": images, "annotations": anns, "categories": [{"id": c} for c in (1, 2, 3)]}
+    )
     one, two = shape_scores(index, workers=1), shape_scores(index, workers=2)
     for a, b in zip(one.columns.values(), two.columns.values()):
         np.testing.assert_array_equal(a, b)

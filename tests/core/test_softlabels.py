@@ -38,12 +38,14 @@ def test_entropy_by_hand():
 
 
 def test_suspects_are_other_foreground_classes_above_tau():
-    soft = np.array([
-        [0.1, 0.8, 0.1],  # annotated 1, model says 2 with 0.8 -> suspect
-        [0.6, 0.3, 0.1],  # agrees
-        [0.1, 0.1, 0.8],  # background wins: not a class suspicion
-        [0.2, 0.45, 0.35],  # another class, but below tau
-    ])
+    soft = np.array(
+        [
+            [0.1, 0.8, 0.1],  # annotated 1, model says 2 with 0.8 -> suspect
+            [0.6, 0.3, 0.1],  # agrees
+            [0.1, 0.1, 0.8],  # background wins: not a class suspicion
+            [0.2, 0.45, 0.35],  # another class, but below tau
+        ]
+    )
     rows, cats, probs = suspects(soft, np.array([1, 1, 1, 1]), np.array([1, 2]))
     assert rows.tolist() == [0] and cats.tolist() == [2] and probs.tolist() == [0.8]
     rows, _, _ = suspects(soft, np.array([1, 1, 1, 1]), np.array([1, 2]), tau=0.4)
@@ -53,5 +55,7 @@ def test_suspects_are_other_foreground_classes_above_tau():
 
 
 def test_outliers_are_never_learned_objects_with_near_uniform_soft_labels():
-    soft = np.array([[0.25, 0.25, 0.25, 0.25], [0.3, 0.25, 0.25, 0.2], [0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25]])
+    soft = np.array(
+        [[0.25, 0.25, 0.25, 0.25], [0.3, 0.25, 0.25, 0.2], [0.97, 0.01, 0.01, 0.01], [0.25, 0.25, 0.25, 0.25]]
+    )
     assert outliers(soft, np.array([0, 0, 0, 3])).tolist() == [0, 1]  # 2: confident; 3: learned

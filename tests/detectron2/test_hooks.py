@@ -1,4 +1,5 @@
 """The detectron2 PruneHook through tools/train_net.py, on a real tiny Faster R-CNN on CPU."""
+
 import json
 import subprocess
 import sys
@@ -21,7 +22,9 @@ TRAIN_NET = ROOT / "tools" / "train_net.py"
 
 
 def train_net(*args, check=True):
-    proc = subprocess.run([sys.executable, str(TRAIN_NET), *map(str, args)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_NET), *map(str, args)], capture_output=True, text=True, timeout=900
+    )
     if check:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
@@ -73,7 +76,9 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     protos = np.load(run / "prototypes.npz")
     pairs = sorted({(a["image_id"], a["category_id"]) for a in objects})
     assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
-    assert protos["feature"].shape == (len(pairs), cfg.MODEL.ROI_BOX_HEAD.FC_DIM) and np.isfinite(protos["feature"]).all()
+    assert (
+        protos["feature"].shape == (len(pairs), cfg.MODEL.ROI_BOX_HEAD.FC_DIM) and np.isfinite(protos["feature"]).all()
+    )
     import torch
 
     state = torch.load(run / "state.pt", weights_only=True)
@@ -120,8 +125,14 @@ def test_resume_continues_statistics(tmp_path):
     [
         (["PRUNE.METHODS", "['vps_size']"], "PRUNE.METHODS: unknown method 'vps_size'"),
         (["PRUNE.KEEP_RATIO", "1.5"], r"PRUNE.KEEP_RATIO must be in \(0, 1\], got 1.5"),
-        (["PRUNE.METHODS", "['csod']", "MODEL.META_ARCHITECTURE", "RetinaNet"], "PRUNE.METHODS has csod, which needs a box head"),
-        (["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"], "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered"),
+        (
+            ["PRUNE.METHODS", "['csod']", "MODEL.META_ARCHITECTURE", "RetinaNet"],
+            "PRUNE.METHODS has csod, which needs a box head",
+        ),
+        (
+            ["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"],
+            "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered",
+        ),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, opts, msg):

@@ -1,4 +1,5 @@
 """retrain.yaml for detectron2 configs: what is scaled, what points at the pruned file, what is off."""
+
 import pytest
 
 pytest.importorskip("detectron2")

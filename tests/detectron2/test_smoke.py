@@ -1,4 +1,5 @@
 """A real tiny Faster R-CNN trains and predicts through detectron2 on CPU (no mocks)."""
+
 import math
 
 import pytest
@@ -46,6 +47,8 @@ def test_tiny_faster_rcnn_trains_and_evaluates(tmp_path):
     losses = trainer.storage.history("total_loss").values()
     assert len(losses) >= 1 and all(math.isfinite(v) for v, _ in losses)
 
-    results = DefaultTrainer.test(cfg, trainer.model, [COCOEvaluator("smoke_val", output_dir=str(tmp_path / "eval"), use_fast_impl=False)])
+    results = DefaultTrainer.test(
+        cfg, trainer.model, [COCOEvaluator("smoke_val", output_dir=str(tmp_path / "eval"), use_fast_impl=False)]
+    )
     assert set(results["bbox"]) >= {"AP", "AP50", "AP75"}
     assert (tmp_path / "eval" / "coco_instances_results.json").exists()

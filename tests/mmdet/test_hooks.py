@@ -1,4 +1,5 @@
 """The mmdet PruneHook through MMDetection's own train script, on a real tiny Faster R-CNN on CPU."""
+
 import json
 import os
 import re
@@ -26,7 +27,9 @@ TOY = toy_config_file("mmdet")
 
 def write_config(tmp_path, epochs=3, hook=None, extra=""):
     files = make_toy_coco(tmp_path / "toy", {"train": 8, "val": 4})
-    hook = hook or "dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'], keep_ratio=0.5, dump_detections=True)"
+    hook = (
+        hook or "dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod'], keep_ratio=0.5, dump_detections=True)"
+    )
     path = tmp_path / "proxy.py"
     path.write_text(
         f"_base_ = {str(TOY)!r}\n"
@@ -90,18 +93,34 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
     cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.TEST.EVAL_PERIOD = 4, 4, (), 0
     cfg.PRUNE.ENABLED, cfg.PRUNE.METHODS = True, ["vps_iou", "vps_conf", "csod"]
     (tmp_path / "d2.yaml").write_text(cfg.dump())
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(tmp_path / "d2.yaml")], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(tmp_path / "d2.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     d2run = tmp_path / "d2" / "prune"
     skip = {"retrain.py", "retrain.yaml", "passes"}
-    assert sorted(p.name for p in run.iterdir() if p.name not in skip) == sorted(p.name for p in d2run.iterdir() if p.name not in skip)
+    assert sorted(p.name for p in run.iterdir() if p.name not in skip) == sorted(
+        p.name for p in d2run.iterdir() if p.name not in skip
+    )
     for name in ("objects.csv", "images.csv", "suspects.csv"):
         assert (run / name).read_text().splitlines()[0] == (d2run / name).read_text().splitlines()[0]
     for name in ("prototypes.npz", "soft_labels.npz"):
         a, b = np.load(run / name), np.load(d2run / name)
         assert sorted(a.files) == sorted(b.files)
         assert all(a[k].dtype == b[k].dtype and a[k].ndim == b[k].ndim for k in a.files)
-    common = ("framework", "annotations", "annotations_sha256", "categories", "num_images", "num_objects", "passes", "soft_labels")
+    common = (
+        "framework",
+        "annotations",
+        "annotations_sha256",
+        "categories",
+        "num_images",
+        "num_objects",
+        "passes",
+        "soft_labels",
+    )
     for meta in (json.loads((run / "meta.json").read_text()), json.loads((d2run / "meta.json").read_text())):
         assert all(k in meta for k in common)
 
@@ -149,8 +168,19 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-        str(ROOT / "tools" / "train_mmdet.py"), str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path / "work"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(ROOT / "tools" / "train_mmdet.py"),
+        str(config),
+        "--launcher",
+        "pytorch",
+        "--work-dir",
+        str(tmp_path / "work"),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -168,7 +198,9 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
 
 
 def test_shape_methods_scored_at_start_beside_vps(tmp_path):
-    config, files = write_config(tmp_path, epochs=1, hook="dict(type='PruneHook', methods=['cb_scs', 'vps_iou'], keep_ratio=0.5)")
+    config, files = write_config(
+        tmp_path, epochs=1, hook="dict(type='PruneHook', methods=['cb_scs', 'vps_iou'], keep_ratio=0.5)"
+    )
     train(config, tmp_path)
     run = tmp_path / "work" / "prune"
     ref = tmp_path / "shape"

@@ -1,4 +1,5 @@
 """retrain.py for iteration-based mmdet configs: what is scaled and what is not."""
+
 import pytest
 
 pytest.importorskip("mmdet")
@@ -43,6 +44,13 @@ def test_iteration_based_schedule_scaled_and_hook_removed(tmp_path):
 
 def test_epoch_based_keeps_epochs(tmp_path):
     user = tmp_path / "user.py"
-    user.write_text(USER.replace("type='IterBasedTrainLoop', max_iters=9000, val_interval=1000", "type='EpochBasedTrainLoop', max_epochs=12, val_interval=1"))
-    new = Config.fromfile(str(write_retrain_config(Config.fromfile(str(user)), tmp_path / "p.json", 30, 100, tmp_path / "retrain.py")))
+    user.write_text(
+        USER.replace(
+            "type='IterBasedTrainLoop', max_iters=9000, val_interval=1000",
+            "type='EpochBasedTrainLoop', max_epochs=12, val_interval=1",
+        )
+    )
+    new = Config.fromfile(
+        str(write_retrain_config(Config.fromfile(str(user)), tmp_path / "p.json", 30, 100, tmp_path / "retrain.py"))
+    )
     assert new.train_cfg.max_epochs == 12 and new.param_scheduler[1].milestones == [6000, 8000]

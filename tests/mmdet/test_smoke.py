@@ -1,4 +1,5 @@
 """A real tiny Faster R-CNN trains and evaluates through MMDetection's own train script on CPU."""
+
 import json
 import math
 import os
@@ -22,9 +23,15 @@ def test_tiny_faster_rcnn_trains_with_mmdet_train_script(tmp_path):
     work = tmp_path / "work"
     env = dict(os.environ, PRUNE_TOY_ROOT=str(tmp_path / "toy") + "/")
     cmd = [
-        sys.executable, str(TRAIN_PY), str(toy_config_file("mmdet")),
-        "--work-dir", str(work),
-        "--cfg-options", "train_cfg.max_epochs=1", "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1",
+        sys.executable,
+        str(TRAIN_PY),
+        str(toy_config_file("mmdet")),
+        "--work-dir",
+        str(work),
+        "--cfg-options",
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=1",
+        "default_hooks.checkpoint.interval=1",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

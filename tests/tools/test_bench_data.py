@@ -3,6 +3,7 @@
 White squares on black backgrounds stand in for Fashion-MNIST and skimage photos, so that an object's
 pixels can be found again in the written image and compared with its annotation.
 """
+
 import json
 import sys
 from pathlib import Path
@@ -26,11 +27,12 @@ def data(tmp_path_factory):
         imgs = np.zeros((n, 28, 28), np.uint8)
         for i in range(n):  # a white rectangle of random proportions in each 28x28 "photo"
             h, w = rng.integers(10, 27, 2)
-            imgs[i, (28 - h) // 2:(28 - h) // 2 + h, (28 - w) // 2:(28 - w) // 2 + w] = 255
+            imgs[i, (28 - h) // 2 : (28 - h) // 2 + h, (28 - w) // 2 : (28 - w) // 2 + w] = 255
         photos[split] = (imgs, np.arange(n) % len(bench_data.CLASSES))
     root = tmp_path_factory.mktemp("fashion")
-    files = bench_data.make_fashion(root, 260, 60, size=SIZE, seed=3, photos=photos,
-                                    backgrounds={"black": np.zeros((200, 200, 3), np.float32)})
+    files = bench_data.make_fashion(
+        root, 260, 60, size=SIZE, seed=3, photos=photos, backgrounds={"black": np.zeros((200, 200, 3), np.float32)}
+    )
     coco = {s: json.loads(files[s].read_text()) for s in files}
     factors = json.loads((root / "factors.json").read_text())
     return root, coco, factors
@@ -54,8 +56,14 @@ def test_boxes_are_the_objects_pixels(data):
                 assert 0 <= x and 0 <= y and x + w <= SIZE + 1e-6 and y + h <= SIZE + 1e-6 and w > 0 and h > 0
                 grown = [x - 4, y - 4, x + w + 4, y + h + 4]
                 others = [b["bbox"] for b in anns if b is not a]
-                if o["contrast"] < 0.8 or o["occlusion"] > 0 or any(
-                        bx < grown[2] and bx + bw > grown[0] and by < grown[3] and by + bh > grown[1] for bx, by, bw, bh in others):
+                if (
+                    o["contrast"] < 0.8
+                    or o["occlusion"] > 0
+                    or any(
+                        bx < grown[2] and bx + bw > grown[0] and by < grown[3] and by + bh > grown[1]
+                        for bx, by, bw, bh in others
+                    )
+                ):
                     continue
                 x0, y0, x1, y1 = (int(np.clip(v, 0, SIZE)) for v in grown)
                 patch = gray[y0:y1, x0:x1]
@@ -97,14 +105,22 @@ def test_near_duplicate_groups(data):
         return np.asarray(Image.open(root / "train" / im["file_name"]).convert("L"), np.float32)
 
     def best_shift_diff(a, b):
-        return min(np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b)[8:-8, 8:-8].mean() for dy in range(-4, 5) for dx in range(-4, 5))
+        return min(
+            np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b)[8:-8, 8:-8].mean()
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+        )
 
     first = [v for v in groups.values() if len(v) >= 2][:4]
     assert first
     for members in first:  # a copy is its group's scene shifted a few pixels; another scene is not
         same = best_shift_diff(load(members[0]), load(members[1]))
-        other = next(im for im in coco["train"]["images"] if factors[str(im["id"])]["dup_group"] != members[0]["id"]
-                     and len([a for a in coco["train"]["annotations"] if a["image_id"] == im["id"]]) > 0)
+        other = next(
+            im
+            for im in coco["train"]["images"]
+            if factors[str(im["id"])]["dup_group"] != members[0]["id"]
+            and len([a for a in coco["train"]["annotations"] if a["image_id"] == im["id"]]) > 0
+        )
         assert same < 0.5 * best_shift_diff(load(members[0]), load(other))
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark data for tools/bench/bench_quality.py: real objects on real photos, with exact boxes, and real aerial tiles.
+"""Benchmark data for tools/bench/bench_quality.py: real objects on real photos with exact boxes and
+masks, and real aerial tiles.
 
     python tools/bench/bench_data.py fashion OUT [--train 600] [--val 150] [--size 256] [--seed 0]
     python tools/bench/bench_data.py deepforest OUT [--tile 400]
@@ -22,6 +23,7 @@ when at least half of them lies inside.
 
 Both write ``OUT/annotations/instances_{train,val}.json`` and images under ``OUT/{train,val}/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +43,24 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FREQ = np.array([0.22, 0.15, 0.12, 0.10, 0.08, 0.09, 0.05, 0.10, 0.06, 0.03])
 LOOK_ALIKE = {0: (2, 4, 6), 2: (0, 4, 6), 4: (0, 2, 6), 6: (0, 2, 4), 5: (7, 9), 7: (5, 9), 9: (5, 7)}
-BACKGROUNDS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "hubble_deep_field",
-               "immunohistochemistry", "moon", "page", "rocket", "text", "clock", "colorwheel")
+BACKGROUNDS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "rocket",
+    "text",
+    "clock",
+    "colorwheel",
+)
 DUP_START = 0.077  # P(a new train scene starts a group of 2-4): ~20% of train images in groups
 NOISE = {"flip": 0.03, "jitter": 0.02, "missing": 0.02}
 RLE_EVERY = 25  # one instance in 25 is written as RLE instead of polygons
@@ -53,7 +71,7 @@ def _idx(path: Path) -> np.ndarray:
         raise SystemExit(f"Fashion-MNIST file missing: {path} (apt-get install dataset-fashion-mnist)")
     data = gzip.decompress(path.read_bytes())
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -86,7 +104,7 @@ def _crop(rng, bg: np.ndarray, w: int, h: int) -> np.ndarray:
     H, W = bg.shape[:2]
     side = int(rng.uniform(0.3, 1.0) * min(H, W))
     y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
-    return _resize(bg[y:y + side, x:x + side], w, h)
+    return _resize(bg[y : y + side, x : x + side], w, h)
 
 
 def _silhouette(photo: np.ndarray) -> np.ndarray:
@@ -108,9 +126,9 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         other = bgs[names[int(rng.integers(len(names)))]]
         patch = _crop(rng, other, s, s)
         yy, xx = np.mgrid[:s, :s]
-        m = (((yy - s / 2) / (s / 2)) ** 2 + ((xx - s / 2) / (s / 2)) ** 2 <= 1)
+        m = ((yy - s / 2) / (s / 2)) ** 2 + ((xx - s / 2) / (s / 2)) ** 2 <= 1
         y, x = int(rng.integers(0, size - s)), int(rng.integers(0, size - s))
-        img[y:y + s, x:x + s][m] = patch[m]
+        img[y : y + s, x : x + s][m] = patch[m]
     for _ in range(int(rng.integers(1, 7))):
         cls = int(rng.choice(len(CLASSES), p=FREQ))
         photo = photos[by_class[cls][int(rng.integers(len(by_class[cls])))]].astype(np.float32)
@@ -118,7 +136,10 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         ys, xs = np.nonzero(sil)
         if len(ys) < 20:
             continue
-        photo, sil = photo[ys.min():ys.max() + 1, xs.min():xs.max() + 1], sil[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        photo, sil = (
+            photo[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1],
+            sil[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1],
+        )
         side = float(np.exp(rng.uniform(np.log(10), np.log(100))))
         scale = side / max(photo.shape)
         w, h = max(3, round(photo.shape[1] * scale)), max(3, round(photo.shape[0] * scale))
@@ -126,7 +147,7 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         x0, y0 = int(rng.integers(-w // 4, size - 3 * w // 4)), int(rng.integers(-h // 4, size - 3 * h // 4))
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(size, x0 + w), min(size, y0 + h)
         region = img[sy0:sy1, sx0:sx1]
-        g, a = gray[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0], alpha[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        g, a = gray[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0], alpha[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
         if a.sum() < 0.25 * alpha.sum():
             continue
         contrast = float(rng.uniform(0.35, 1.2))
@@ -140,15 +161,27 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         full = np.zeros((size, size), bool)
         full[sy0:sy1, sx0:sx1] = a
         masks.append(full)
-        objs.append({"cls": cls, "box": [float(sx0 + xs.min()), float(sy0 + ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
-                     "size": round(side, 1), "contrast": round(contrast, 3), "truncated": bool(x0 < 0 or y0 < 0 or x0 + w > size or y0 + h > size)})
+        objs.append(
+            {
+                "cls": cls,
+                "box": [
+                    float(sx0 + xs.min()),
+                    float(sy0 + ys.min()),
+                    float(xs.max() - xs.min() + 1),
+                    float(ys.max() - ys.min() + 1),
+                ],
+                "size": round(side, 1),
+                "contrast": round(contrast, 3),
+                "truncated": bool(x0 < 0 or y0 < 0 or x0 + w > size or y0 + h > size),
+            }
+        )
     if objs and rng.random() < 0.3:  # an occluding background patch over part of one object
         x, y, w, h = objs[int(rng.integers(len(objs)))]["box"]
         pw, ph = int(rng.uniform(0.3, 0.7) * w) + 1, int(rng.uniform(0.3, 0.7) * h) + 1
         px, py = int(x + rng.uniform(-0.2, 1.0) * w - pw / 2), int(y + rng.uniform(-0.2, 1.0) * h - ph / 2)
         px, py = min(max(px, 0), size - pw), min(max(py, 0), size - ph)
-        img[py:py + ph, px:px + pw] = _crop(rng, bgs[names[int(rng.integers(len(names)))]], pw, ph)
-        owner[py:py + ph, px:px + pw] = -2
+        img[py : py + ph, px : px + pw] = _crop(rng, bgs[names[int(rng.integers(len(names)))]], pw, ph)
+        owner[py : py + ph, px : px + pw] = -2
     blur, noise = float(rng.uniform(0, 1.5)), float(rng.uniform(0, 8))
     if blur > 0.2:
         from scipy import ndimage
@@ -160,7 +193,11 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         if o["occlusion"] <= 0.75:
             o["mask"] = owner == k  # the exact visible silhouette: the instance mask
             visible.append(o)
-    return img, visible, {"background": bg_name, "blur": round(blur, 3), "noise": round(noise, 2), "hidden": len(objs) - len(visible)}
+    return (
+        img,
+        visible,
+        {"background": bg_name, "blur": round(blur, 3), "noise": round(noise, 2), "hidden": len(objs) - len(visible)},
+    )
 
 
 def _near_copy(rng, img: np.ndarray, objs: list[dict]):
@@ -174,8 +211,8 @@ def _near_copy(rng, img: np.ndarray, objs: list[dict]):
         x0, y0, x1, y1 = max(0.0, x + dx), max(0.0, y + dy), min(float(size), x + w + dx), min(float(size), y + h + dy)
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             mask = np.zeros_like(o["mask"])  # shifted without wrapping: what wraps in the image is unlabeled
-            src = o["mask"][max(0, -dy):size - max(0, dy), max(0, -dx):size - max(0, dx)]
-            mask[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+            src = o["mask"][max(0, -dy) : size - max(0, dy), max(0, -dx) : size - max(0, dx)]
+            mask[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
             moved.append({**o, "box": [x0, y0, x1 - x0, y1 - y0], "mask": mask})
     return out, moved
 
@@ -221,8 +258,15 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: int = 0,
-                 photos: dict | None = None, backgrounds: dict | None = None) -> dict[str, Path]:
+def make_fashion(
+    root: Path,
+    n_train: int,
+    n_val: int,
+    size: int = 256,
+    seed: int = 0,
+    photos: dict | None = None,
+    backgrounds: dict | None = None,
+) -> dict[str, Path]:
     """``photos`` ({split: (images N×28×28 uint8, labels N)}) and ``backgrounds`` ({name: H×W×3}) default
     to Fashion-MNIST and ``skimage.data``."""
     from PIL import Image
@@ -254,14 +298,27 @@ def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: in
                         continue
                     per_obj.append(o.get("noise", ""))
                     x, y, w, h = (round(v, 2) for v in o["box"])
-                    anns.append({"id": ann_id, "image_id": image_id, "category_id": o["cls"] + 1, "bbox": [x, y, w, h],
-                                 "area": round(w * h, 2), "iscrowd": 0,
-                                 "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0)})
+                    anns.append(
+                        {
+                            "id": ann_id,
+                            "image_id": image_id,
+                            "category_id": o["cls"] + 1,
+                            "bbox": [x, y, w, h],
+                            "area": round(w * h, 2),
+                            "iscrowd": 0,
+                            "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0),
+                        }
+                    )
                     ann_id += 1
                 factors[str(image_id)] = {
-                    **f, "split": split, "dup_group": group, "n_objects": len(scene_objs),
-                    "objects": [{k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")} | {"noise": n}
-                                for o, n in zip(scene_objs, per_obj)],
+                    **f,
+                    "split": split,
+                    "dup_group": group,
+                    "n_objects": len(scene_objs),
+                    "objects": [
+                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")} | {"noise": n}
+                        for o, n in zip(scene_objs, per_obj)
+                    ],
                 }
                 image_id += 1
                 k += 1
@@ -274,7 +331,9 @@ def make_fashion(root: Path, n_train: int, n_val: int, size: int = 256, seed: in
 def _deepforest_wheel(dest: Path) -> Path:
     wheels = sorted(dest.glob("deepforest-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "deepforest", "--no-deps", "-q", "-d", str(dest)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "deepforest", "--no-deps", "-q", "-d", str(dest)], check=True
+        )
         wheels = sorted(dest.glob("deepforest-*.whl"))
     return wheels[-1]
 
@@ -294,14 +353,18 @@ def make_deepforest(root: Path, tile: int = 400, val_every: int = 5) -> dict[str
             if png not in z.namelist():
                 continue
             tree = ET.fromstring(z.read(xml))
-            boxes = np.array([[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
-                              for o in tree.iter("object")])
+            boxes = np.array(
+                [
+                    [float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
+                    for o in tree.iter("object")
+                ]
+            )
             with z.open(png) as f:
                 photo = np.asarray(Image.open(f).convert("RGB"))
             H, W = photo.shape[:2]
             for y in range(0, max(1, H - tile // 2), tile):
                 for x in range(0, max(1, W - tile // 2), tile):
-                    crop = photo[y:y + tile, x:x + tile]
+                    crop = photo[y : y + tile, x : x + tile]
                     cb = boxes - [x, y, x, y]
                     clipped = np.clip(cb, 0, [crop.shape[1], crop.shape[0]] * 2)
                     area = (cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])
@@ -315,10 +378,20 @@ def make_deepforest(root: Path, tile: int = 400, val_every: int = 5) -> dict[str
                     (root / split).mkdir(parents=True, exist_ok=True)
                     Image.fromarray(crop).save(root / split / name, quality=92)
                     images, anns = split_data[split]
-                    images.append({"id": image_id, "file_name": name, "width": int(crop.shape[1]), "height": int(crop.shape[0])})
+                    images.append(
+                        {"id": image_id, "file_name": name, "width": int(crop.shape[1]), "height": int(crop.shape[0])}
+                    )
                     for x0, y0, x1, y1 in clipped[keep]:
-                        anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                     "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "area": float((x1 - x0) * (y1 - y0))})
+                        anns.append(
+                            {
+                                "id": ann_id,
+                                "image_id": image_id,
+                                "category_id": 1,
+                                "iscrowd": 0,
+                                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                                "area": float((x1 - x0) * (y1 - y0)),
+                            }
+                        )
                         ann_id += 1
                     image_id += 1
     files = {}

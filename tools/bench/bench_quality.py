@@ -2,8 +2,10 @@
 """Does pruning work? One proxy training with the prune hook, subsets per method and keep ratio,
 retraining from each generated retrain config, COCO AP on a clean validation set.
 
-    python tools/bench/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5] [--keep ...] [--methods ...]
-    python tools/bench/bench_quality.py --data deepforest --epochs 10 --keep 0.5 --methods random vps_iou:max csod --seeds 1
+    python tools/bench/bench_quality.py [--framework detectron2|mmdet] [--scale 1] [--epochs 5]
+        [--keep ...] [--methods ...]
+    python tools/bench/bench_quality.py --data deepforest --epochs 10 --keep 0.5 \
+        --methods random vps_iou:max csod --seeds 1
 
 Data: tools/bench/bench_data.py (Fashion-MNIST objects on skimage photos, near-duplicates, label noise in train,
 clean val; or deepforest's aerial tiles). Model: Faster R-CNN with an ImageNet-pretrained MobileNetV2-FPN
@@ -14,6 +16,7 @@ framework's train script (tools/train_net.py, tools/train_mmdet.py) in a subproc
 appended to WORK/results.jsonl as they come, a rerun with the same arguments skips what is there, and
 OUT/bench_quality[_<framework>_<data>].md/.json and ratio_vs_ap[...].png are rewritten after each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +33,31 @@ from common import last_ap, mmdet_ap, train  # tools/bench/ is this script's sys
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tools" / "bench"
 
-METHODS = ["random", "vps_iou:max", "vps_iou:mean", "vps_iou:sum", "vps_conf:max", "vps_conf:mean", "vps_conf:sum",
-           "csod", "forgetting", "entropy", "cb_scs", "si_scs"]
+METHODS = [
+    "random",
+    "vps_iou:max",
+    "vps_iou:mean",
+    "vps_iou:sum",
+    "vps_conf:max",
+    "vps_conf:mean",
+    "vps_conf:sum",
+    "csod",
+    "forgetting",
+    "entropy",
+    "cb_scs",
+    "si_scs",
+]
 # tools/train_net.py with the benchmark's backbone registered first
-TRAIN_NET = ("import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
-             "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')")
+TRAIN_NET = (
+    "import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
+    "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')"
+)
 
 
 def train_net(yaml: Path, log: Path) -> float:
-    return train(["-c", TRAIN_NET.format(tools=str(BENCH), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log)
+    return train(
+        ["-c", TRAIN_NET.format(tools=str(BENCH), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log
+    )
 
 
 def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, classes: int, size: int):
@@ -47,7 +66,12 @@ def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, c
     cfg = toy_config(files, data_root, out, prefix="bq")
     cfg.merge_from_file(str(BENCH / "configs" / "bench_MNV2_FPN_overrides.yaml"))
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = classes
-    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = (size,), size, size, size
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = (
+        (size,),
+        size,
+        size,
+        size,
+    )
     cfg.SOLVER.MAX_ITER = epochs * math.ceil(n_train / cfg.SOLVER.IMS_PER_BATCH)
     cfg.SOLVER.STEPS = (int(cfg.SOLVER.MAX_ITER * 0.75),)
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.MAX_ITER // 10)
@@ -84,12 +108,21 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
         cells.setdefault((r["method"], r["keep"]), []).append(r)
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "full"))
     full = cells.get(("full", 1.0), [{}])[0]
-    rand = {k: np.mean([r["AP"] for r in cells.get(("random", k), [])]) if ("random", k) in cells else None for k in keeps}
+    rand = {
+        k: np.mean([r["AP"] for r in cells.get(("random", k), [])]) if ("random", k) in cells else None for k in keeps
+    }
     secs = sum(r.get("seconds", 0) for r in rows)
-    lines = [header, "", f"Full data: AP {fmt([full.get('AP')])}, AP50 {fmt([full.get('AP50')])}, AP75 {fmt([full.get('AP75')])}. "
-             f"{len(rows)} trainings (proxy {full.get('seconds', 0)} s), {secs / 60:.0f} min of training processes in all.", "",
-             "COCO AP (%) on val after retraining on the subset; random: mean ± sample std over seeds; (Δ vs random mean).", "",
-             "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
+    lines = [
+        header,
+        "",
+        f"Full data: AP {fmt([full.get('AP')])}, AP50 {fmt([full.get('AP50')])}, AP75 {fmt([full.get('AP75')])}. "
+        f"{len(rows)} trainings (proxy {full.get('seconds', 0)} s), {secs / 60:.0f} min of training processes in all.",
+        "",
+        "COCO AP (%) on val after retraining on the subset; random: mean ± sample std over seeds; (Δ vs random mean).",
+        "",
+        "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "|---" * (len(keeps) + 1) + "|",
+    ]
     for m in methods:
         row = []
         for k in keeps:
@@ -103,12 +136,28 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
             row.append(s)
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     if any(r.get("no_detections") for r in rows):
-        lines += ["", "† no detection above the test score threshold on val: the retrained detector did not learn (AP 0)."]
-    lines += ["", "AP50 / AP75:", "", "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
+        lines += [
+            "",
+            "† no detection above the test score threshold on val: the retrained detector did not learn (AP 0).",
+        ]
+    lines += [
+        "",
+        "AP50 / AP75:",
+        "",
+        "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "|---" * (len(keeps) + 1) + "|",
+    ]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(
-            f"{fmt([r.get('AP50') for r in cells[(m, k)]])} / {fmt([r.get('AP75') for r in cells[(m, k)]])}" if (m, k) in cells else ""
-            for k in keeps) + " |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{fmt([r.get('AP50') for r in cells[(m, k)]])} / {fmt([r.get('AP75') for r in cells[(m, k)]])}"
+                if (m, k) in cells
+                else ""
+                for k in keeps
+            )
+            + " |"
+        )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
 
@@ -148,30 +197,58 @@ def factor_lines(work: Path) -> list[str]:
     anns = {}
     for a in coco["annotations"]:
         anns.setdefault(a["image_id"], []).append(a["id"])
-    flips = {aid for i, f in factors.items()
-             for aid, kind in zip(anns.get(i, []), [o["noise"] for o in f["objects"] if o["noise"] != "missing"]) if kind == "flip"}
+    flips = {
+        aid
+        for i, f in factors.items()
+        for aid, kind in zip(anns.get(i, []), [o["noise"] for o in f["objects"] if o["noise"] != "missing"])
+        if kind == "flip"
+    }
     n = len(factors)
-    lines = ["", "What the subsets kept (generation factors of the train images): % of kept images holding a noisy label "
-             f"(full set: {100 * len(noisy) / n:.0f}%) / % that are near-duplicate copies (full set: {100 * len(copies) / n:.0f}%).", ""]
+    lines = [
+        "",
+        "What the subsets kept (generation factors of the train images): % of kept images holding a noisy label "
+        f"(full set: {100 * len(noisy) / n:.0f}%) / % that are near-duplicate copies (full set: "
+        f"{100 * len(copies) / n:.0f}%).",
+        "",
+    ]
     cells: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for sub in sorted((work / "subsets").glob("*/subset.json")):
         d = json.loads(sub.read_text())
         name = sub.parent.name.rsplit("_k", 1)[0]
-        method = "random" if name.startswith("random_s") else name.replace("vps_iou_", "vps_iou:").replace("vps_conf_", "vps_conf:")
+        method = (
+            "random"
+            if name.startswith("random_s")
+            else name.replace("vps_iou_", "vps_iou:").replace("vps_conf_", "vps_conf:")
+        )
         ids = set(d["image_ids"])
-        cells.setdefault((method, d["keep_ratio"]), []).append((100 * len(ids & noisy) / len(ids), 100 * len(ids & copies) / len(ids)))
+        cells.setdefault((method, d["keep_ratio"]), []).append(
+            (100 * len(ids & noisy) / len(ids), 100 * len(ids & copies) / len(ids))
+        )
     keeps = sorted({k for _, k in cells})
     lines += ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
-    for m in sorted(dict.fromkeys(m for m, _ in cells), key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
-        lines.append(f"| {m} | " + " | ".join(
-            f"{np.mean([c[0] for c in cells[(m, k)]]):.0f} / {np.mean([c[1] for c in cells[(m, k)]]):.0f}" if (m, k) in cells else ""
-            for k in keeps) + " |")
+    for m in sorted(
+        dict.fromkeys(m for m, _ in cells), key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)
+    ):
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{np.mean([c[0] for c in cells[(m, k)]]):.0f} / {np.mean([c[1] for c in cells[(m, k)]]):.0f}"
+                if (m, k) in cells
+                else ""
+                for k in keeps
+            )
+            + " |"
+        )
     suspects = work / "proxy" / "prune" / "suspects.csv"
     if suspects.exists():
         ids = [int(line.split(",")[0]) for line in suspects.read_text().splitlines()[1:] if line.strip()]
         hit = len(set(ids) & flips)
-        lines += ["", f"Suspected mislabels (suspects.csv): {len(ids)} objects, {hit} of them generated class flips "
-                  f"(precision {100 * hit / max(1, len(ids)):.0f}%, recall {100 * hit / max(1, len(flips)):.0f}% of {len(flips)} flips)."]
+        lines += [
+            "",
+            f"Suspected mislabels (suspects.csv): {len(ids)} objects, {hit} of them generated class flips "
+            f"(precision {100 * hit / max(1, len(ids)):.0f}%, recall {100 * hit / max(1, len(flips)):.0f}% of "
+            f"{len(flips)} flips).",
+        ]
     return lines
 
 
@@ -194,8 +271,15 @@ class Detectron2Bench:
 
         base = self.cfg.clone()
         base.OUTPUT_DIR = str(self.work / "retrain" / name)
-        yaml = write_retrain_config(base, "bq_train", next(sel.glob("*_pruned.json")), str((self.work / "data" / "train").resolve()),
-                                    n_keep, self.n_train, sel / "retrain.yaml")
+        yaml = write_retrain_config(
+            base,
+            "bq_train",
+            next(sel.glob("*_pruned.json")),
+            str((self.work / "data" / "train").resolve()),
+            n_keep,
+            self.n_train,
+            sel / "retrain.yaml",
+        )
         re_cfg = add_prune_config(get_cfg())
         re_cfg.merge_from_file(str(yaml))
         secs = train_net(yaml, sel / "train.log")
@@ -207,20 +291,26 @@ class MMDetBench:
 
     def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
         if classes != 10 or size != 256:
-            raise SystemExit("--framework mmdet: tools/bench/configs/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data")
+            raise SystemExit(
+                "--framework mmdet: tools/bench/configs/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data"
+            )
         self.work, self.n_train, self.epochs, self.batch = work, n_train, epochs, 4
         self.iters = epochs * math.ceil(n_train / self.batch)
-        os.environ["PRUNE_TOY_ROOT"] = str((work / "data").resolve()) + "/"  # the configs' data_root, here and in the trainings
+        os.environ["PRUNE_TOY_ROOT"] = (
+            str((work / "data").resolve()) + "/"
+        )  # the configs' data_root, here and in the trainings
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]))
         self.config = work / "proxy.py"
         self.config.write_text(
             f"_base_ = {str(BENCH / 'configs' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
-            "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], allow_failed_imports=False)\n"
+            "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], "
+            "allow_failed_imports=False)\n"
             "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod', 'cb_scs', 'si_scs'])]\n"
             f"work_dir = {str((work / 'proxy').resolve())!r}\n"
             f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
             "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50), "
-            f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, milestones=[{max(1, round(epochs * 0.75))}], gamma=0.1)]\n"
+            f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, "
+            f"milestones=[{max(1, round(epochs * 0.75))}], gamma=0.1)]\n"
             f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
         )
 
@@ -277,13 +367,18 @@ def main() -> int:
     else:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
         n_train, n_val = (len(json.loads(files[s].read_text())["images"]) for s in ("train", "val"))
-    bench = (MMDetBench if args.framework == "mmdet" else Detectron2Bench)(work, files, n_train, args.epochs, classes, size)
+    bench = (MMDetBench if args.framework == "mmdet" else Detectron2Bench)(
+        work, files, n_train, args.epochs, classes, size
+    )
     command = "python tools/bench/bench_quality.py " + " ".join(sys.argv[1:])
     retrain_file = "retrain.py" if args.framework == "mmdet" else "retrain.yaml"
-    header = (f"# Pruning quality: {args.framework}, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
-              f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {bench.batch}, proxy "
-              f"{bench.iters} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
-              f"retrained from its {retrain_file} (the same {args.epochs} epochs of the subset: iterations scale with kept/N). 2 CPU cores.")
+    header = (
+        f"# Pruning quality: {args.framework}, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
+        f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {bench.batch}, proxy "
+        f"{bench.iters} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
+        f"retrained from its {retrain_file} (the same {args.epochs} epochs of the subset: iterations scale with "
+        "kept/N). 2 CPU cores."
+    )
 
     done_path = work / "results.jsonl"
     rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
@@ -301,12 +396,22 @@ def main() -> int:
     if ("full", 1.0, None) not in seen:
         print(f"proxy: {n_train} train / {n_val} val images, {bench.iters} iterations", flush=True)
         secs, m = bench.proxy()
-        record({"method": "full", "keep": 1.0, "seed": None, "kept": n_train, "iters": bench.iters, "seconds": round(secs), **m})
+        record(
+            {
+                "method": "full",
+                "keep": 1.0,
+                "seed": None,
+                "kept": n_train,
+                "iters": bench.iters,
+                "seconds": round(secs),
+                **m,
+            }
+        )
 
     for keep in args.keep:
         for spec in args.methods:
             method, _, agg = spec.partition(":")
-            for seed in (range(args.seeds) if method == "random" else [None]):
+            for seed in range(args.seeds) if method == "random" else [None]:
                 if (spec, keep, seed) in seen:
                     continue
                 name = f"{spec.replace(':', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
@@ -318,7 +423,17 @@ def main() -> int:
                     raise SystemExit(f"select failed: {name}")
                 n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
                 secs, iters, m = bench.retrain(name, sel, n_keep)
-                record({"method": spec, "keep": keep, "seed": seed, "kept": n_keep, "iters": iters, "seconds": round(secs), **m})
+                record(
+                    {
+                        "method": spec,
+                        "keep": keep,
+                        "seed": seed,
+                        "kept": n_keep,
+                        "iters": iters,
+                        "seconds": round(secs),
+                        **m,
+                    }
+                )
     write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
     md = out.with_suffix(".md")
     md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")

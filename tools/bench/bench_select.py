@@ -9,6 +9,7 @@ box head emits. CSOD's time is also given in units of one full mat-vec pass over
 timed in the same process (a hardware-independent figure), and against a direct transcription of
 Eq. 4 on a subsample where that finishes. Writes bench_select.md and bench_select.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,18 @@ def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int
         feature[part] = np.maximum(0.6 * centers[category_id[part]] + noise, 0.0)
     feature[~(feature > 0).any(1), 0] = 1e-3
     coco = {
-        "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480} for i in range(1, n_images + 1)],
+        "images": [
+            {"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480} for i in range(1, n_images + 1)
+        ],
         "annotations": [
-            {"id": k + 1, "image_id": int(i), "category_id": int(c), "bbox": [10, 10, 50, 40], "area": 2000, "iscrowd": 0}
+            {
+                "id": k + 1,
+                "image_id": int(i),
+                "category_id": int(c),
+                "bbox": [10, 10, 50, 40],
+                "area": 2000,
+                "iscrowd": 0,
+            }
             for k, (i, c) in enumerate(zip(image_id, category_id))
         ],
         "categories": [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)],
@@ -94,7 +104,11 @@ def literal_eq4(image_id, category_id, feature, n, lam):
                     cos = float(f[r] @ f[q]) / (norm[r] * norm[q])
                     s += -cos if image_id[q] in chosen_set else lam * cos
                 scale = len(rc) * (lam + 1)
-                if best is None or s > best[0] + 1e-12 * scale or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1]):
+                if (
+                    best is None
+                    or s > best[0] + 1e-12 * scale
+                    or (abs(s - best[0]) <= 1e-12 * scale and image_id[r] < best[1])
+                ):
                     best = (s, int(image_id[r]))
             if best is not None:
                 chosen.append(best[1])
@@ -146,8 +160,14 @@ def compare(reference, name: str, n_images: int, seed: int, keep: float, lam: fl
     t = time.perf_counter()
     got = csod_select(ids, cats, feat, n, lam, device="cpu")
     t_fast = time.perf_counter() - t
-    out = {"images": n_images, "prototypes": int(len(ids)), "reference_seconds": round(t_ref, 2),
-           "csod_seconds": round(t_fast, 4), "ratio": round(t_ref / t_fast), "same_picks": got.image_ids.tolist() == want}
+    out = {
+        "images": n_images,
+        "prototypes": int(len(ids)),
+        "reference_seconds": round(t_ref, 2),
+        "csod_seconds": round(t_fast, 4),
+        "ratio": round(t_ref / t_fast),
+        "same_picks": got.image_ids.tolist() == want,
+    }
     print(f"{name} on {n_images} images: {out}", flush=True)
     return out
 
@@ -193,16 +213,23 @@ def main() -> int:
     # 2. the COCO-scale instance through the CLI
     t = time.perf_counter()
     coco, ids, cats, feat = make_instance(args.images)
-    print(f"instance: {args.images} images, {len(ids)} prototypes, {len(ids) / args.images:.2f} classes/image, "
-          f"person in {np.isin(np.arange(1, args.images + 1), ids[cats == 1]).mean():.0%} of images "
-          f"({time.perf_counter() - t:.0f}s to generate)", flush=True)
+    print(
+        f"instance: {args.images} images, {len(ids)} prototypes, {len(ids) / args.images:.2f} classes/image, "
+        f"person in {np.isin(np.arange(1, args.images + 1), ids[cats == 1]).mean():.0%} of images "
+        f"({time.perf_counter() - t:.0f}s to generate)",
+        flush=True,
+    )
     scan = scan_seconds(feat)
     variants = {}
     for lazy in (False, True):
         t = time.perf_counter()
         r = csod_select(ids, cats, feat, int(args.images * args.keep), args.lam, device="cpu", lazy=lazy)
-        variants["lazy" if lazy else "plain"] = {"seconds": round(time.perf_counter() - t, 1), "in_scans": round((time.perf_counter() - t) / scan, 1),
-                                                 "rows_scored_in_scans": round(r.rows_scored / len(ids), 2), **r.stats}
+        variants["lazy" if lazy else "plain"] = {
+            "seconds": round(time.perf_counter() - t, 1),
+            "in_scans": round((time.perf_counter() - t) / scan, 1),
+            "rows_scored_in_scans": round(r.rows_scored / len(ids), 2),
+            **r.stats,
+        }
         print(("lazy" if lazy else "plain"), variants["lazy" if lazy else "plain"], flush=True)
         if not lazy:
             res = r
@@ -222,7 +249,17 @@ def main() -> int:
         del feat
         base = ["select", str(run), "--annotations", str(tmp / "gt.json"), "--out", str(tmp / "sel")]
         noop, noop_rss, _ = run_cli(base + ["--method", "random", "--count", "1"])
-        for method in ("csod", "vps_iou", "forgetting", "entropy", "random", "random_uniform", "random_ratio", "kcenter", "herding"):
+        for method in (
+            "csod",
+            "vps_iou",
+            "forgetting",
+            "entropy",
+            "random",
+            "random_uniform",
+            "random_ratio",
+            "kcenter",
+            "herding",
+        ):
             keep = args.greedy_keep if method in ("kcenter", "herding") else args.keep
             wall, rss, _ = run_cli(base + ["--method", method, "--keep", str(keep), "--lambda", str(args.lam)])
             row = {"method": method, "keep": keep, "seconds": round(wall, 2), "peak_rss_gb": round(rss, 2)}
@@ -253,7 +290,8 @@ def main() -> int:
         "",
         f"`python tools/bench/bench_select.py` — {result['machine']}. {args.images} images, {len(ids)} prototypes "
         f"(1024-d, post-ReLU), 80 classes. Whole CLI process (reading the annotation file and prototypes.npz "
-        f"included; a no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} ms.",
+        f"included; a no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} "
+        "ms.",
         "",
         "| method | keep | seconds | peak RSS (GB) | CSOD in scans (wall / scan) |",
         "|---|---|---|---|---|",
@@ -268,16 +306,23 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     for name, v in variants.items():
-        lines.append(f"| {name} | {v['seconds']} | {v['in_scans']} | {v['rows_scored_in_scans']} | {v['refreshes']} | {v['rechecks']} |")
+        lines.append(
+            f"| {name} | {v['seconds']} | {v['in_scans']} | {v['rows_scored_in_scans']} | {v['refreshes']} | "
+            f"{v['rechecks']} |"
+        )
     lines += [
         "",
         "Both variants pick the same images in the same order (checked in the run).",
         f"Literal Eq. 4 (every cosine one by one, python loops) on a {args.literal_subsample}-image subsample "
-        f"({literal['prototypes']} prototypes, keep {args.keep}): {literal['reference_seconds']}s vs {literal['csod_seconds']}s, "
+        f"({literal['prototypes']} prototypes, keep {args.keep}): {literal['reference_seconds']}s vs "
+        f"{literal['csod_seconds']}s, "
         f"{literal['ratio']}x; same picks: {literal['same_picks']}.",
-        f"Direct Eq. 4 in matrix form (all cosines of the class turn as one product, numpy) on a {args.subsample}-image subsample ({direct['prototypes']} prototypes, keep {args.keep}): "
-        f"{direct['reference_seconds']}s vs {direct['csod_seconds']}s, {direct['ratio']}x; same picks in the same order: {direct['same_picks']}.",
-        f"kcenter and herding are O(k N D) (one mat-vec over all image features per pick); they are timed at keep {args.greedy_keep}.",
+        "Direct Eq. 4 in matrix form (all cosines of the class turn as one product, numpy) on a "
+        f"{args.subsample}-image subsample ({direct['prototypes']} prototypes, keep {args.keep}): "
+        f"{direct['reference_seconds']}s vs {direct['csod_seconds']}s, {direct['ratio']}x; same picks in the same "
+        f"order: {direct['same_picks']}.",
+        "kcenter and herding are O(k N D) (one mat-vec over all image features per pick); they are timed at keep "
+        f"{args.greedy_keep}.",
     ]
     (out / "bench_select.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,6 +16,7 @@ parts, and ~1 % crowd regions as uncompressed RLE. Then, in one run on this mach
 
 Writes bench_shape.json and bench_shape.md under --out and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def make_file(path: Path, n_images: int, n_instances: int, seed: int = 0) -> Non
     owner = np.sort(rng.integers(0, n_images, n_instances))
     # object side: COCO's small (< 32), medium (32-96), large (> 96) mix
     kind = rng.choice(3, n_instances, p=[0.41, 0.34, 0.25])
-    side = np.where(kind == 0, rng.uniform(4, 32, n_instances),
-                    np.where(kind == 1, rng.uniform(32, 96, n_instances), rng.uniform(96, 400, n_instances)))
+    side = np.where(
+        kind == 0,
+        rng.uniform(4, 32, n_instances),
+        np.where(kind == 1, rng.uniform(32, 96, n_instances), rng.uniform(96, 400, n_instances)),
+    )
     crowd = rng.random(n_instances) < 0.01
     aid = 0
     for k in range(n_instances):
@@ -65,9 +69,17 @@ def make_file(path: Path, n_images: int, n_instances: int, seed: int = 0) -> Non
             counts = np.diff(bounds).tolist()
             if flat[0] == 1:
                 counts = [0] + counts
-            anns.append({"id": aid, "image_id": im["id"], "category_id": cat, "iscrowd": 1,
-                         "bbox": [x0, y0, max(x1 - x0, 1), max(y1 - y0, 1)], "area": float((x1 - x0) * (y1 - y0)),
-                         "segmentation": {"size": [h, w], "counts": counts}})
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": im["id"],
+                    "category_id": cat,
+                    "iscrowd": 1,
+                    "bbox": [x0, y0, max(x1 - x0, 1), max(y1 - y0, 1)],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                    "segmentation": {"size": [h, w], "counts": counts},
+                }
+            )
             continue
         parts = 1 if rng.random() > 0.1 else int(rng.integers(2, 4))
         seg = []
@@ -83,12 +95,28 @@ def make_file(path: Path, n_images: int, n_instances: int, seed: int = 0) -> Non
         pts = np.concatenate([np.asarray(q).reshape(-1, 2) for q in seg])
         x0, y0 = pts.min(0)
         x1, y1 = pts.max(0)
-        anns.append({"id": aid, "image_id": im["id"], "category_id": cat, "iscrowd": 0,
-                     "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(max(x1 - x0, 0.5)), 2),
-                              round(float(max(y1 - y0, 0.5)), 2)],
-                     "area": round(float((x1 - x0) * (y1 - y0)) * 0.6, 2), "segmentation": seg})
-    data = {"info": {"description": "bench_shape: COCO-shaped polygons"}, "images": images, "annotations": anns,
-            "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)]}
+        anns.append(
+            {
+                "id": aid,
+                "image_id": im["id"],
+                "category_id": cat,
+                "iscrowd": 0,
+                "bbox": [
+                    round(float(x0), 2),
+                    round(float(y0), 2),
+                    round(float(max(x1 - x0, 0.5)), 2),
+                    round(float(max(y1 - y0, 0.5)), 2),
+                ],
+                "area": round(float((x1 - x0) * (y1 - y0)) * 0.6, 2),
+                "segmentation": seg,
+            }
+        )
+    data = {
+        "info": {"description": "bench_shape: COCO-shaped polygons"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, separators=(",", ":")))
@@ -96,7 +124,18 @@ def make_file(path: Path, n_images: int, n_instances: int, seed: int = 0) -> Non
 
 
 def time_cli(ann: Path, out: Path, workers: int | None) -> float:
-    cmd = [sys.executable, "-m", "prune_hooks.cli", "score", "shape", "--annotations", str(ann), "--out", str(out), "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prune_hooks.cli",
+        "score",
+        "shape",
+        "--annotations",
+        str(ann),
+        "--out",
+        str(out),
+        "--no-report",
+    ]
     cmd += ["--workers", str(workers)] if workers else []
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -138,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(ann.read_text())
     anns = data["annotations"]
     vertices = [sum(len(p) // 2 for p in a["segmentation"]) for a in anns if not a["iscrowd"]]
-    stats = {"images": len(data["images"]), "instances": len(anns), "crowd": sum(a["iscrowd"] for a in anns),
-             "mean_vertices": round(float(np.mean(vertices)), 1), "file_mb": round(ann.stat().st_size / 1e6)}
+    stats = {
+        "images": len(data["images"]),
+        "instances": len(anns),
+        "crowd": sum(a["iscrowd"] for a in anns),
+        "mean_vertices": round(float(np.mean(vertices)), 1),
+        "file_mb": round(ann.stat().st_size / 1e6),
+    }
     del data, anns
     cpus = len(os.sched_getaffinity(0))
     t_all = time_cli(ann, work / "run", None)
@@ -162,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         "# `prune-hooks score shape` at COCO scale",
         "",
         f"`{result['command']}` — {result['machine']}. {stats['images']} images, {stats['instances']} instances "
-        f"({stats['crowd']} crowd RLE), {stats['mean_vertices']} vertices per instance on average, {stats['file_mb']} MB.",
+        f"({stats['crowd']} crowd RLE), {stats['mean_vertices']} vertices per instance on average, "
+        f"{stats['file_mb']} MB.",
         "",
         "| what | seconds |",
         "|---|---|",

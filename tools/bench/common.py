@@ -1,4 +1,5 @@
 """What the demo and the benchmarks share: run a training in a subprocess, read its COCO AP."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ under detectron2's FPN. Use RGB input with torchvision's normalisation: ``INPUT.
 ``PIXEL_MEAN: [123.675, 116.28, 103.53]``, ``PIXEL_STD: [58.395, 57.12, 57.375]``
 (tools/bench/configs/bench_MNV2_FPN_overrides.yaml).
 """
+
 from __future__ import annotations
 
 import prune_hooks.detectron2  # noqa: F401  (before detectron2: v0.6 compatibility aliases)

@@ -5,6 +5,7 @@ PYTHONPATH) registers ``TorchvisionMobileNetV2`` in mmdet's MODELS registry: out
 4/8/16/32 with 24/32/96/320 channels (the neck's ``in_channels``). Normalisation: mmdet's default
 ``DetDataPreprocessor`` (ImageNet mean/std, RGB).
 """
+
 from __future__ import annotations
 
 from mmdet.registry import MODELS

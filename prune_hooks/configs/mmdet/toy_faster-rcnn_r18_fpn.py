@@ -1,14 +1,14 @@
 # Faster R-CNN R18-FPN, shrunk to train from scratch on CPU in seconds on the toy shapes set
 # (prune_hooks.toy, `make demo` writes it). Everything not set here comes from mmdet's own config.
 # Data root: the environment variable PRUNE_TOY_ROOT, or --cfg-options on the train script.
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+_base_ = "mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
 
 # mmdet.models imports detectron2 when it is installed; detectron2 0.6 then needs the aliases that
 # prune_hooks.compat restores (Pillow >= 10, numpy >= 1.24). Harmless without detectron2.
-custom_imports = dict(imports=['prune_hooks.compat'], allow_failed_imports=False)
+custom_imports = dict(imports=["prune_hooks.compat"], allow_failed_imports=False)
 
-data_root = '{{$PRUNE_TOY_ROOT:data/toy/}}'
-metainfo = dict(classes=('square', 'disc', 'triangle'))
+data_root = "{{$PRUNE_TOY_ROOT:data/toy/}}"
+metainfo = dict(classes=("square", "disc", "triangle"))
 img_scale = (128, 128)
 
 model = dict(
@@ -26,17 +26,17 @@ model = dict(
 )
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations", with_bbox=True),
+    dict(type="Resize", scale=img_scale, keep_ratio=True),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PackDetInputs"),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+    dict(type="LoadImageFromFile"),
+    dict(type="Resize", scale=img_scale, keep_ratio=True),
+    dict(type="LoadAnnotations", with_bbox=True),
+    dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
 ]
 train_dataloader = dict(
     batch_size=4,
@@ -45,8 +45,8 @@ train_dataloader = dict(
     dataset=dict(
         data_root=data_root,
         metainfo=metainfo,
-        ann_file='annotations/instances_train.json',
-        data_prefix=dict(img='train/'),
+        ann_file="annotations/instances_train.json",
+        data_prefix=dict(img="train/"),
         pipeline=train_pipeline,
     ),
 )
@@ -57,19 +57,19 @@ val_dataloader = dict(
     dataset=dict(
         data_root=data_root,
         metainfo=metainfo,
-        ann_file='annotations/instances_val.json',
-        data_prefix=dict(img='val/'),
+        ann_file="annotations/instances_val.json",
+        data_prefix=dict(img="val/"),
         pipeline=test_pipeline,
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+val_evaluator = dict(ann_file=data_root + "annotations/instances_val.json")
 test_evaluator = val_evaluator
 
 train_cfg = dict(max_epochs=12, val_interval=12)
 optim_wrapper = dict(optimizer=dict(lr=0.02))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[9, 11], gamma=0.1),
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
+    dict(type="MultiStepLR", begin=0, end=12, by_epoch=True, milestones=[9, 11], gamma=0.1),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=12))

@@ -2,16 +2,17 @@
 # 256 px on the Fashion-MNIST benchmark data (tools/bench/bench_data.py); the mmdet twin of
 # bench_MNV2_FPN_overrides.yaml beside it. tools/bench/ must be on PYTHONPATH (custom_imports).
 # Data root: the environment variable PRUNE_TOY_ROOT, or --cfg-options on the train script.
-_base_ = '../../../prune_hooks/configs/mmdet/toy_faster-rcnn_r18_fpn.py'
+_base_ = "../../../prune_hooks/configs/mmdet/toy_faster-rcnn_r18_fpn.py"
 
-custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet'], allow_failed_imports=False)
+custom_imports = dict(imports=["prune_hooks.compat", "mobilenet_mmdet"], allow_failed_imports=False)
 
-metainfo = dict(classes=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
-                         'Ankle boot'))
+metainfo = dict(
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+)
 img_scale = (256, 256)
 
 model = dict(
-    backbone=dict(_delete_=True, type='TorchvisionMobileNetV2'),
+    backbone=dict(_delete_=True, type="TorchvisionMobileNetV2"),
     neck=dict(in_channels=[24, 32, 96, 320], out_channels=128),
     rpn_head=dict(in_channels=128, feat_channels=128, anchor_generator=dict(scales=[3])),
     roi_head=dict(
@@ -22,17 +23,17 @@ model = dict(
 )
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations", with_bbox=True),
+    dict(type="Resize", scale=img_scale, keep_ratio=True),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PackDetInputs"),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+    dict(type="LoadImageFromFile"),
+    dict(type="Resize", scale=img_scale, keep_ratio=True),
+    dict(type="LoadAnnotations", with_bbox=True),
+    dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
 ]
 train_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
