@@ -24,6 +24,7 @@ from .core import (
 )
 from .core import methods as registry
 from .core.coco import sha256_file
+from .core.io import no_gc
 from .core.select import DEFAULT_LAMBDA, RunInputs, select
 
 __all__ = ["main"]
@@ -57,10 +58,11 @@ def cmd_score_shape(args: argparse.Namespace) -> None:
     if args.workers is not None and args.workers < 1:
         raise PruneHooksError(f"--workers must be >= 1, got {args.workers}")
     start = time.perf_counter()
-    index = load_coco(args.annotations)
-    shapes = shape_scores(index, workers=args.workers)
-    meta = {"scorer": "shape", **shapes.meta(), "image_root": args.image_root}
-    write_run(args.out, index, framework="annotations", extra_meta=meta, objects=shapes.columns)
+    with no_gc():  # a COCO-sized file is millions of objects: the collector would rescan them all the time
+        index = load_coco(args.annotations)
+        shapes = shape_scores(index, workers=args.workers)
+        meta = {"scorer": "shape", **shapes.meta(), "image_root": args.image_root}
+        write_run(args.out, index, framework="annotations", extra_meta=meta, objects=shapes.columns)
     print(
         f"shape-scored {shapes.num_scored} of {index.num_objects} objects in {index.num_images} images "
         f"({shapes.num_without_mask} without a mask, {shapes.num_degenerate} degenerate) in "
@@ -120,6 +122,34 @@ def cmd_select(args: argparse.Namespace) -> None:
             print(f"kept {n_keep} of {index.num_images} images ({method}) -> {subset_path}, {pruned}", flush=True)
     if not done:
         raise PruneHooksError(f"no method could select from {args.run}")
+
+
+def cmd_unseen_folds(args: argparse.Namespace) -> None:
+    from .core.unseen import write_folds
+
+    pairs = write_folds(args.annotations, args.k, args.seed, args.out)
+    for i, (train, score) in enumerate(pairs, 1):
+        print(f"fold {i}: train {train}, score {score}")
+
+
+def cmd_unseen_merge(args: argparse.Namespace) -> None:
+    from .core.unseen import merge_runs
+
+    meta = merge_runs(args.runs, args.annotations, args.out)
+    print(f"merged {len(args.runs)} runs over {meta['num_images']} images -> {args.out}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .core.io import write_json
+    from .core.unseen import SUBSET_RATIOS, compare_runs
+
+    rows = compare_runs(args.run_a, args.run_b)
+    head = ["column", "images", "spearman", "kendall", *(f"overlap@{k:g}" for k in SUBSET_RATIOS)]
+    print(" | ".join(head))
+    for r in rows:
+        print(" | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head))
+    if args.out:
+        write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b), "columns": rows})
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -205,6 +235,43 @@ def build_parser() -> argparse.ArgumentParser:
         "ratios write OUT/subsets/<method>_keep<ratio>/",
     )
     sel.set_defaults(func=cmd_select)
+
+    uns = sub.add_parser(
+        "unseen", help="UNSEEN: folds to train K proxies on, and the merge of their scores (docs/methods.md)"
+    )
+    uns_sub = uns.add_subparsers(dest="step", required=True, metavar="STEP", parser_class=_Parser)
+    folds = uns_sub.add_parser(
+        "folds",
+        help="K disjoint folds of the images: DIR/fold_<i>_train.json and DIR/fold_<i>_score.json",
+        description="Split the images of GT.json into K seeded folds (sizes differ by at most one). Fold i's proxy "
+        "trains on fold_<i>_train.json and scores fold_<i>_score.json (every other image).",
+    )
+    folds.add_argument("annotations", help="COCO instances file of the training set")
+    folds.add_argument("--k", type=int, required=True, help="number of folds, 2 .. number of images")
+    folds.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    folds.add_argument("--out", required=True, help="output directory")
+    folds.set_defaults(func=cmd_unseen_folds)
+    merge = uns_sub.add_parser(
+        "merge",
+        help="one run directory from the fold proxies' runs: each score the mean over the runs that scored it",
+        description="Merge the run directories of fold proxies (each scored the images it never trained on) into "
+        "one run directory over every image of --annotations; select then works on it.",
+    )
+    merge.add_argument("runs", nargs="+", help="run directories of the fold proxies")
+    merge.add_argument("--annotations", required=True, help="the training set's COCO file (the folds' source)")
+    merge.add_argument("--out", required=True, help="run directory to write")
+    merge.set_defaults(func=cmd_unseen_merge)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="rank correlation and subset overlap of two run directories' image scores",
+        description="For every image-score column both runs have: Spearman and Kendall correlation over the images "
+        "both scored, and the overlap of the subsets each selects at keep 0.1/0.3/0.5/0.7.",
+    )
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--out", help="also write the table as JSON")
+    cmp_.set_defaults(func=cmd_compare)
 
     rep = sub.add_parser(
         "report",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import json
 import os
@@ -10,7 +12,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_csv", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_csv", "read_json", "no_gc"]
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Pause the cyclic garbage collector while building large trees of new containers (a parsed
+    COCO file, its index). JSON creates no reference cycles, but the collector would rescan the
+    growing tree again and again: with it paused, parsing a 0.5 GB annotation file takes half the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -44,7 +60,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     from .errors import PruneHooksError
 
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f, no_gc():
             return json.load(f)
     except FileNotFoundError:
         raise PruneHooksError(f"{what} not found: {path}") from None
