@@ -167,6 +167,8 @@ class ScoringRun:
         dump: also write each pass's detections as COCO results under ``out_dir/passes/``.
         device: the model's device (where the accumulators live).
         out_dir: the run directory written when training ends.
+        scores_training_set: False when the passes score another set than the training set (UNSEEN
+            fold proxies): no retraining config is written then.
     """
 
     def __init__(
@@ -181,11 +183,13 @@ class ScoringRun:
         dump: bool,
         device: torch.device | str,
         out_dir: str | Path,
+        scores_training_set: bool = True,
     ) -> None:
         self.adapter, self.index = adapter, index
         self.methods, self.keep_ratio, self.aggregation = list(methods), float(keep_ratio), aggregation
         self.score_thresh, self.dump = float(score_thresh), bool(dump)
         self.out_dir = Path(out_dir)
+        self.scores_training_set = bool(scores_training_set)
         self.capture = VPSCapture(index, device=device, record=self.dump)
         needs = needs_of(self.methods)
         self.want_prototypes = PROTOTYPES in needs
@@ -272,7 +276,8 @@ class ScoringRun:
         from ..report import report_or_warn  # matplotlib only when a run is written
 
         run, n_total = self.out_dir, self.index.num_images
-        meta = {**meta, "methods": self.methods, **(self.shape.meta() if self.shape is not None else {})}
+        meta = {**meta, "methods": self.methods, "scores_training_set": self.scores_training_set}
+        meta.update(self.shape.meta() if self.shape is not None else {})
         method = self.methods[0]
         subset, pruned, n_keep = write_hook_run(
             run,
@@ -284,12 +289,13 @@ class ScoringRun:
             self.aggregation,
             objects=self.shape.columns if self.shape is not None else None,
         )
-        retrain = self.adapter.write_retrain(run, pruned, n_keep, n_total)
         report_or_warn(run, meta.get("image_root"))
         how = f"{method}, {subset['aggregation']}" if subset.get("aggregation") else method
-        self.adapter.log(
-            f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); retrain with {retrain}"
-        )
+        if self.scores_training_set:
+            then = f"retrain with {self.adapter.write_retrain(run, pruned, n_keep, n_total)}"
+        else:
+            then = "no retraining config: the scored images are not the training set"
+        self.adapter.log(f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); {then}")
         return subset
 
     # -- checkpoint state -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, Iterable, MutableMapping
 
 from .errors import PruneHooksError
 
-__all__ = ["scale_iters", "scale_schedule", "describe_changes"]
+__all__ = ["scale_iters", "scale_schedule", "describe_changes", "drop_late_milestones"]
 
 
 def scale_iters(value: int, fraction: float) -> int:
@@ -72,6 +72,24 @@ def scale_schedule(cfg: MutableMapping, keys: Iterable[str], fraction: float) ->
         new = scale_iters(old, fraction) if isinstance(old, int) else type(old)(scale_iters(v, fraction) for v in old)
         node[last] = new
         changes.append((key, old, new))
+    return changes
+
+
+def drop_late_milestones(
+    cfg: MutableMapping, key: str, end: int, changes: list[tuple[str, Any, Any]]
+) -> list[tuple[str, Any, Any]]:
+    """Drop, in place, the milestones at ``key`` that a scaled schedule no longer reaches (>= ``end``):
+    detectron2 refuses a milestone at or beyond MAX_ITER, and one that is never reached only misleads.
+    The change is recorded in ``changes`` (returned)."""
+    found = _walk(cfg, key)
+    if found is None:
+        return changes
+    node, last = found
+    old = node[last]
+    kept = type(old)(v for v in old if v < end)
+    if len(kept) != len(old):
+        node[last] = kept
+        changes.append((f"{key} (at or beyond {end}, dropped)", old, kept))
     return changes
 
 

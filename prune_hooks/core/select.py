@@ -20,7 +20,7 @@ import torch
 from . import methods as registry
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, read_json
 from .prototypes import load_prototypes
 from .rundir import read_images_csv, write_run, write_subset
 from .scores import rank_images
@@ -54,6 +54,11 @@ class RunInputs:
             if need == registry.MASKS:
                 continue  # columns checked below
             name = _FILES[need]
+            if need == registry.PROTOTYPES and self._merged():
+                return (
+                    f"method {method.name} needs prototypes of one model: {self.run} merges runs of several "
+                    "models (UNSEEN), whose features are not comparable"
+                )
             if self.run is None or not (self.run / name).is_file():
                 if need == registry.SOFT_LABELS:
                     return (
@@ -63,7 +68,7 @@ class RunInputs:
                 return f"method {method.name} needs {name} ({need}), not found in {self.run}"
         if method.is_score:
             table = self._images_or_none()
-            if table is None or not all(c in table for c in method.columns):
+            if table is None or not any(c in table for c in method.columns):
                 how = (
                     "shape scores from instance masks (prune-hooks score shape)"
                     if registry.MASKS in method.needs
@@ -71,6 +76,10 @@ class RunInputs:
                 )
                 return f"method {method.name} needs {how}: {self.run}/images.csv has no {method.name}_* columns"
         return None
+
+    def _merged(self) -> bool:
+        meta = self.run / "meta.json" if self.run is not None else None
+        return bool(meta and meta.is_file() and "unseen" in read_json(meta, "run metadata"))
 
     def _images_or_none(self) -> dict[str, np.ndarray] | None:
         if self.run is None or not (self.run / "images.csv").is_file():

@@ -19,6 +19,11 @@ def add_prune_config(cfg: CN) -> CN:
     cfg.PRUNE.PERIOD = 0
     # Scoring passes keep low-score detections so that every object can be matched.
     cfg.PRUNE.SCORE_THRESH = 0.0
+    # Score another COCO dataset than DATASETS.TRAIN (UNSEEN fold proxies: images the model never
+    # trains on); its images must not be training images unless SCORE_ALLOW_OVERLAP (then a warning).
+    # Such a run writes no retrain.yaml: its subset is not a training plan by itself.
+    cfg.PRUNE.SCORE_DATASET = ""
+    cfg.PRUNE.SCORE_ALLOW_OVERLAP = False
     # Also write each pass's detections as COCO results under OUTPUT_DIR/prune/passes/.
     cfg.PRUNE.DUMP_DETECTIONS = False
     # COCO datasets the train script registers before building anything:

@@ -24,6 +24,8 @@ from mmengine.runner import IterBasedTrainLoop
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
+from ..core.schedule import drop_late_milestones
+from ..core.unseen import check_score_set
 
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
 
@@ -58,6 +60,11 @@ class PruneHook(Hook):
         interval: iterations between passes in iteration-based loops (default: one epoch).
         score_thr: detection score threshold during passes (low, so every object can be matched).
         dump_detections: also write each pass's detections as COCO results under ``prune/passes/``.
+        score_ann_file: score this COCO file's images instead of the training set's (UNSEEN fold
+            proxies; relative paths are joined to the training set's ``data_root``). Its images must
+            not be training images unless ``score_allow_overlap`` (then a warning). Such a run writes
+            no retrain.py: its subset is not a training plan by itself.
+        score_data_prefix: image directory of ``score_ann_file`` (default: the training set's ``data_prefix``).
     """
 
     priority = "BELOW_NORMAL"
@@ -70,8 +77,13 @@ class PruneHook(Hook):
         interval: int | None = None,
         score_thr: float = 0.0,
         dump_detections: bool = False,
+        score_ann_file: str | None = None,
+        score_data_prefix: str | dict | None = None,
+        score_allow_overlap: bool = False,
     ) -> None:
         self.methods = check_options(methods, keep_ratio, aggregation, OPTION_LABELS)
+        self.score_ann_file, self.score_data_prefix = score_ann_file, score_data_prefix
+        self.score_allow_overlap = bool(score_allow_overlap)
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise _fail(f"PruneHook interval must be a positive number of iterations, got {interval}")
         self.keep_ratio, self.aggregation = float(keep_ratio), aggregation
@@ -80,14 +92,31 @@ class PruneHook(Hook):
 
     def before_run(self, runner) -> None:
         self.ann_file, self.dataset_cfg = check_dataset(runner.cfg)
+        self.train_ann_file = self.ann_file
+        try:
+            index = train_index = load_coco(self.ann_file)
+        except PruneHooksError as e:
+            raise _fail(str(e)) from None
+        if self.score_ann_file:  # score another set: the train set's config with its file and images
+            self.ann_file = osp.join(self.dataset_cfg.get("data_root") or "", self.score_ann_file)
+            if not osp.isfile(self.ann_file):
+                raise _fail(f"PruneHook score_ann_file {self.ann_file!r} not found")
+            self.dataset_cfg = copy.deepcopy(self.dataset_cfg)
+            self.dataset_cfg["ann_file"] = self.score_ann_file
+            if self.score_data_prefix is not None:
+                prefix = self.score_data_prefix
+                self.dataset_cfg["data_prefix"] = dict(img=prefix) if isinstance(prefix, str) else dict(prefix)
+            try:
+                index = load_coco(self.ann_file)
+                check_score_set(
+                    train_index, index, self.score_allow_overlap, "PruneHook score_ann_file", warn=runner.logger.warning
+                )
+            except PruneHooksError as e:
+                raise _fail(str(e)) from None
         prefix = self.dataset_cfg.get("data_prefix", {}) or {}
         self.image_root = osp.join(
             self.dataset_cfg.get("data_root") or "", prefix.get("img", prefix.get("img_path", ""))
         )
-        try:
-            index = load_coco(self.ann_file)
-        except PruneHooksError as e:
-            raise _fail(str(e)) from None
         model = _unwrap(runner.model)
         self.run = ScoringRun(
             _MMDetAdapter(self, runner),
@@ -99,11 +128,12 @@ class PruneHook(Hook):
             dump=self.dump,
             device=next(model.parameters()).device,
             out_dir=Path(runner.work_dir) / "prune",
+            scores_training_set=not self.score_ann_file,
         )
         self.run.check_model(model, "PruneHook methods")
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
         batch = runner.cfg.train_dataloader.get("batch_size", 1) * get_world_size()
-        self.epoch_iters = math.ceil(index.num_images / batch)
+        self.epoch_iters = math.ceil(train_index.num_images / batch)
         self._undo_trust = trust_own_checkpoints(runner.work_dir) if getattr(runner, "_resume", False) else None
 
     def before_train(self, runner) -> None:
@@ -126,7 +156,12 @@ class PruneHook(Hook):
     def after_train(self, runner) -> None:
         if self.run is None:
             return
-        meta = {"ann_file": self.ann_file, "image_root": self.image_root, "iterations": runner.iter}
+        meta = {
+            "ann_file": self.ann_file,
+            "train_ann_file": self.train_ann_file,
+            "image_root": self.image_root,
+            "iterations": runner.iter,
+        }
         self.run.finish(_unwrap(runner.model), meta)
 
     # -- checkpoint state -----------------------------------------------------------------------
@@ -293,6 +328,10 @@ def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path
                     if k in sched and _finite(sched[k])
                 ]
         changes = scale_schedule(plain, keys, fraction)
+        end = plain["train_cfg"].get("max_iters")
+        for i, sched in enumerate(plain["param_scheduler"]):
+            if f"param_scheduler.{i}.milestones" in keys and isinstance(end, int):
+                drop_late_milestones(plain, f"param_scheduler.{i}.milestones", end, changes)
         body["train_cfg"] = plain["train_cfg"]
         if "default_hooks.checkpoint.interval" in keys:
             body["default_hooks"] = plain["default_hooks"]

@@ -39,3 +39,13 @@ def test_rejects_non_iteration_values_and_bad_fraction():
         scale_schedule({"SOLVER": {"MAX_ITER": "100"}}, ["SOLVER.MAX_ITER"], 0.5)
     with pytest.raises(PruneHooksError, match=r"fraction must be in \(0, 1\], got 1.5"):
         scale_schedule({}, [], 1.5)
+
+
+def test_drop_late_milestones_records_the_change():
+    from prune_hooks.core.schedule import drop_late_milestones
+
+    cfg = {"s": [{"milestones": [2, 3, 7]}]}
+    changes = drop_late_milestones(cfg, "s.0.milestones", 3, [])
+    assert cfg["s"][0]["milestones"] == [2] and changes == [("s.0.milestones (at or beyond 3, dropped)", [2, 3, 7], [2])]
+    assert drop_late_milestones(cfg, "s.0.milestones", 3, []) == []  # nothing left to drop
+    assert drop_late_milestones(cfg, "absent.key", 3, []) == []

@@ -55,3 +55,15 @@ def test_small_fractions_keep_periods_at_least_one(tmp_path):
     add_prune_config(new)
     new.merge_from_file(str(path))
     assert new.SOLVER.MAX_ITER == 1 and new.SOLVER.WARMUP_ITERS == 0 and new.TEST.EVAL_PERIOD == 0  # 0 = disabled stays
+
+
+def test_steps_the_scaled_schedule_no_longer_reaches_are_dropped(tmp_path):
+    cfg = zoo_config(tmp_path)
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 6, (2, 5), 1
+    path = write_retrain_config(cfg, "d", tmp_path / "p.json", "/i", 1, 2, tmp_path / "retrain.yaml")
+    new = get_cfg()
+    add_prune_config(new)
+    new.merge_from_file(str(path))
+    # 6 -> 3 iterations: step 5 -> 3 would sit at MAX_ITER, which detectron2 refuses
+    assert new.SOLVER.MAX_ITER == 3 and tuple(new.SOLVER.STEPS) == (1,)
+    assert "SOLVER.STEPS (at or beyond 3, dropped) [1, 3] -> [1]" in path.read_text().splitlines()[0]

@@ -167,11 +167,16 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in methods:
+    palette = plt.get_cmap("tab20").colors  # one colour per method: the default cycle repeats after 10
+    for i, m in enumerate(methods):
         ks = [k for k in keeps if (m, k) in cells]
         ys = [np.mean([r["AP"] for r in cells[(m, k)]]) for k in ks]
         sd = [np.std([r["AP"] for r in cells[(m, k)]], ddof=1) if len(cells[(m, k)]) > 1 else 0.0 for k in ks]
-        style = dict(color="k", lw=2) if m == "random" else dict(ls="--" if m.startswith("vps_conf") else "-")
+        style = (
+            dict(color="k", lw=2)
+            if m == "random"
+            else dict(color=palette[i % len(palette)], ls="--" if m.startswith("vps_conf") else "-")
+        )
         ax.errorbar(ks, ys, yerr=sd if m == "random" else None, marker="o", ms=3, capsize=3, label=m, **style)
     if "AP" in full:
         ax.axhline(full["AP"], color="gray", ls=":", label="full data")
@@ -333,6 +338,15 @@ class MMDetBench:
         return secs, self.epochs * math.ceil(n_keep / self.batch), mmdet_ap(Path(cfg.work_dir + "_retrain"))
 
 
+def shape_run(work: Path, train_file: Path, cli) -> Path:
+    """The shape scores of the training set (``prune-hooks score shape``), made once."""
+    run = work / "shape"
+    if not (run / "images.csv").exists():
+        if cli(["score", "shape", "--annotations", str(train_file), "--out", str(run), "--no-report"]) != 0:
+            raise SystemExit("score shape failed")
+    return run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", choices=("detectron2", "mmdet"), default="detectron2")
@@ -349,6 +363,7 @@ def main() -> int:
     import bench_data
 
     from prune_hooks.cli import main as cli
+    from prune_hooks.core import methods as registry
 
     start = time.time()
     suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"
@@ -416,7 +431,10 @@ def main() -> int:
                     continue
                 name = f"{spec.replace(':', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
                 sel = work / "subsets" / name
-                argv = ["select", str(run), "--method", method, "--keep", str(keep), "--out", str(sel)]
+                source = run
+                if registry.get(method).needs == (registry.MASKS,):
+                    source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
+                argv = ["select", str(source), "--method", method, "--keep", str(keep), "--out", str(sel)]
                 argv += ["--aggregation", agg] if agg else []
                 argv += ["--seed", str(seed)] if seed is not None else []
                 if cli(argv) != 0:
