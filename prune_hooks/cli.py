@@ -102,6 +102,10 @@ def cmd_select(args: argparse.Namespace) -> None:
         if why and args.method == "all":
             logger.warning("skipping %s: %s", method, why)
             continue
+        constant = inputs.uninformative(method, args.aggregation if args.aggregation in m.aggregations else None)
+        if constant and args.method == "all":
+            logger.warning("skipping %s: %s", method, constant)
+            continue
         if args.method == "all" and m.is_score and args.aggregation and args.aggregation not in m.aggregations:
             logger.warning("skipping %s: it aggregates by %s only", method, ", ".join(m.aggregations))
             continue

@@ -106,6 +106,14 @@ def write_report(
         f"{meta['num_objects']} objects in {meta['num_images']} images, {meta['passes']} scoring passes, framework "
         f"{meta['framework']}."
     )
+    never = int(meta.get("never_matched") or 0)
+    if never > meta["num_objects"] / 2:
+        lines += [
+            "",
+            f"**Warning: {never} of {meta['num_objects']} objects were never matched by any prediction in any "
+            "scoring pass.** Their VPS and forgetting scores are 0 and carry no information: check that the proxy "
+            "detects anything and that the passes lower its score threshold.",
+        ]
     if sub is not None:
         n_obj_kept = int(kept.sum())
         cats = index.category_ids

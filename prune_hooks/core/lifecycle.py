@@ -256,10 +256,20 @@ class ScoringRun:
                 f"{elapsed:.1f}s ({elapsed / max(seen, 1):.3f}s/image)"
             )
 
-    def finish(self, model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any] | None:
+    def finish(self, model: torch.nn.Module, meta: dict[str, Any], completed: bool = True) -> dict[str, Any] | None:
         """When training ends: a features-only pass if the prototypes were not taken with the final
         model, then (main process) the run directory, subset, pruned file, retrain config and report.
+        ``completed`` False (training died or was stopped early): nothing is written that would look
+        finished — the checkpoints hold the state, and resuming goes on from them.
         Returns the subset record (None when nothing was written)."""
+        if not completed:
+            if self.adapter.is_main():
+                self.adapter.log(
+                    f"training stopped at iteration {self.adapter.iteration()} before its end: no prune run "
+                    f"written (scores of {self.capture.acc.passes} passes are in the checkpoints; resume to finish)",
+                    warning=True,
+                )
+            return None
         if self.capture.acc.passes == 0:
             if self.adapter.is_main():
                 self.adapter.log(
@@ -276,7 +286,9 @@ class ScoringRun:
         from ..report import report_or_warn  # matplotlib only when a run is written
 
         run, n_total = self.out_dir, self.index.num_images
+        never = self.never_matched()
         meta = {**meta, "methods": self.methods, "scores_training_set": self.scores_training_set}
+        meta["never_matched"] = never
         meta.update(self.shape.meta() if self.shape is not None else {})
         method = self.methods[0]
         subset, pruned, n_keep = write_hook_run(
@@ -290,6 +302,11 @@ class ScoringRun:
             objects=self.shape.columns if self.shape is not None else None,
         )
         report_or_warn(run, meta.get("image_root"))
+        if subset is None:
+            self.adapter.log(
+                f"prune run written to {run} without a subset: {method} cannot rank the images", warning=True
+            )
+            return None
         how = f"{method}, {subset['aggregation']}" if subset.get("aggregation") else method
         if self.scores_training_set:
             then = f"retrain with {self.adapter.write_retrain(run, pruned, n_keep, n_total)}"
@@ -297,6 +314,23 @@ class ScoringRun:
             then = "no retraining config: the scored images are not the training set"
         self.adapter.log(f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); {then}")
         return subset
+
+    def never_matched(self) -> int:
+        """Objects no prediction ever matched in any pass (matched IoU and confidence 0 throughout);
+        when they are most objects, say so loudly: their VPS is 0 and carries no information."""
+        n = self.index.num_objects
+        if not n or self.capture.acc.passes == 0:
+            return 0
+        vps = self.capture.acc.vps()
+        never = int(((vps["iou_mean"] == 0) & (vps["conf_mean"] == 0) & (vps["passes"] > 0)).sum())
+        if never > n / 2:
+            self.adapter.log(
+                f"{never} of {n} objects ({100 * never / n:.0f}%) were never matched by any prediction in any scoring "
+                "pass: their VPS and forgetting scores carry no information. Does the model detect anything yet, and "
+                "does the pass lower its score threshold (the adapter warns when it cannot)?",
+                warning=True,
+            )
+        return never
 
     # -- checkpoint state -----------------------------------------------------------------------
 

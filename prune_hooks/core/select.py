@@ -77,6 +77,25 @@ class RunInputs:
                 return f"method {method.name} needs {how}: {self.run}/images.csv has no {method.name}_* columns"
         return None
 
+    def uninformative(self, method: str, aggregation: str | None = None) -> str | None:
+        """Why a score method's image column cannot rank images (the same value for every scored image,
+        e.g. when no object was ever matched), or None. Picking by it would only sort by image id."""
+        m = registry.get(method)
+        if not m.is_score:
+            return None
+        table = self._images_or_none()
+        col = None if table is None else table.get(f"{method}_{aggregation or m.aggregations[0]}")
+        if col is None:
+            return None
+        values = col[~np.isnan(col)]
+        if len(values) >= 2 and np.all(values == values[0]):
+            return (
+                f"method {method}: {self.run}/images.csv column {method}_{aggregation or m.aggregations[0]} is "
+                f"{values[0]:g} for all {len(values)} scored images, so it cannot rank them (were the objects "
+                "ever matched? see the run's meta.json 'never_matched')"
+            )
+        return None
+
     def _merged(self) -> bool:
         meta = self.run / "meta.json" if self.run is not None else None
         return bool(meta and meta.is_file() and "unseen" in read_json(meta, "run metadata"))
@@ -157,6 +176,9 @@ def select(
         column = table.get(f"{method}_{aggregation}")
         if column is None:
             raise PruneHooksError(f"{inputs.run}/images.csv has no column {method}_{aggregation}")
+        why = inputs.uninformative(method, aggregation)
+        if why:
+            raise PruneHooksError(why)
         ranked = rank_images(table["image_id"], column)
         seed = None
     else:
@@ -188,10 +210,11 @@ def write_hook_run(
     keep_ratio: float,
     aggregation: str,
     objects: dict[str, np.ndarray] | None = None,
-) -> tuple[dict[str, Any], Path, int]:
+) -> tuple[dict[str, Any] | None, Path | None, int]:
     """What every hook writes when training ends: the run files, ``state.pt``, the subset of
     ``method`` at ``keep_ratio`` and its pruned COCO file. ``objects``: further per-object columns
-    scored without passes (shape scores). Returns (subset record, pruned file, kept)."""
+    scored without passes (shape scores). Returns (subset record, pruned file, kept); (None, None, 0)
+    with an error logged when the method's score cannot rank the images (constant)."""
     index = capture.index
     write_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta, objects=objects)
     buf = io.BytesIO()
@@ -200,6 +223,11 @@ def write_hook_run(
     n_keep, ratio = keep_count(index.num_images, keep=keep_ratio)
     m = registry.get(method)
     agg = aggregation if m.is_score and aggregation in m.aggregations else None
-    subset = select(method, RunInputs(run, index), n_keep=n_keep, keep_ratio=ratio, aggregation=agg)
+    inputs = RunInputs(run, index)
+    why = inputs.uninformative(method, agg)
+    if why:
+        logger.error("no subset written: %s", why)
+        return None, None, 0
+    subset = select(method, inputs, n_keep=n_keep, keep_ratio=ratio, aggregation=agg)
     _, pruned = write_subset(run, subset, index)
     return subset, pruned, n_keep

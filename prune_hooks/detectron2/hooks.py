@@ -93,7 +93,8 @@ class PruneHook(HookBase):
             "period": self.period,
             "iterations": self.trainer.iter,
         }
-        self.run.finish(self.model, meta)
+        # detectron2 calls after_train also when training raised: only a finished loop has iter == max_iter
+        self.run.finish(self.model, meta, completed=self.trainer.iter >= self.trainer.max_iter)
 
     # -- checkpoint state (saved by TrainerBase.state_dict) ---------------------------------------
 

@@ -169,3 +169,46 @@ def test_check_options(methods, keep, agg, msg):
     with pytest.raises(PruneHooksError, match=r"\[prune_hooks\] " + msg):
         check_options(methods, keep, agg, LABELS)
     assert check_options("csod", 1, "sum", LABELS) == ["csod"]
+
+
+class Blind(FakeAdapter):
+    """A model that never predicts anything: every object unmatched in every pass."""
+
+    def infer(self, model, batch, gt_boxes, with_gt):
+        for out in super().infer(model, batch, gt_boxes, with_gt):
+            yield out._replace(boxes=out.boxes[:0], scores=out.scores[:0], labels=out.labels[:0])
+
+
+def test_never_matched_objects_are_reported_and_no_subset_is_picked(coco_file, tmp_path):
+    index = load_coco(coco_file)
+    adapter = Blind(index)
+    run = ScoringRun(
+        adapter,
+        index,
+        methods=["vps_iou"],
+        keep_ratio=0.5,
+        aggregation="max",
+        score_thresh=0.0,
+        dump=False,
+        device="cpu",
+        out_dir=tmp_path / "prune",
+    )
+    model = Jitter()
+    run.scoring_pass(model)
+    run.scoring_pass(model)
+    assert run.finish(model, {}) is None
+    out = tmp_path / "prune"
+    assert json.loads((out / "meta.json").read_text())["never_matched"] == 3
+    assert (out / "images.csv").exists() and not (out / "subset.json").exists() and adapter.retrains == []
+    warnings = [m for w, m in adapter.logs if w]
+    assert any("3 of 3 objects (100%) were never matched" in m for m in warnings)
+    assert any("without a subset" in m for m in warnings)
+    assert "were never matched by any prediction" in (out / "report" / "report.md").read_text()
+
+
+def test_a_stopped_training_writes_nothing(coco_file, tmp_path):
+    run, adapter, _ = make_run(coco_file, tmp_path, methods=("vps_iou",))
+    run.scoring_pass(Jitter())
+    assert run.finish(Jitter(), {}, completed=False) is None
+    assert not (tmp_path / "prune" / "meta.json").exists()
+    assert "before its end: no prune run written" in adapter.logs[-1][1]

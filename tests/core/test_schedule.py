@@ -46,6 +46,8 @@ def test_drop_late_milestones_records_the_change():
 
     cfg = {"s": [{"milestones": [2, 3, 7]}]}
     changes = drop_late_milestones(cfg, "s.0.milestones", 3, [])
-    assert cfg["s"][0]["milestones"] == [2] and changes == [("s.0.milestones (at or beyond 3, dropped)", [2, 3, 7], [2])]
+    assert cfg["s"][0]["milestones"] == [2] and changes == [
+        ("s.0.milestones (at or beyond 3, dropped)", [2, 3, 7], [2])
+    ]
     assert drop_late_milestones(cfg, "s.0.milestones", 3, []) == []  # nothing left to drop
     assert drop_late_milestones(cfg, "absent.key", 3, []) == []

@@ -179,6 +179,9 @@ def test_bad_inputs_each_one_clear_error(tmp_path, capsys):
 def test_entropy_needs_soft_labels(tmp_path, capsys, coco_file):
     det = tmp_path / "d.json"
     det.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.8}]))
+    # image 3's object is learned too, so forgetting (inf for image 1, 0 for image 3) can rank
+    dets = json.loads(det.read_text()) + [{"image_id": 3, "category_id": 1, "bbox": [5, 5, 20, 10], "score": 0.9}]
+    det.write_text(json.dumps(dets))
     assert (
         main(
             ["score", "vps", "--annotations", str(coco_file), "--detections", str(det), "--out", str(tmp_path / "run")]
@@ -189,3 +192,18 @@ def test_entropy_needs_soft_labels(tmp_path, capsys, coco_file):
         capsys, ["select", str(tmp_path / "run"), "--method", "entropy", "--keep", "0.5"]
     )
     assert main(["select", str(tmp_path / "run"), "--method", "forgetting", "--keep", "0.5"]) == 0
+
+
+def test_a_constant_score_is_refused(tmp_path, capsys, coco_file):
+    """No object ever matched: every VPS is 0, and a subset picked by it would only sort image ids."""
+    det = tmp_path / "d.json"
+    det.write_text("[]")
+    argv = ["score", "vps", "--annotations", str(coco_file), "--detections", str(det), str(det), "--out"]
+    assert main(argv + [str(tmp_path / "run")]) == 0
+    msg = err(capsys, ["select", str(tmp_path / "run"), "--method", "vps_iou", "--keep", "0.5"])
+    assert "vps_iou_max is 0 for all 2 scored images, so it cannot rank them" in msg
+    assert (
+        main(["select", str(tmp_path / "run"), "--method", "all", "--keep", "0.5", "--out", str(tmp_path / "a")]) == 0
+    )
+    made = sorted(p.name for p in (tmp_path / "a" / "subsets").iterdir())
+    assert made == ["random_keep0.5", "random_ratio_keep0.5", "random_uniform_keep0.5"]

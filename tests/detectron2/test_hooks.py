@@ -192,3 +192,15 @@ def test_shape_methods_on_box_only_data_are_refused_at_start(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if "[prune_hooks]" in line]
     assert lines and "shape scores need instance masks" in lines[-1], proc.stderr[-2000:]
     assert not (tmp_path / "out" / "model_0000003.pth").exists()
+
+
+def test_a_proxy_that_diverges_writes_no_run(tmp_path):
+    config, files, cfg = make_config(tmp_path, PERIOD=1)
+    proc = train_net(
+        "--config-file", config, "SOLVER.BASE_LR", "1e9", "SOLVER.CLIP_GRADIENTS.ENABLED", "False", check=False
+    )
+    assert proc.returncode != 0 and "FloatingPointError" in proc.stderr, proc.stderr[-2000:]
+    assert "before its end: no prune run written" in proc.stdout + proc.stderr  # detectron2 logs to stdout
+    run = tmp_path / "out" / "prune"
+    assert not (run / "subset.json").exists() and not (run / "retrain.yaml").exists()
+    assert not (run / "meta.json").exists()

@@ -63,7 +63,7 @@ def test_two_fold_loop_resumes_after_a_kill(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at = (work / "fold_1" / "DONE").stat().st_mtime
-    assert not (work / "final").exists()
+    assert not (work / "final_keep0.5").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "fold_1 done, skipped" in rerun.stdout and (work / "fold_1" / "DONE").stat().st_mtime == done_at
@@ -80,7 +80,7 @@ def test_two_fold_loop_resumes_after_a_kill(tmp_path):
         assert not scored & trained and not (run / "retrain.yaml").exists()
         assert json.loads((run / "meta.json").read_text())["scores_training_set"] is False
     # the final run: 4 of 8 images (2 from the fold scores, 2 from the refill), the original schedule scaled
-    final = work / "final"
+    final = work / "final_keep0.5"
     subset = json.loads((final / "subset.json").read_text())
     assert subset["n_images"] == 4 and subset["n_total"] == 8 and subset["unseen"]["added"] == [2, 2]
     assert len(set(subset["image_ids"])) == 4 and set(subset["image_ids"]) <= {im["id"] for im in gt["images"]}

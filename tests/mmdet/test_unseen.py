@@ -53,8 +53,8 @@ def test_two_fold_loop(tmp_path):
         scored = set(read_images_csv(run)["image_id"].tolist())
         want = {im["id"] for im in json.loads((work / "folds" / f"fold_{other}_train.json").read_text())["images"]}
         assert scored == want and not (run / "retrain.py").exists()
-    subset = json.loads((work / "final" / "subset.json").read_text())
+    subset = json.loads((work / "final_keep0.5" / "subset.json").read_text())
     assert subset["n_images"] == 4 and subset["method"] == "vps_conf" and subset["unseen"]["added"] == [2, 2]
-    text = (work / "final" / "retrain.py").read_text()
+    text = (work / "final_keep0.5" / "retrain.py").read_text()
     assert "instances_train_pruned.json" in text and "epochs kept" in text
-    assert (work / "step_1" / "prune" / "images.csv").exists()
+    assert (work / "step_1_keep0.5" / "prune" / "images.csv").exists()
