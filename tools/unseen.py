@@ -264,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         if not train(cmd, out, args.print_commands):
             print("unseen: rerun this command when the training above has finished", flush=True)
             return 0
-        step_index = load_coco(rest_json)
-        best = select(method, RunInputs(run_dir(out), step_index), n_keep=min(size, rest.size), keep_ratio=1.0)
+        step_inputs = RunInputs(run_dir(out), load_coco(rest_json))
+        why = step_inputs.uninformative(method, agg)
+        if why:  # the step's model could not rank the rest: fall back to the fold scores' order
+            print(f"unseen: {out.name}: {why}; the rest is filled by the merged fold scores", flush=True)
+            order = select(method, RunInputs(merged, index), n_keep=n, keep_ratio=1.0, aggregation=agg)["image_ids"]
+            best = {"image_ids": [i for i in order if i not in set(chosen)][: min(size, rest.size)]}
+        else:
+            best = select(method, step_inputs, n_keep=min(size, rest.size), keep_ratio=1.0, aggregation=agg)
         chosen += best["image_ids"]
         added.append(len(best["image_ids"]))
 

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.integration
 
 import prune_hooks.detectron2  # noqa: F401,E402
 from prune_hooks.cli import main as cli  # noqa: E402
+from prune_hooks.core.coco import load_coco  # noqa: E402
 from prune_hooks.core.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.select import RunInputs  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco  # noqa: E402
 from tests.conftest import assert_matches_cli, read_objects  # noqa: E402
@@ -84,8 +86,13 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     state = torch.load(run / "state.pt", weights_only=True)
     assert state["vps"]["passes"] == 3 and tuple(state["soft_labels"]["sum"].shape) == soft["probs"].shape
     assert cli(["select", str(run), "--method", "all", "--keep", "0.5", "--out", str(tmp_path / "all")]) == 0
+    inputs = RunInputs(run, load_coco(files["train"]))
     for m in ("vps_iou", "csod", "entropy", "forgetting", "kcenter", "random_ratio"):
-        assert json.loads((tmp_path / "all" / "subsets" / f"{m}_keep0.5" / "subset.json").read_text())["n_images"] == 4
+        made = tmp_path / "all" / "subsets" / f"{m}_keep0.5" / "subset.json"
+        if inputs.uninformative(m):  # e.g. forgetting: 12 toy iterations may learn no object at all
+            assert not made.exists()
+            continue
+        assert json.loads(made.read_text())["n_images"] == 4
 
     text = (run / "retrain.yaml").read_text()
     from detectron2.config import get_cfg
