@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if why:  # the step's model could not rank the rest: fall back to the fold scores' order
             print(f"unseen: {out.name}: {why}; the rest is filled by the merged fold scores", flush=True)
             order = select(method, RunInputs(merged, index), n_keep=n, keep_ratio=1.0, aggregation=agg)["image_ids"]
-            best = {"image_ids": [i for i in order if i not in set(chosen)][: min(size, rest.size)]}
+            taken = set(chosen)
+            best = {"image_ids": [i for i in order if i not in taken][: min(size, rest.size)]}
         else:
             best = select(method, step_inputs, n_keep=min(size, rest.size), keep_ratio=1.0, aggregation=agg)
         chosen += best["image_ids"]
