@@ -1,0 +1,241 @@
+#!/usr/bin/env python
+"""UNSEEN on the Fashion-MNIST benchmark (detectron2): stability of the scores, and what the subsets train.
+
+    python tools/bench/bench_unseen.py [--keep 0.3 0.5] [--work runs/bench_unseen]
+
+Same data, model and schedule as bench_quality.py (400 train / 150 val images, MobileNetV2-FPN, 5 epochs).
+
+(a) Stability: vps_iou:max image scores of two full-data proxies that differ only by their training
+    seed (SEED 0 / 1), against two UNSEEN runs (K = 2 fold proxies, merged) that differ only by their
+    fold seed (0 / 1): Spearman, Kendall, subset overlap (``prune-hooks compare``).
+(b) Quality: for each keep ratio, the UNSEEN subset (fold scores, then one refill step, through
+    tools/unseen.py) and the full proxy's vps_iou:max subset, each retrained from its generated
+    retrain.yaml; random from bench_quality's results on the same data (3 seeds). One training each:
+    read the numbers with bench_quality's 1–3 AP single-run noise in mind.
+
+Resumable: finished trainings are skipped (their outputs are kept under --work). Writes
+bench_unseen.json / .md under --out and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_quality import BENCH, ROOT, TRAIN_NET, proxy_config, train_net  # this folder is sys.path[0]
+from common import last_ap
+
+import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
+
+# isort: split
+
+from prune_hooks.cli import main as cli
+from prune_hooks.core.unseen import compare_runs
+
+SCRIPT = ROOT / "tools" / "unseen.py"
+
+
+def wrapper(work: Path) -> Path:
+    """A train script for tools/unseen.py: tools/train_net.py with the benchmark's backbone registered."""
+    path = work / "train_net_mnv2.py"
+    code = TRAIN_NET.replace("sys.argv = ['train_net.py', '--config-file', {yaml!r}]; ", "")
+    path.write_text(code.format(tools=str(BENCH), script=str(ROOT / "tools" / "train_net.py")) + "\n")
+    return path
+
+
+def full_proxy(cfg, work: Path, seed: int) -> Path:
+    out = work / f"full_s{seed}"
+    if not (out / "prune" / "images.csv").exists():
+        c = cfg.clone()
+        c.SEED, c.OUTPUT_DIR = seed, str(out)
+        c.PRUNE.METHODS = ["vps_iou"]
+        yaml = work / f"full_s{seed}.yaml"
+        yaml.write_text(c.dump())
+        secs = train_net(yaml, work / f"full_s{seed}.log")
+        print(f"full proxy seed {seed}: {secs:.0f}s", flush=True)
+    return out / "prune"
+
+
+def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int) -> Path:
+    out = work / f"unseen_s{fold_seed}"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--framework",
+        "detectron2",
+        "--config",
+        str(user_yaml),
+        "--k",
+        "2",
+        "--steps",
+        str(steps),
+        "--keep",
+        str(keep),
+        "--seed",
+        str(fold_seed),
+        "--method",
+        "vps_iou:max",
+        "--work",
+        str(out),
+        "--train-script",
+        str(wrapper(work)),
+    ]
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
+    if proc.returncode:
+        raise SystemExit(f"unseen failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    print(f"unseen seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
+    return out
+
+
+def retrain(yaml: Path, name: str, work: Path) -> dict:
+    from detectron2.config import get_cfg
+
+    from prune_hooks.detectron2 import add_prune_config
+
+    cfg = add_prune_config(get_cfg())
+    cfg.merge_from_file(str(yaml))
+    out = Path(cfg.OUTPUT_DIR)
+    if not (out / "metrics.json").exists() or math.isnan(last_ap(out)["AP"]):
+        train_net(yaml, work / f"{name}.log")
+    return {"iters": cfg.SOLVER.MAX_ITER, **last_ap(out)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_unseen"))
+    ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--stability-only", action="store_true", help="part (a) only: no refill steps, no retraining")
+    args = ap.parse_args()
+    import bench_data
+
+    start = time.time()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    files = bench_data.make_fashion(work / "data", 400, 150, size=256)
+    cfg = proxy_config(files, work / "data", work / "proxy", 400, 5, len(bench_data.CLASSES), 256)
+    user = cfg.clone()
+    user.PRUNE.ENABLED = False
+    user.OUTPUT_DIR = str(work / "user")
+    user_yaml = work / "user.yaml"
+    user_yaml.write_text(user.dump())
+
+    # (a) stability
+    full = [full_proxy(cfg, work, s) for s in (0, 1)]
+    merged = [unseen(user_yaml, work, s, args.keep[0], 0) / "merged" for s in (0, 1)]
+    col = "vps_iou_max"
+    pick = {r["column"]: r for r in compare_runs(full[0], full[1])}[col]
+    pick_u = {r["column"]: r for r in compare_runs(merged[0], merged[1])}[col]
+    cross = {r["column"]: r for r in compare_runs(full[0], merged[0])}[col]
+    # (b) quality
+    rows = []
+    for keep in [] if args.stability_only else args.keep:
+        out = unseen(user_yaml, work, 0, keep, 1)
+        final = out / f"final_keep{keep:g}"
+        rows.append(
+            {
+                "method": "unseen vps_iou:max",
+                "keep": keep,
+                **retrain(final / "retrain.yaml", f"u{keep}", work),
+                "proxy_iterations": proxy_iterations(out, keep),
+            }
+        )
+        sel = work / f"vps_k{keep:g}"
+        if not (sel / "retrain.yaml").exists():
+            assert cli(["select", str(full[0]), "--method", "vps_iou", "--keep", str(keep), "--out", str(sel)]) == 0
+            from prune_hooks.detectron2 import write_retrain_config
+
+            base = user.clone()
+            base.OUTPUT_DIR = str(work / f"vps_k{keep:g}_train")
+            write_retrain_config(
+                base,
+                "bq_train",
+                sel / "instances_train_pruned.json",
+                str((work / "data" / "train").resolve()),
+                round(keep * 400),
+                400,
+                sel / "retrain.yaml",
+            )
+        rows.append(
+            {
+                "method": "vps_iou:max (full proxy)",
+                "keep": keep,
+                **retrain(sel / "retrain.yaml", f"v{keep}", work),
+                "proxy_iterations": cfg.SOLVER.MAX_ITER,
+            }
+        )
+    old = json.loads((BENCH / "results" / "bench_quality.json").read_text())["rows"]
+    for keep in [] if args.stability_only else args.keep:
+        aps = [r for r in old if r["method"] == "random" and r["keep"] == keep]
+        if aps:
+            mean = {k: sum(r[k] for r in aps) / len(aps) for k in ("AP", "AP50")}
+            sd = {k: (sum((r[k] - mean[k]) ** 2 for r in aps) / max(1, len(aps) - 1)) ** 0.5 for k in ("AP", "AP50")}
+            rows.append(
+                {
+                    "method": f"random ({len(aps)} seeds, bench_quality)",
+                    "keep": keep,
+                    "AP": mean["AP"],
+                    "AP50": mean["AP50"],
+                    "AP_sd": sd["AP"],
+                    "AP50_sd": sd["AP50"],
+                    "proxy_iterations": 0,
+                }
+            )
+    result = {
+        "stability": {"full_s0_vs_s1": pick, "unseen_s0_vs_s1": pick_u, "full_s0_vs_unseen_s0": cross},
+        "quality": rows,
+        "minutes": round((time.time() - start) / 60, 1),
+        "command": "python tools/bench/bench_unseen.py " + " ".join(sys.argv[1:]),
+    }
+    out = Path(args.out)
+    (out / "bench_unseen.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        f"# UNSEEN on the Fashion-MNIST benchmark (detectron2)\n\n`{result['command']}`; "
+        "400 train / 150 val images, MobileNetV2-FPN, 5 epochs; one training per cell.\n",
+        "## Stability of vps_iou:max image scores\n",
+        "| pair | Spearman | Kendall | overlap@0.1 | @0.3 | @0.5 | @0.7 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in (
+        ("two full proxies, training seeds 0 / 1", pick),
+        ("two UNSEEN runs, fold seeds 0 / 1", pick_u),
+        ("full proxy vs UNSEEN (seed 0 each)", cross),
+    ):
+        md.append(
+            f"| {name} | {r['spearman']:.3f} | {r['kendall']:.3f} | "
+            + " | ".join(f"{r[f'overlap@{k:g}']:.2f}" for k in (0.1, 0.3, 0.5, 0.7))
+            + " |"
+        )
+    md += [
+        "",
+        "## Retrained on the subset (val AP / AP50, %)\n",
+        "| method | keep | AP | AP50 | proxy iterations |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sd = f" ± {r['AP_sd']:.1f}" if "AP_sd" in r else ""
+        md.append(f"| {r['method']} | {r['keep']} | {r['AP']:.1f}{sd} | {r['AP50']:.1f} | {r['proxy_iterations']} |")
+    if not rows:
+        md.append("| (not run yet: `--stability-only`; the full command resumes from the proxies above) | | | | |")
+    md.append(f"\n{result['minutes']} min on 2 CPU cores (this invocation; trainings it found done are not counted).\n")
+    (out / "bench_unseen.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+def proxy_iterations(out: Path, keep: float) -> int:
+    """Iterations of every proxy UNSEEN trained for this budget: the folds and the refill step(s)."""
+    total = 0
+    for yaml in [*sorted(out.glob("fold_*/proxy.yaml")), *sorted(out.glob(f"step_*_keep{keep:g}/proxy.yaml"))]:
+        total += int(next(line.split(":")[1] for line in yaml.read_text().splitlines() if "MAX_ITER:" in line))
+    return total
+
+
+if __name__ == "__main__":
+    sys.exit(main())
