@@ -10,8 +10,9 @@ Same data, model and schedule as bench_quality.py (400 train / 150 val images, M
     fold seed (0 / 1): Spearman, Kendall, subset overlap (``prune-hooks compare``).
 (b) Quality: for each keep ratio, the UNSEEN subset (fold scores, then one refill step, through
     tools/unseen.py) and the full proxy's vps_iou:max subset, each retrained from its generated
-    retrain.yaml; random from bench_quality's results on the same data (3 seeds). One training each:
-    read the numbers with bench_quality's 1–3 AP single-run noise in mind.
+    retrain.yaml with training seeds 0..--seeds-1 (mean ± sample std); random from bench_quality's
+    results on the same data (3 subset seeds). A retraining that ends with no detection at all counts
+    as AP 0 and is listed: on these 120-image subsets of hard images the lr 0.02 schedule can blow up.
 
 Resumable: finished trainings are skipped (their outputs are kept under --work). Writes
 bench_unseen.json / .md under --out and prints the tables.
@@ -93,17 +94,36 @@ def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int)
     return out
 
 
-def retrain(yaml: Path, name: str, work: Path) -> dict:
+def retrain(yaml: Path, name: str, work: Path, seeds: int) -> dict:
+    """Train the retrain config with SEED 0..seeds-1; AP mean and sample std over the seeds.
+
+    A training whose model ends with no detection at all (detectron2 then logs AP as nan) counts as
+    AP 0 and is named in ``collapsed``: it is what that subset trained, not a missing value.
+    """
     from detectron2.config import get_cfg
 
     from prune_hooks.detectron2 import add_prune_config
 
-    cfg = add_prune_config(get_cfg())
-    cfg.merge_from_file(str(yaml))
-    out = Path(cfg.OUTPUT_DIR)
-    if not (out / "metrics.json").exists() or math.isnan(last_ap(out)["AP"]):
-        train_net(yaml, work / f"{name}.log")
-    return {"iters": cfg.SOLVER.MAX_ITER, **last_ap(out)}
+    runs = []
+    for seed in range(seeds):
+        cfg = add_prune_config(get_cfg())
+        cfg.merge_from_file(str(yaml))
+        if seed:
+            cfg.SEED, cfg.OUTPUT_DIR = seed, f"{cfg.OUTPUT_DIR}_s{seed}"
+            seeded = work / f"{name}_s{seed}.yaml"
+            seeded.write_text(cfg.dump())
+        out = Path(cfg.OUTPUT_DIR)
+        if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
+            train_net(seeded if seed else yaml, work / f"{name}{f'_s{seed}' if seed else ''}.log")
+        runs.append(last_ap(out))
+    collapsed = [s for s, r in enumerate(runs) if math.isnan(r["AP"])]
+    row = {"iters": cfg.SOLVER.MAX_ITER, "seeds": seeds, "collapsed": collapsed}
+    for k in ("AP", "AP50"):
+        vals = [0.0 if math.isnan(r[k]) else r[k] for r in runs]
+        mean = sum(vals) / len(vals)
+        row[k], row[f"{k}_runs"] = mean, vals
+        row[f"{k}_sd"] = (sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) ** 0.5
+    return row
 
 
 def main() -> int:
@@ -111,6 +131,7 @@ def main() -> int:
     ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_unseen"))
     ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per retrained subset")
     ap.add_argument("--stability-only", action="store_true", help="part (a) only: no refill steps, no retraining")
     args = ap.parse_args()
     import bench_data
@@ -142,7 +163,7 @@ def main() -> int:
             {
                 "method": "unseen vps_iou:max",
                 "keep": keep,
-                **retrain(final / "retrain.yaml", f"u{keep}", work),
+                **retrain(final / "retrain.yaml", f"u{keep}", work, args.seeds),
                 "proxy_iterations": proxy_iterations(out, keep),
             }
         )
@@ -166,7 +187,7 @@ def main() -> int:
             {
                 "method": "vps_iou:max (full proxy)",
                 "keep": keep,
-                **retrain(sel / "retrain.yaml", f"v{keep}", work),
+                **retrain(sel / "retrain.yaml", f"v{keep}", work, args.seeds),
                 "proxy_iterations": cfg.SOLVER.MAX_ITER,
             }
         )
@@ -197,7 +218,9 @@ def main() -> int:
     (out / "bench_unseen.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         f"# UNSEEN on the Fashion-MNIST benchmark (detectron2)\n\n`{result['command']}`; "
-        "400 train / 150 val images, MobileNetV2-FPN, 5 epochs; one training per cell.\n",
+        "400 train / 150 val images, MobileNetV2-FPN, 5 epochs. Stability: one pair of runs per row. "
+        f"Quality: {args.seeds} training seeds per subset, mean ± sample std; a training that ends with "
+        "no detection (loss blew up) counts as AP 0 and is listed under *collapsed*.\n",
         "## Stability of vps_iou:max image scores\n",
         "| pair | Spearman | Kendall | overlap@0.1 | @0.3 | @0.5 | @0.7 |",
         "|---|---|---|---|---|---|---|",
@@ -215,14 +238,17 @@ def main() -> int:
     md += [
         "",
         "## Retrained on the subset (val AP / AP50, %)\n",
-        "| method | keep | AP | AP50 | proxy iterations |",
-        "|---|---|---|---|---|",
+        "| method | keep | AP | AP50 | collapsed | proxy iterations |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         sd = f" ± {r['AP_sd']:.1f}" if "AP_sd" in r else ""
-        md.append(f"| {r['method']} | {r['keep']} | {r['AP']:.1f}{sd} | {r['AP50']:.1f} | {r['proxy_iterations']} |")
+        bad = ", ".join(f"seed {s}" for s in r.get("collapsed", [])) or "-"
+        md.append(
+            f"| {r['method']} | {r['keep']} | {r['AP']:.1f}{sd} | {r['AP50']:.1f} | {bad} | {r['proxy_iterations']} |"
+        )
     if not rows:
-        md.append("| (not run yet: `--stability-only`; the full command resumes from the proxies above) | | | | |")
+        md.append("| (not run yet: `--stability-only`; the full command resumes from the proxies above) | | | | | |")
     md.append(f"\n{result['minutes']} min on 2 CPU cores (this invocation; trainings it found done are not counted).\n")
     (out / "bench_unseen.md").write_text("\n".join(md))
     print("\n".join(md))
