@@ -8,7 +8,8 @@ does not depend on the framework; the adapter answers the few questions that do:
     infer(model, batch, …)  backbone → RPN → ROI heads, and     extract_feat → rpn_head → roi_head, and
                             the box head on the GT boxes        the bbox head on the GT boxes
     model_classes()         metadata's contiguous → COCO ids   the loader's cat_ids
-    gt_head(model)          a standard box head?               an roi_head with fc_cls?
+    gt_outputs(model)       box head (FPN, C4, cascade) or     roi_head bbox head, or a dense head's
+                            a dense head: soft labels, feats   pyramid and class maps
     threshold_owners(model) box_predictor.test_score_thresh    roi_head/bbox_head test_cfg.score_thr
     all_gather / is_main    detectron2.utils.comm              mmengine.dist
     log / put_scalar        logger / EventStorage              runner.logger / message hub
@@ -30,7 +31,7 @@ import torch
 from .capture import VPSCapture
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .methods import MASKS, PROTOTYPES, REGISTRY, needs_of
+from .methods import MASKS, PROTOTYPES, REGISTRY, SOFT_LABELS, needs_of
 from .scores import AGGREGATIONS
 from .select import write_hook_run
 
@@ -80,8 +81,9 @@ class Adapter(abc.ABC):
         """The COCO category id of each of the model's foreground outputs, in the model's order."""
 
     @abc.abstractmethod
-    def gt_head(self, model: torch.nn.Module) -> bool:
-        """Whether ``infer`` can give GT-box class distributions and features for this model."""
+    def gt_outputs(self, model: torch.nn.Module) -> frozenset[str]:
+        """What ``infer(with_gt=True)`` gives for this model: a subset of {SOFT_LABELS, PROTOTYPES}
+        (GT-box class distributions, GT-box features); empty when it cannot run on GT boxes."""
 
     @abc.abstractmethod
     def threshold_owners(self, model: torch.nn.Module) -> list[tuple[Any, str]]:
@@ -90,6 +92,10 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
         """Write the retraining config for the pruned file; returns its path."""
+
+    def gt_description(self, model: torch.nn.Module) -> str:
+        """Where ``infer`` reads GT-box outputs for this model, in a few words (for logs and refusals)."""
+        return "no box head or dense head this adapter knows"
 
     def all_gather(self) -> Callable[[Any], list[Any]] | None:
         """The framework's gather of picklable objects in a distributed run, else None."""
@@ -206,14 +212,21 @@ class ScoringRun:
 
     def check_model(self, model: torch.nn.Module, methods_label: str) -> None:
         """Refuse methods the model cannot serve, before any training (``methods_label``: the option's name)."""
-        if self.adapter.gt_head(model):
-            return
-        if self.want_prototypes:
-            raise _fail(
-                f"{methods_label} {self.methods} need GT-box RoI features, but the model ({type(model).__name__}) "
-                "has no box head this adapter can run on GT boxes"
+        has = self.adapter.gt_outputs(model)
+        what = {PROTOTYPES: "GT-box RoI features", SOFT_LABELS: "class distributions on GT boxes"}
+        for need in (PROTOTYPES, SOFT_LABELS):
+            users = [m for m in self.methods if need in REGISTRY[m].needs]
+            if users and need not in has:
+                raise _fail(
+                    f"{methods_label} {users} need {what[need]}, which this adapter cannot read from "
+                    f"the model ({type(model).__name__}: {self.adapter.gt_description(model)})"
+                )
+        if SOFT_LABELS not in has:
+            self.adapter.log(
+                f"no class distributions on GT boxes from this model ({self.adapter.gt_description(model)}): "
+                "no soft labels (method entropy unavailable)",
+                warning=True,
             )
-        self.adapter.log("model has no standard box head: no soft labels (method entropy unavailable)", warning=True)
 
     def _labels_to_coco(self, labels: torch.Tensor) -> torch.Tensor:
         if self._lut is None:
@@ -232,7 +245,7 @@ class ScoringRun:
         owners = ad.threshold_owners(model)
         if not owners:
             ad.log("model has no test score threshold this adapter knows: scoring passes use its own", warning=True)
-        with_gt = ad.gt_head(model)
+        with_gt = bool(ad.gt_outputs(model))
         with inference_context(model, owners, self.score_thresh):
             for batch in ad.batches():
                 for out in ad.infer(model, batch, cap.gt_boxes, with_gt):

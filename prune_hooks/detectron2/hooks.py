@@ -16,12 +16,15 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import HookBase, hooks
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes
 from detectron2.utils import comm
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
+from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
+from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import drop_late_milestones
 from ..core.unseen import check_score_set
 
@@ -130,37 +133,61 @@ class _Detectron2Adapter(Adapter):
             lut[contiguous] = int(coco_id)
         return lut
 
-    def gt_head(self, model: torch.nn.Module) -> bool:
-        return _box_head(model) is not None
+    def gt_outputs(self, model: torch.nn.Module) -> frozenset[str]:
+        return frozenset({SOFT_LABELS, PROTOTYPES}) if _gt_kind(model) else frozenset()
+
+    def gt_description(self, model: torch.nn.Module) -> str:
+        return GT_KINDS.get(_gt_kind(model), "no box head or dense head this adapter knows")
 
     def threshold_owners(self, model: torch.nn.Module) -> list[tuple[Any, str]]:
-        for mod in (getattr(getattr(model, "roi_heads", None), "box_predictor", None), model):
-            if mod is not None and hasattr(mod, "test_score_thresh"):
-                return [(mod, "test_score_thresh")]
-        return []
+        predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+        if isinstance(predictor, torch.nn.ModuleList):  # cascade: every stage (the last one filters the output)
+            candidates = list(predictor)
+        else:  # R-CNN: the box predictor; dense detectors: the model itself
+            candidates = [predictor if predictor is not None else model]
+        return [(m, "test_score_thresh") for m in candidates if hasattr(m, "test_score_thresh")]
 
     def infer(self, model, batch, gt_boxes, with_gt: bool) -> Iterable[ImageOutput]:
-        """GeneralizedRCNN inference; with ``with_gt`` the box head also runs on each image's GT boxes
-        on the same backbone features: class distributions (soft labels) and RoI features per image."""
+        """Inference; with ``with_gt`` also the class distribution and feature of each GT box, from the
+        same backbone features (the box head on the GT boxes, or a dense head's pyramid: :func:`_gt_kind`)."""
         if not with_gt:
             for inp, out in zip(batch, model(batch)):
                 inst = out["instances"]
                 yield ImageOutput(inp["image_id"], inst.pred_boxes.tensor, inst.scores, inst.pred_classes)
             return
-        roi = _box_head(model)
+        kind = _gt_kind(model)
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features, None)
-        instances, _ = model.roi_heads(images, features, proposals, None)
-        outputs = model._postprocess(instances, batch, images.image_sizes)
         gt = []
         for inp, (h, w) in zip(batch, images.image_sizes):
             boxes = gt_boxes(inp["image_id"]).to(images.tensor.device)
-            gt.append(Boxes(boxes * boxes.new_tensor([w / inp["width"], h / inp["height"]] * 2)))
-        box_features = roi.box_head(roi.box_pooler([features[f] for f in roi.box_in_features], gt))
-        logits = roi.box_predictor(box_features)[0]
-        counts = [len(b) for b in gt]
-        probs, feats = logits.softmax(dim=-1).split(counts), box_features.flatten(1).split(counts)
+            gt.append(boxes * boxes.new_tensor([w / inp["width"], h / inp["height"]] * 2))
+        if kind == "dense":
+            pyramid = [features[f] for f in model.head_in_features]
+            predictions = model.head(pyramid)
+            strides = [model.backbone.output_shape()[f].stride for f in model.head_in_features]
+            probs, feats = pyramid_gt_outputs(pyramid, strides, gt, predictions[0], model.num_classes)
+            results = model.forward_inference(images, pyramid, predictions)
+            outputs = [
+                {"instances": detector_postprocess(r, inp.get("height", h), inp.get("width", w))}
+                for r, inp, (h, w) in zip(results, batch, images.image_sizes)
+            ]
+        else:
+            roi = model.roi_heads
+            proposals, _ = model.proposal_generator(images, features, None)
+            instances, _ = model.roi_heads(images, features, proposals, None)
+            outputs = model._postprocess(instances, batch, images.image_sizes)
+            gt_b = [Boxes(b) for b in gt]
+            if kind == "res5":  # C4: pooler -> res5 -> mean over space, what the predictor consumes
+                box_features = roi._shared_roi_transform([features[f] for f in roi.in_features], gt_b).mean(dim=(2, 3))
+                predictor = roi.box_predictor
+            else:  # FPN box head; cascade: its final stage
+                head = roi.box_head[-1] if kind == "cascade" else roi.box_head
+                predictor = roi.box_predictor[-1] if kind == "cascade" else roi.box_predictor
+                box_features = head(roi.box_pooler([features[f] for f in roi.box_in_features], gt_b))
+            counts = [len(b) for b in gt]
+            probs = predictor(box_features)[0].softmax(dim=-1).split(counts)
+            feats = box_features.flatten(1).split(counts)
         for inp, out, pr, ft in zip(batch, outputs, probs, feats):
             inst = out["instances"]
             yield ImageOutput(inp["image_id"], inst.pred_boxes.tensor, inst.scores, inst.pred_classes, pr, ft)
@@ -193,11 +220,6 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     """
     p = cfg.PRUNE
     check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS)
-    if "csod" in p.METHODS and cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise _fail(
-            "PRUNE.METHODS has csod, which needs a box head: MODEL.META_ARCHITECTURE "
-            f"{cfg.MODEL.META_ARCHITECTURE!r} has none"
-        )
     if int(p.PERIOD) < 0:
         raise _fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
     if len(cfg.DATASETS.TRAIN) != 1:
@@ -232,15 +254,32 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel
 
 
-def _box_head(model: torch.nn.Module):
-    """The model's ROI heads when they have one standard box head (pooler, head, predictor), else None."""
+GT_KINDS = {
+    "box_head": "the FPN box head on GT boxes",
+    "res5": "the C4 head (pooler, res5) on GT boxes",
+    "cascade": "the cascade's final stage on GT boxes",
+    "dense": "the dense head's pyramid and class maps on GT boxes",
+}
+
+
+def _gt_kind(model: torch.nn.Module) -> str | None:
+    """How GT-box outputs are read from ``model`` (a key of :data:`GT_KINDS`), or None.
+
+    ``box_head``: StandardROIHeads (FPN, Mask R-CNN); ``res5``: Res5ROIHeads (C4); ``cascade``:
+    CascadeROIHeads, final stage; ``dense``: RetinaNet/FCOS-style detectors (``head`` on
+    ``head_in_features`` with sigmoid class logits first in its outputs).
+    """
     roi = getattr(model, "roi_heads", None)
-    parts = [getattr(roi, n, None) for n in ("box_pooler", "box_head", "box_predictor", "box_in_features")]
-    if roi is None or any(x is None for x in parts) or isinstance(roi.box_predictor, torch.nn.ModuleList):
+    if roi is not None:
+        if not all(hasattr(model, n) for n in ("preprocess_image", "backbone", "proposal_generator", "_postprocess")):
+            return None
+        if all(hasattr(roi, n) for n in ("pooler", "res5", "in_features", "box_predictor")):
+            return "res5"
+        if all(hasattr(roi, n) for n in ("box_pooler", "box_head", "box_predictor", "box_in_features")):
+            return "cascade" if isinstance(roi.box_predictor, torch.nn.ModuleList) else "box_head"
         return None
-    if not all(hasattr(model, n) for n in ("preprocess_image", "backbone", "proposal_generator", "_postprocess")):
-        return None
-    return roi
+    dense = ("preprocess_image", "backbone", "head", "head_in_features", "forward_inference", "num_classes")
+    return "dense" if all(hasattr(model, n) for n in dense) else None
 
 
 def write_retrain_config(

@@ -22,8 +22,10 @@ from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
+from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
+from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import drop_late_milestones
 from ..core.unseen import check_score_set
 
@@ -133,7 +135,7 @@ class PruneHook(Hook):
         self.run.check_model(model, "PruneHook methods")
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
         batch = runner.cfg.train_dataloader.get("batch_size", 1) * get_world_size()
-        self.epoch_iters = math.ceil(train_index.num_images / batch)
+        self.epoch_iters = math.ceil(train_index.num_images * _repeats(runner.cfg.train_dataloader.dataset) / batch)
         self._undo_trust = trust_own_checkpoints(runner.work_dir) if getattr(runner, "_resume", False) else None
 
     def before_train(self, runner) -> None:
@@ -206,8 +208,14 @@ class _MMDetAdapter(Adapter):
     def model_classes(self) -> list[int]:
         return [int(c) for c in self.batches().dataset.cat_ids]
 
-    def gt_head(self, model) -> bool:
-        return _roi_head(model) is not None
+    def gt_outputs(self, model) -> frozenset[str]:
+        kind = _gt_kind(model)
+        if kind == "dense" and not getattr(model.bbox_head, "use_sigmoid_cls", True):
+            return frozenset({PROTOTYPES})  # softmax class scores: no distribution defined for them here
+        return frozenset({SOFT_LABELS, PROTOTYPES}) if kind else frozenset()
+
+    def gt_description(self, model) -> str:
+        return GT_KINDS.get(_gt_kind(model), "no RoI bbox head or dense head with a prior generator (e.g. DETR)")
 
     def threshold_owners(self, model) -> list[tuple[Any, str]]:
         # two-stage: the RoI head's test_cfg (the RPN's has no score_thr); one-stage: the bbox head's
@@ -226,29 +234,45 @@ class _MMDetAdapter(Adapter):
                 p = s.pred_instances
                 yield ImageOutput(s.metainfo["img_id"], p.bboxes, p.scores, p.labels)
             return
-        from mmdet.structures.bbox import bbox2roi
-
-        roi = _roi_head(model)
+        kind = _gt_kind(model)
         x = model.extract_feat(inputs)
-        rpn = model.rpn_head.predict(x, samples, rescale=False)
-        results = roi.predict(x, rpn, samples, rescale=True)
         gt = []
         for s in samples:
             w_scale, h_scale = s.metainfo["scale_factor"]
             boxes = gt_boxes(s.metainfo["img_id"]).to(inputs.device)
             gt.append(boxes * boxes.new_tensor([w_scale, h_scale, w_scale, h_scale]))
-        feats = roi.bbox_roi_extractor(x[: roi.bbox_roi_extractor.num_inputs], bbox2roi(gt))
-        if getattr(roi, "with_shared_head", False):
-            feats = roi.shared_head(feats)
-        seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
-        handle = roi.bbox_head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-        try:
-            cls_score = roi.bbox_head(feats)[0]
-        finally:
-            handle.remove()
-        counts = [len(b) for b in gt]
-        probs, box_feats = cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
-        for s, r, pr, ft in zip(samples, results, probs, box_feats):
+        if kind == "dense":
+            head = model.bbox_head
+            outs = head(x)
+            strides = [s[0] if isinstance(s, (tuple, list)) else s for s in head.prior_generator.strides]
+            sigmoid = SOFT_LABELS in self.gt_outputs(model)
+            probs, feats = pyramid_gt_outputs(
+                x[: len(strides)], strides, gt, outs[0] if sigmoid else None, head.num_classes
+            )
+            metas = [s.metainfo for s in samples]
+            results = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
+            probs = probs or [None] * len(gt)
+        else:
+            from mmdet.structures.bbox import bbox2roi
+
+            roi = model.roi_head
+            rpn = model.rpn_head.predict(x, samples, rescale=False)
+            results = roi.predict(x, rpn, samples, rescale=True)
+            extractor, head = roi.bbox_roi_extractor, roi.bbox_head
+            if kind == "cascade":  # the final stage
+                extractor, head = extractor[-1], head[-1]
+            pooled = extractor(x[: extractor.num_inputs], bbox2roi(gt))
+            if getattr(roi, "with_shared_head", False):
+                pooled = roi.shared_head(pooled)
+            seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
+            handle = head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+            try:
+                cls_score = head(pooled)[0]
+            finally:
+                handle.remove()
+            counts = [len(b) for b in gt]
+            probs, feats = cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
+        for s, r, pr, ft in zip(samples, results, probs, feats):
             yield ImageOutput(s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft)
 
     def all_gather(self):
@@ -271,38 +295,74 @@ class _MMDetAdapter(Adapter):
 
 
 def check_dataset(cfg) -> tuple[str, dict]:
-    """The training set's annotation file (data_root applied) and dataset config; refuses wrappers."""
-    dataset = cfg.train_dataloader.get("dataset", {})
+    """The training set's annotation file (data_root applied) and the config of its innermost COCO
+    dataset: wrappers (``RepeatDataset``, ``ClassBalancedDataset``, ``MultiImageMixDataset``, a
+    ``ConcatDataset`` of one) are looked through, since repeats, mosaic and mixup are training
+    augmentations, not data. A ``ConcatDataset`` of several files is refused."""
+    dataset, where = _innermost(cfg.train_dataloader.get("dataset", {}))
     kind = dataset.get("type", "")
-    if kind in WRAPPERS:
-        raise _fail(
-            f"train_dataloader.dataset is a {kind}: PruneHook scores one COCO dataset; put the "
-            "CocoDataset itself in train_dataloader.dataset for the proxy run (dataset wrappers are not supported)"
-        )
     ann = dataset.get("ann_file")
     if not ann:
-        raise _fail(
-            f"train_dataloader.dataset ({kind or 'no type'}) has no ann_file: PruneHook needs a COCO annotation "
-            "file to prune"
-        )
+        raise _fail(f"{where} ({kind or 'no type'}) has no ann_file: PruneHook needs a COCO annotation file to prune")
     path = osp.join(dataset.get("data_root") or "", ann)
     if not osp.isfile(path):
-        raise _fail(f"train_dataloader.dataset.ann_file {path!r} not found")
+        raise _fail(f"{where}.ann_file {path!r} not found")
     return path, dataset
+
+
+def _innermost(dataset, where: str = "train_dataloader.dataset") -> tuple[dict, str]:
+    """(innermost dataset config, its dotted path) under the wrappers of :data:`WRAPPERS`."""
+    while dataset.get("type", "") in WRAPPERS:
+        if dataset["type"] == "ConcatDataset":
+            parts = dataset.get("datasets", [])
+            if len(parts) != 1:
+                raise _fail(
+                    f"{where} is a ConcatDataset of {len(parts)} datasets: PruneHook prunes one COCO file; "
+                    "merge the files into one annotation file for the proxy run (or prune each part in its own run)"
+                )
+            dataset, where = parts[0], f"{where}.datasets[0]"
+        else:
+            dataset, where = dataset.get("dataset", {}), f"{where}.dataset"
+    return dataset, where
+
+
+def _point_at(node, leaf: dict) -> dict:
+    """The override that makes ``node``'s innermost dataset read ``leaf`` (ann_file, data_root), wrappers kept."""
+    kind = node.get("type", "")
+    if kind == "ConcatDataset":  # a list is replaced, not merged: write its one part whole
+        part = node["datasets"][0]
+        return {"datasets": [_merge(_plain(part), _point_at(part, leaf))]}
+    if kind in WRAPPERS:
+        return {"dataset": _point_at(node["dataset"], leaf)}
+    return leaf
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _repeats(dataset) -> int:
+    """How many times an epoch of ``dataset`` goes over its innermost images (RepeatDataset.times)."""
+    times = 1
+    while dataset.get("type", "") in WRAPPERS:
+        times *= int(dataset.get("times", 1)) if dataset["type"] == "RepeatDataset" else 1
+        dataset = dataset.get("dataset") or (dataset.get("datasets") or [{}])[0]
+    return times
 
 
 def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path: Path) -> Path:
     """``retrain.py``: inherits the user's config, trains on the pruned file, PruneHook removed,
     iteration-valued settings scaled by ``n_keep / n_total`` in iteration-based loops."""
     fraction = n_keep / n_total
+    inner, _ = _innermost(cfg.train_dataloader.dataset)
+    # data_root as resolved for this run (it may come from an environment variable); wrappers are kept
+    leaf = {"ann_file": str(Path(pruned_json).resolve()), "data_root": inner.get("data_root")}
+    data = _point_at(cfg.train_dataloader.dataset, leaf)
     body: dict[str, Any] = {
-        # data_root as resolved for this run (it may come from an environment variable)
-        "train_dataloader": {
-            "dataset": {
-                "ann_file": str(Path(pruned_json).resolve()),
-                "data_root": cfg.train_dataloader.dataset.get("data_root"),
-            }
-        },
+        "train_dataloader": {"dataset": data},
         "work_dir": str(Path(cfg.work_dir).resolve()) + "_retrain",
         "custom_hooks": [h for h in cfg.get("custom_hooks", []) if h.get("type") not in ("PruneHook", PruneHook)],
     }
@@ -385,14 +445,31 @@ def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
-def _roi_head(model):
+GT_KINDS = {
+    "roi": "the RoI bbox head on GT boxes",
+    "cascade": "the cascade's final stage on GT boxes",
+    "dense": "the dense head's pyramid and class maps on GT boxes",
+}
+
+
+def _gt_kind(model) -> str | None:
+    """How GT-box outputs are read from ``model`` (a key of :data:`GT_KINDS`), or None.
+
+    ``roi``: a two-stage detector whose RoI bbox head has ``fc_cls`` (Faster/Mask R-CNN); ``cascade``:
+    the same per stage (``ModuleList``s), final stage; ``dense``: a single-stage detector whose
+    ``bbox_head`` has a prior generator and returns per-level class maps first (RetinaNet, FCOS,
+    ATSS, YOLOX, RTMDet). DETR-family heads have neither: VPS only.
+    """
     roi = getattr(model, "roi_head", None)
-    ok = (
-        roi is not None
-        and all(hasattr(roi, n) for n in ("bbox_roi_extractor", "bbox_head"))
-        and hasattr(model, "rpn_head")
-    )
-    return roi if ok and hasattr(roi.bbox_head, "fc_cls") else None
+    if roi is not None:
+        if not (all(hasattr(roi, n) for n in ("bbox_roi_extractor", "bbox_head")) and hasattr(model, "rpn_head")):
+            return None
+        if isinstance(roi.bbox_head, torch.nn.ModuleList):
+            return "cascade" if hasattr(roi.bbox_head[-1], "fc_cls") else None
+        return "roi" if hasattr(roi.bbox_head, "fc_cls") else None
+    head = getattr(model, "bbox_head", None)
+    dense = ("prior_generator", "predict_by_feat", "num_classes")
+    return "dense" if head is not None and all(hasattr(head, n) for n in dense) else None
 
 
 def _finite(v) -> bool:

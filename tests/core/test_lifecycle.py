@@ -9,6 +9,7 @@ import torch
 from prune_hooks.core.coco import load_coco
 from prune_hooks.core.errors import PruneHooksError
 from prune_hooks.core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options, inference_context
+from prune_hooks.core.methods import PROTOTYPES, SOFT_LABELS
 
 LABELS = {"methods": "methods", "keep_ratio": "keep_ratio", "aggregation": "aggregation"}
 
@@ -52,8 +53,10 @@ class FakeAdapter(Adapter):
     def model_classes(self):
         return [1, 2]
 
-    def gt_head(self, model):
-        return self.gt
+    def gt_outputs(self, model):
+        if self.gt is True:
+            return frozenset({SOFT_LABELS, PROTOTYPES})
+        return frozenset(self.gt or ())
 
     def threshold_owners(self, model):
         return [(model, "test_score_thresh")]
@@ -146,13 +149,24 @@ def test_no_pass_writes_nothing_and_state_round_trips(coco_file, tmp_path):
 
 def test_methods_the_model_cannot_serve_are_refused_before_training(coco_file, tmp_path):
     run, adapter, _ = make_run(coco_file, tmp_path, gt=False)
-    with pytest.raises(
-        PruneHooksError, match=r"\[prune_hooks\] methods \['vps_iou', 'csod'\] need GT-box RoI features"
-    ):
+    with pytest.raises(PruneHooksError, match=r"^\[prune_hooks\] methods \['csod'\] need GT-box RoI features, "):
         run.check_model(Jitter(), "methods")
     run, adapter, _ = make_run(coco_file, tmp_path, methods=("vps_iou",), gt=False)
     run.check_model(Jitter(), "methods")
-    assert adapter.logs == [(True, "model has no standard box head: no soft labels (method entropy unavailable)")]
+    assert adapter.logs == [
+        (
+            True,
+            "no class distributions on GT boxes from this model (no box head or dense head this adapter knows): "
+            "no soft labels (method entropy unavailable)",
+        )
+    ]
+    # features without class distributions (a dense head with softmax scores): csod yes, entropy no
+    run, adapter, _ = make_run(coco_file, tmp_path, methods=("csod", "entropy"), gt={PROTOTYPES})
+    with pytest.raises(PruneHooksError, match=r"methods \['entropy'\] need class distributions on GT boxes"):
+        run.check_model(Jitter(), "methods")
+    run, adapter, _ = make_run(coco_file, tmp_path, methods=("csod",), gt={PROTOTYPES})
+    run.check_model(Jitter(), "methods")
+    assert len(adapter.logs) == 1 and "entropy unavailable" in adapter.logs[0][1]
 
 
 @pytest.mark.parametrize(

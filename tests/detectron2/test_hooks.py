@@ -133,10 +133,6 @@ def test_resume_continues_statistics(tmp_path):
         (["PRUNE.METHODS", "['vps_size']"], "PRUNE.METHODS: unknown method 'vps_size'"),
         (["PRUNE.KEEP_RATIO", "1.5"], r"PRUNE.KEEP_RATIO must be in \(0, 1\], got 1.5"),
         (
-            ["PRUNE.METHODS", "['csod']", "MODEL.META_ARCHITECTURE", "RetinaNet"],
-            "PRUNE.METHODS has csod, which needs a box head",
-        ),
-        (
             ["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"],
             "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered",
         ),
