@@ -148,8 +148,8 @@ def test_resume_continues_statistics(tmp_path):
         (
             None,
             "_toy = {{_base_.train_dataloader.dataset}}\n"
-            "train_dataloader = dict(dataset=dict(_delete_=True, type='RepeatDataset', times=2, dataset=_toy))\n",
-            "train_dataloader.dataset is a RepeatDataset",
+            "train_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', datasets=[_toy, _toy]))\n",
+            r"train_dataloader.dataset is a ConcatDataset of 2 datasets: PruneHook prunes one COCO file",
         ),
     ],
 )

@@ -12,7 +12,15 @@ metainfo = dict(classes=("square", "disc", "triangle"))
 img_scale = (128, 128)
 
 model = dict(
-    backbone=dict(depth=18, init_cfg=None, frozen_stages=-1, norm_eval=False),
+    # From scratch at batch 4, BN's statistics are noise (and its eval-mode running averages lag the
+    # weights): GroupNorm, as the detectron2 toy does, is what makes this recipe learn.
+    backbone=dict(
+        depth=18,
+        init_cfg=None,
+        frozen_stages=-1,
+        norm_eval=False,
+        norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+    ),
     neck=dict(in_channels=[64, 128, 256, 512]),
     rpn_head=dict(anchor_generator=dict(scales=[4])),
     roi_head=dict(bbox_head=dict(num_classes=3)),
@@ -67,7 +75,8 @@ val_evaluator = dict(ann_file=data_root + "annotations/instances_val.json")
 test_evaluator = val_evaluator
 
 train_cfg = dict(max_epochs=12, val_interval=12)
-optim_wrapper = dict(optimizer=dict(lr=0.02))
+# An early large gradient can blow up the RPN from scratch: clip it (as the detectron2 toy does).
+optim_wrapper = dict(optimizer=dict(lr=0.01), clip_grad=dict(max_norm=5.0, norm_type=2))
 param_scheduler = [
     dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
     dict(type="MultiStepLR", begin=0, end=12, by_epoch=True, milestones=[9, 11], gamma=0.1),
