@@ -164,15 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet"])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo/<framework>)")
-    ap.add_argument(
-        "--images", type=int, default=None, help="training images of the toy set (default: 192 detectron2, 128 mmdet)"
-    )
+    ap.add_argument("--images", type=int, default=192, help="training images of the toy set")
     ap.add_argument("--epochs", type=int, default=6, help="proxy epochs = scoring passes")
     ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the subset")
     args = ap.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / "demo" / args.framework).resolve()
-    images = args.images or (128 if args.framework == "mmdet" else 192)  # each demo well under 15 min on 2 cores
-    (run_mmdet if args.framework == "mmdet" else run_detectron2)(out, images, args.epochs, args.keep)
+    (run_mmdet if args.framework == "mmdet" else run_detectron2)(out, args.images, args.epochs, args.keep)
     return 0
 
 

@@ -170,6 +170,7 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
 
 
 def test_shape_methods_scored_at_start_beside_vps(tmp_path):
+    pytest.importorskip("cv2")  # the shape extra (mmcv brings OpenCV; a detectron2-only install may not)
     config, files, cfg = make_config(tmp_path, METHODS=["cb_scs", "vps_iou"])
     train_net("--config-file", config, "SOLVER.MAX_ITER", 4)
     run = tmp_path / "out" / "prune"
