@@ -5,9 +5,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from prune_hooks.cli import main as cli
+from prune_hooks.core.rundir import read_images_csv
 
 
 def tiny_coco():
@@ -59,3 +61,23 @@ def assert_matches_cli(run, files, passes, tmp_path, tol):
         assert int(got[aid]["passes"]) == len(passes)
         for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
             assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
+
+
+def assert_zoo_run(run, train_json, methods, n_images):
+    """What every model-zoo matrix entry must end in: a full run directory with ``methods``."""
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["passes"] == 2 and meta["methods"] == methods
+    # the pass lowered the model's threshold: barely trained, it still matched most objects
+    n_objects = sum(not a["iscrowd"] for a in json.loads(Path(train_json).read_text())["annotations"])
+    assert meta["never_matched"] < n_objects / 2, meta["never_matched"]
+    images = read_images_csv(run)
+    has = images["n_objects"] > 0
+    for col in ("vps_iou_max", "vps_conf_max", *(["entropy_max"] if "entropy" in methods else [])):
+        assert np.isfinite(images[col][has]).all(), col
+    if "csod" in methods:
+        protos = np.load(run / "prototypes.npz")
+        assert np.isfinite(protos["feature"]).all() and protos["feature"].shape[1] > 0
+    if "entropy" in methods:
+        soft = np.load(run / "soft_labels.npz")
+        np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-4)
+    assert json.loads((run / "subset.json").read_text())["n_images"] == n_images

@@ -8,12 +8,10 @@ layers) becomes GroupNorm, the one change of a layer. Each must end in a full ru
 with every method the model supports, and the README's matrix lists the same.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -24,8 +22,8 @@ import prune_hooks.detectron2  # noqa: F401,E402  (before detectron2: v0.6 alias
 
 from detectron2 import model_zoo  # noqa: E402
 
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
 from prune_hooks.toy import make_toy_coco  # noqa: E402
+from tests.conftest import assert_zoo_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = ["vps_iou", "vps_conf", "forgetting", "entropy", "csod", "kcenter", "herding"]
@@ -91,20 +89,5 @@ def test_zoo_config(zoo, toy, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = out / "prune"
-    meta = json.loads((run / "meta.json").read_text())
-    assert meta["passes"] == 2 and meta["methods"] == MATRIX[zoo]
-    # the pass lowered the model's threshold: untrained, it still matched most objects
-    n_objects = sum(not a["iscrowd"] for a in json.loads(files["train"].read_text())["annotations"])
-    assert meta["never_matched"] < n_objects / 2, meta["never_matched"]
-    images = read_images_csv(run)
-    has = images["n_objects"] > 0
-    for col in ("vps_iou_max", "vps_conf_max", "entropy_max"):
-        assert np.isfinite(images[col][has]).all(), col
-    if "csod" in MATRIX[zoo]:
-        protos = np.load(run / "prototypes.npz")
-        assert np.isfinite(protos["feature"]).all() and protos["feature"].shape[1] > 0
-    soft = np.load(run / "soft_labels.npz")
-    np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-4)
-    subset = json.loads((run / "subset.json").read_text())
-    assert subset["n_images"] == 4
+    assert_zoo_run(run, files["train"], MATRIX[zoo], 4)
     assert "MAX_ITER: 4" in (run / "retrain.yaml").read_text()

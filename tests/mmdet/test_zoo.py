@@ -10,13 +10,11 @@ directory with every method the model supports; DETR (no dense head, no RoI head
 asking it for csod is refused in one line before training.
 """
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -25,8 +23,8 @@ mmdet = pytest.importorskip("mmdet")
 
 from mmengine.config import Config  # noqa: E402
 
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
 from prune_hooks.toy import CLASSES, make_toy_coco  # noqa: E402
+from tests.conftest import assert_zoo_run  # noqa: E402
 
 ZOO = Path(mmdet.__file__).parent / ".mim" / "configs"
 TRAIN_PY = Path(mmdet.__file__).parent / ".mim" / "tools" / "train.py"
@@ -141,20 +139,7 @@ def test_zoo_config(entry, toy, tmp_path):
     proc = train(zoo_config(entry, root, out, MATRIX[entry]), out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = out / "prune"
-    meta = json.loads((run / "meta.json").read_text())
-    assert meta["passes"] == 2 and meta["methods"] == MATRIX[entry]
-    n_objects = sum(not a["iscrowd"] for a in json.loads(files["train"].read_text())["annotations"])
-    assert meta["never_matched"] < n_objects / 2, meta["never_matched"]  # the pass lowered the threshold
-    images = read_images_csv(run)
-    has = images["n_objects"] > 0
-    for col in ("vps_iou_max", "vps_conf_max", *(["entropy_max"] if "entropy" in MATRIX[entry] else [])):
-        assert np.isfinite(images[col][has]).all(), col
-    if "csod" in MATRIX[entry]:
-        protos = np.load(run / "prototypes.npz")
-        assert np.isfinite(protos["feature"]).all() and protos["feature"].shape[1] > 0
-        soft = np.load(run / "soft_labels.npz")
-        np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-4)
-    assert json.loads((run / "subset.json").read_text())["n_images"] == 4
+    assert_zoo_run(run, files["train"], MATRIX[entry], 4)
     retrain = (run / "retrain.py").read_text()
     assert "instances_train_pruned.json" in retrain
     # the retraining config keeps the user's wrappers and points the innermost dataset at the pruned file
