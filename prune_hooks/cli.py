@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ from .core import (
     write_subset,
 )
 from .core import methods as registry
+from .core.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
+from .core.clean import audit_run, clean_run
 from .core.coco import sha256_file
 from .core.io import no_gc
 from .core.select import DEFAULT_LAMBDA, RunInputs, select
@@ -35,17 +38,20 @@ logger = logging.getLogger("prune_hooks")
 def cmd_score_vps(args: argparse.Namespace) -> None:
     index = load_coco(args.annotations)
     acc = VPSAccumulator(index.num_objects)
+    audit = LabelAudit(index.num_objects)
     everything = torch.arange(index.num_objects)
     for t, path in enumerate(args.detections, 1):
-        iou, conf, learned = cipa_pass(index, load_detections(path, index))
-        acc.update(everything, torch.from_numpy(iou), torch.from_numpy(conf), torch.from_numpy(learned))
+        m = cipa_pass(index, load_detections(path, index))
+        acc.update(everything, *(torch.from_numpy(v) for v in (m.iou, m.conf, m.learned)))
         acc.end_pass()
+        audit.add_pass(everything, *(torch.from_numpy(v) for v in (m.iou, m.conf, m.same, m.box)), m.candidates)
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
     write_run(
         args.out,
         index,
         acc,
         framework="coco-results",
+        audit=audit,
         extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
     )
     print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {args.out}")
@@ -156,6 +162,26 @@ def cmd_compare(args: argparse.Namespace) -> None:
         write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b), "columns": rows})
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    th = AuditThresholds(**{f.name: getattr(args, f.name) for f in fields(AuditThresholds)})
+    rows = audit_run(args.run, th)
+    counts = {k: sum(r[0] == k for r in rows) for k in ISSUE_KINDS}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {Path(args.run) / 'label_issues.csv'}")
+
+
+def cmd_clean(args: argparse.Namespace) -> None:
+    path, changes_path, changes = clean_run(
+        args.run,
+        args.out,
+        relabel=args.relabel,
+        ignore_bad_location=args.ignore_bad_location,
+        add_missing=args.add_missing,
+    )
+    counts = {k: sum(c[0] == k for c in changes) for k in ("relabel", "ignore", "add")}
+    note = "" if changes else " (nothing asked: pass --relabel, --ignore-bad-location or --add-missing)"
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"{note} -> {path}, {changes_path}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
 
@@ -230,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"CSOD lambda (default {DEFAULT_LAMBDA})"
     )
     sel.add_argument(
-        "--drop-mislabeled", action="store_true", help="rank images holding a suspected mislabel (suspects.csv) last"
+        "--drop-mislabeled", action="store_true", help="rank images holding a wrong_class object (label_issues.csv) last"
     )
     sel.add_argument("--annotations", help="annotation file to prune (default: the one in meta.json)")
     sel.add_argument(
@@ -276,6 +302,33 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_b")
     cmp_.add_argument("--out", help="also write the table as JSON")
     cmp_.set_defaults(func=cmd_compare)
+
+    aud = sub.add_parser(
+        "audit",
+        help="label issues of a run again, at other thresholds",
+        description="Rewrite RUN/label_issues.csv (wrong_class, bad_location, missing_box, outlier; docs/methods.md, "
+        "'Label audit') from the run's audit.npz, soft_labels.npz and objects.csv. Thresholds in (0, 1].",
+    )
+    aud.add_argument("run", help="run directory of a hook (or of `score vps`)")
+    for f in fields(AuditThresholds):
+        aud.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=f.default, help=f"default {f.default}")
+    aud.set_defaults(func=cmd_audit)
+
+    cln = sub.add_parser(
+        "clean",
+        help="write the annotation file with the label issues you ask to fix",
+        description="Write DIR/<stem>_cleaned.json and DIR/changes.csv from RUN/label_issues.csv. Nothing "
+        "changes without a flag asking for it. With a subset and a retraining config in RUN, also the cleaned "
+        "subset and retrain_cleaned.yaml / .py pointed at it.",
+    )
+    cln.add_argument("run", help="run directory with label_issues.csv")
+    cln.add_argument("--relabel", action="store_true", help="wrong_class: set the suggested category")
+    cln.add_argument(
+        "--ignore-bad-location", action="store_true", help="bad_location: mark the box ignored (iscrowd: 1)"
+    )
+    cln.add_argument("--add-missing", action="store_true", help="missing_box: add the suggested box")
+    cln.add_argument("--out", help="output directory (default RUN)")
+    cln.set_defaults(func=cmd_clean)
 
     rep = sub.add_parser(
         "report",

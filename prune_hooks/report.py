@@ -4,6 +4,7 @@ write it after every proxy run into ``RUN/report/``)."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .core import load_coco, read_images_csv, read_meta
+from .core.audit import ISSUE_KINDS
 from .core.errors import PruneHooksError
 from .core.io import atomic_write_bytes, atomic_write_text, read_json
 from .core.methods import REGISTRY
@@ -163,38 +165,40 @@ def write_report(
         figures.append((_save(fig, out / "objects_per_image.png"), "objects per image, full vs kept"))
         plt.close(fig)
 
-    # 6. suspects: crops of the most suspicious objects
-    suspects = _read_csv(run / "suspects.csv") if (run / "suspects.csv").is_file() else []
-    if suspects:
+    # 6. label issues: counts, and crops of the highest-scored flags of each kind
+    if (run / "label_issues.csv").is_file():
+        issues = _read_csv(run / "label_issues.csv")
+        counts = {k: sum(r["kind"] == k for r in issues) for k in ISSUE_KINDS}
         lines.append(
-            f"{len(suspects)} suspected mislabels (suspects.csv: soft label's argmax is another class with mean "
-            "probability >= 0.5)."
+            "Label issues (label_issues.csv; `prune-hooks clean` applies them): "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + "."
         )
         root = image_root or meta.get("image_root")
-        grid = _suspect_grid(plt, suspects, index, root, out / "suspects.png")
-        if grid:
-            figures.append((grid, "most suspicious objects: annotated vs suspected class"))
-    elif (run / "suspects.csv").is_file():
-        lines.append("No suspected mislabels.")
+        for kind in ISSUE_KINDS:
+            rows = [r for r in issues if r["kind"] == kind]
+            grid = _issue_grid(plt, kind, rows, index, root, out / f"issues_{kind}.png") if rows else None
+            if grid:
+                figures.append((grid, f"{kind}: annotation (green) and suggestion (orange), highest scores first"))
     lines.append("")
     for name, title in figures:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     return atomic_write_text(out / "report.md", "\n".join(lines))
 
 
-def _suspect_grid(plt, suspects: list[dict[str, Any]], index, root: str | None, path: Path) -> str | None:
+def _issue_grid(plt, kind: str, rows: list[dict[str, Any]], index, root: str | None, path: Path) -> str | None:
     if not root:
-        logger.warning("report: no image root known, the suspects grid is skipped (pass --image-root)")
+        logger.warning("report: no image root known, the label-issue crops are skipped (pass --image-root)")
         return None
+    from matplotlib.patches import Rectangle
     from PIL import Image
 
     files = {int(im["id"]): im["file_name"] for im in index.dataset["images"]}
     names = {c["id"]: c["name"] for c in index.categories}
-    boxes = {int(a): b for a, b in zip(index.ann_ids, index.obj_boxes)}
-    top = sorted(suspects, key=lambda r: -float(r["mean_prob"]))[:16]
+    top = sorted(rows, key=lambda r: -float(r["score"]))[:12]
     cols = min(4, len(top))
-    rows = (len(top) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    n_rows = (len(top) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(2.6 * cols, 2.8 * n_rows), squeeze=False)
     shown = 0
     for ax, r in zip(axes.flat, top):
         ax.axis("off")
@@ -202,20 +206,25 @@ def _suspect_grid(plt, suspects: list[dict[str, Any]], index, root: str | None, 
             img = Image.open(Path(root) / files[int(r["image_id"])]).convert("RGB")
         except (OSError, KeyError):
             continue
-        x0, y0, x1, y1 = boxes[int(r["ann_id"])]
-        pad = 0.2 * max(x1 - x0, y1 - y0)
-        ax.imshow(img.crop((max(0, x0 - pad), max(0, y0 - pad), x1 + pad, y1 + pad)))
-        ax.set_title(
-            f"GT {names.get(int(r['category_id']))}\nmodel {names.get(int(r['suspected_category_id']))} "
-            f"{float(r['mean_prob']):.2f}",
-            fontsize=8,
-        )
+        boxes = [(json.loads(r[c]), color) for c, color in (("bbox", "lime"), ("suggested_bbox", "orange")) if r[c]]
+        x0 = min(b[0] for b, _ in boxes)
+        y0 = min(b[1] for b, _ in boxes)
+        x1 = max(b[0] + b[2] for b, _ in boxes)
+        y1 = max(b[1] + b[3] for b, _ in boxes)
+        pad = 0.3 * max(x1 - x0, y1 - y0)
+        left, top_ = max(0, x0 - pad), max(0, y0 - pad)
+        ax.imshow(img.crop((left, top_, x1 + pad, y1 + pad)))
+        for (x, y, w, h), color in boxes:
+            ax.add_patch(Rectangle((x - left, y - top_), w, h, fill=False, edgecolor=color, linewidth=1.5))
+        gt = names.get(int(r["category_id"])) if r["category_id"] else "(no box)"
+        sug = names.get(int(r["suggested_category_id"])) if r["suggested_category_id"] else ""
+        ax.set_title(f"{gt} -> {sug} {float(r['score']):.2f}" if sug else f"{gt} {float(r['score']):.2f}", fontsize=8)
         shown += 1
     for ax in list(axes.flat)[len(top) :]:
         ax.axis("off")
     if not shown:
         plt.close(fig)
-        logger.warning("report: no suspect image could be read under %s", root)
+        logger.warning("report: no image of the %s flags could be read under %s", kind, root)
         return None
     name = _save(fig, path)
     plt.close(fig)

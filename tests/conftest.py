@@ -61,6 +61,18 @@ def assert_matches_cli(run, files, passes, tmp_path, tol):
         assert int(got[aid]["passes"]) == len(passes)
         for col in ("iou_mean", "iou_std", "conf_mean", "conf_std", "learned_passes", "forget_events"):
             assert float(got[aid][col]) == pytest.approx(float(want[aid][col]), abs=tol), (aid, col)
+    # the label audit's state: the last passes' matches and the tracks of unexplained detections
+    a, b = np.load(run / "audit.npz"), np.load(ref / "audit.npz")
+    assert int(a["passes"]) == int(b["passes"]) == len(passes)
+    for k in ("ann_id", "valid", "same"):
+        assert np.array_equal(a[k], b[k]), k
+    for k in ("iou", "conf", "box"):
+        assert np.allclose(a[k], b[k], atol=max(tol, 1e-3)), k
+    tracks = [
+        sorted(zip(z["track_image"].tolist(), z["track_category_id"].tolist(), z["track_hits"].tolist()))
+        for z in (a, b)
+    ]
+    assert tracks[0] == tracks[1]
 
 
 def assert_zoo_run(run, train_json, methods, n_images):

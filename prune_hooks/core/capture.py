@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from .audit import LabelAudit, unexplained
 from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import write_json
-from .matching import cipa_match, learned
+from .matching import cipa_match, learned, matched_prediction
 from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
 from .softlabels import SoftLabels
@@ -37,10 +39,12 @@ class VPSCapture:
         self.index = index
         self.device = torch.device(device)
         self.acc = VPSAccumulator(index.num_objects, device=self.device)
+        self.audit = LabelAudit(index.num_objects, device=self.device)
         self._pos = index.image_position()
         self._gt_boxes = torch.as_tensor(index.obj_boxes, dtype=torch.float32, device=self.device)
         self._gt_labels = torch.as_tensor(index.obj_category_ids, device=self.device)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[torch.Tensor, ...]] = []  # per image: the objects' matches
+        self._candidates: list[tuple[torch.Tensor, ...]] = []  # per image: unexplained detections (label audit)
         self._seen: set[int] = set()
         self.record = record
         self.results: list[dict[str, Any]] = []
@@ -126,24 +130,44 @@ class VPSCapture:
         a, b = self.object_slice(image_id)
         if features is not None and self.prototypes is not None:
             self.prototypes.add(image_id, features)
+        boxes = boxes.to(self.device, torch.float32)
+        scores = scores.to(self.device, torch.float32)
+        pred_labels = category_ids.to(self.device)
+        odd = unexplained(self._gt_boxes[a:b], boxes, scores)
+        if odd.any():
+            pos_t = torch.full((int(odd.sum()),), pos, dtype=torch.long)
+            self._candidates.append((pos_t, pred_labels[odd].long().cpu(), boxes[odd].cpu(), scores[odd].cpu()))
         if a == b:
             return
-        pred_labels = category_ids.to(self.device)
-        iou, conf, index = cipa_match(
-            self._gt_boxes[a:b],
-            self._gt_labels[a:b],
-            boxes.to(self.device, torch.float32),
-            scores.to(self.device, torch.float32),
-            pred_labels,
-        )
+        iou, conf, index = cipa_match(self._gt_boxes[a:b], self._gt_labels[a:b], boxes, scores, pred_labels)
         ok = learned(self._gt_labels[a:b], pred_labels, index, iou)
+        same, mbox = matched_prediction(self._gt_labels[a:b], pred_labels, boxes, index)
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
             soft = padded[:, self._columns]
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
-        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft))
+        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft, same, mbox))
+
+    def local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
+        """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results."""
+        if self._pending:
+            objects = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
+        else:
+            k = self.soft.num_columns if self.soft is not None else 0
+            e = torch.zeros(0)
+            objects = (e.long(), e, e, e.bool(), torch.zeros(0, k), e.bool(), torch.zeros(0, 4))
+        if self._candidates:
+            cands = tuple(torch.cat(t) for t in zip(*self._candidates))
+        else:
+            cands = (
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, 4),
+                torch.zeros(0),
+            )
+        return objects, cands, self.results
 
     def end_pass(self, all_gather: Callable[[Any], list[Any]] | None = None) -> list[dict[str, Any]]:
         """Close the pass: one vectorized accumulator update with every image of the pass.
@@ -156,34 +180,28 @@ class VPSCapture:
         Returns:
             the pass's recorded COCO results from all ranks (empty unless ``record``).
         """
-        if self._pending:
-            local = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
-        else:
-            k = self.soft.num_columns if self.soft is not None else 0
-            local = (
-                torch.zeros(0, dtype=torch.long),
-                torch.zeros(0),
-                torch.zeros(0),
-                torch.zeros(0, dtype=torch.bool),
-                torch.zeros(0, k),
-            )
+        local = self.local_pass()
         self._pending.clear()
-        parts = all_gather((local, self.results)) if all_gather is not None else [(local, self.results)]
-        idx, iou, conf, ok, soft = (torch.cat([p[0][k] for p in parts]) for k in range(5))
+        self._candidates.clear()
+        parts = all_gather(local) if all_gather is not None else [local]
+        idx, iou, conf, ok, soft, same, mbox = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.
             order = torch.argsort(idx, stable=True)
             keep = torch.ones_like(order, dtype=torch.bool)
             keep[1:] = idx[order][1:] != idx[order][:-1]
             first = order[keep].to(self.device)
-            idx, iou, conf, ok, soft = (t.to(self.device)[first] for t in (idx, iou, conf, ok, soft))
+            idx, iou, conf, ok, soft, same, mbox = (
+                t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, same, mbox)
+            )
             self.acc.update(idx, iou, conf, ok)
             if self.soft is not None and soft.shape[1] == self.soft.num_columns:
                 self.soft.update(idx, soft)
         self.acc.end_pass()
+        self.audit.add_pass(idx, iou, conf, same, mbox, _distinct_candidates([p[1] for p in parts]))
         self._seen.clear()
         results, seen_images = [], set()
-        for _, res in parts:
+        for _, _, res in parts:
             ids = {r["image_id"] for r in res} - seen_images
             results.extend(r for r in res if r["image_id"] in ids)
             seen_images |= ids
@@ -217,6 +235,7 @@ class VPSCapture:
     def discard_pass(self) -> None:
         """Forget what this pass recorded (a features-only pass)."""
         self._pending.clear()
+        self._candidates.clear()
         self._seen.clear()
         self.results = []
 
@@ -225,15 +244,28 @@ class VPSCapture:
         return len(self._seen)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"vps": self.acc.state_dict()}
+        state = {"vps": self.acc.state_dict(), "audit": self.audit.state_dict()}
         if self.soft is not None:
             state["soft_labels"] = self.soft.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.acc.load_state_dict(state["vps"])
+        if "audit" in state:  # checkpoints of earlier versions have none: the audit starts at the resume
+            self.audit.load_state_dict(state["audit"])
         if "soft_labels" in state:
             if self.soft is None:
                 s = state["soft_labels"]["sum"]
                 self.soft = SoftLabels(self.index.num_objects, int(s.shape[1]), device=self.device)
             self.soft.load_state_dict(state["soft_labels"])
+
+
+def _distinct_candidates(parts: list[tuple[torch.Tensor, ...]]) -> tuple[np.ndarray, ...]:
+    """The ranks' unexplained detections as numpy arrays, exact repeats (an image two ranks both saw) once."""
+    image, cat, box, score = (torch.cat([p[k] for p in parts]).cpu().numpy() for k in range(4))
+    if len(parts) > 1 and len(image):
+        rows = np.column_stack([image, cat, box, score])
+        _, first = np.unique(rows, axis=0, return_index=True)
+        first.sort()
+        image, cat, box, score = image[first], cat[first], box[first], score[first]
+    return image.astype(np.int64), cat.astype(np.int64), box.astype(np.float64), score.astype(np.float64)

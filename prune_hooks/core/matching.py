@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["LEARNED_IOU", "cipa_match", "learned"]
+__all__ = ["LEARNED_IOU", "cipa_match", "learned", "matched_prediction"]
 
 # An object counts as learned at a pass when CIPA matched it to a same-class prediction with IoU >= 0.5.
 LEARNED_IOU = 0.5
@@ -66,3 +66,15 @@ def learned(gt_labels: torch.Tensor, pred_labels: torch.Tensor, index: torch.Ten
         return torch.zeros_like(gt_labels, dtype=torch.bool)
     same = pred_labels[index.clamp(min=0)].to(gt_labels.device) == gt_labels
     return same & (index >= 0) & (iou >= LEARNED_IOU)
+
+
+def matched_prediction(
+    gt_labels: torch.Tensor, pred_labels: torch.Tensor, pred_boxes: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same Tensor[N] bool, box Tensor[N, 4]): whether each object's CIPA match has its class, and its box
+    (zeros without a match)."""
+    if pred_labels.numel() == 0:
+        return torch.zeros_like(gt_labels, dtype=torch.bool), torch.zeros(len(gt_labels), 4, device=gt_labels.device)
+    j = index.clamp(min=0)
+    found = index >= 0
+    return found & (pred_labels[j] == gt_labels), torch.where(found[:, None], pred_boxes[j], 0.0)

@@ -7,8 +7,9 @@ RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,
 RUN/images.csv     image_id,n_objects, then <method>_<aggregation> for every registered score
                    method the objects can feed (core.methods), e.g. vps_iou_max,...,entropy_sum
 RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
-RUN/suspects.csv   ann_id,image_id,category_id,suspected_category_id,mean_prob (soft labels only)
-RUN/outliers.csv   ann_id,image_id,category_id,entropy: never learned, soft label near uniform
+RUN/audit.npz      the label audit's state after the last pass (core.audit.LabelAudit.arrays)
+RUN/label_issues.csv  kind,ann_id,image_id,category_id,bbox,suggested_category_id,suggested_bbox,score:
+                   wrong_class / outlier (soft labels), bad_location / missing_box (audit), see core.audit
 RUN/prototypes.npz image_id[P], category_id[P], feature[P, D] (see core.prototypes)
 DIR/subset.json    method,aggregation,keep_ratio,n_images,n_total,seed,image_ids (best first)
 DIR/<stem>_pruned.json   the annotation file restricted to the subset
@@ -26,12 +27,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from .audit import LABEL_ISSUE_COLUMNS, LabelAudit, label_issues
 from .coco import CocoIndex, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json, write_csv, write_json
 from .methods import image_score_columns
 from .scores import VPSAccumulator, aggregate
-from .softlabels import SUSPECT_COLUMNS, SoftLabels, entropy, outliers, suspects
+from .softlabels import SoftLabels, entropy
 
 __all__ = [
     "VPS_OBJECT_COLUMNS",
@@ -39,6 +41,9 @@ __all__ = [
     "write_run",
     "read_meta",
     "read_images_csv",
+    "read_objects_csv",
+    "read_label_issues",
+    "write_label_issues",
     "write_subset",
     "pruned_name",
 ]
@@ -92,9 +97,10 @@ def write_run(
     extra_meta: dict[str, Any] | None = None,
     soft: SoftLabels | None = None,
     objects: dict[str, np.ndarray] | None = None,
+    audit: LabelAudit | None = None,
 ) -> dict[str, np.ndarray]:
-    """Write meta.json, objects.csv and images.csv; with ``soft`` also soft_labels.npz, suspects.csv
-    and outliers.csv.
+    """Write meta.json, objects.csv and images.csv; with ``soft`` also soft_labels.npz, with ``audit``
+    audit.npz, and with either label_issues.csv (core.audit).
 
     Args:
         acc: VPS state of the scoring passes (None: a run scored without passes, e.g. shape scores).
@@ -121,30 +127,13 @@ def write_run(
         buf = io.BytesIO()
         np.savez(buf, ann_id=index.ann_ids, columns=columns, probs=soft_mean.astype(np.float32))
         atomic_write_bytes(run / "soft_labels.npz", buf.getvalue())
-        ent = table["entropy"]
-        odd = outliers(soft_mean, table["learned_passes"])
-        write_csv(
-            run / "outliers.csv",
-            ("ann_id", "image_id", "category_id", "entropy"),
-            zip(
-                index.ann_ids[odd].tolist(),
-                index.obj_image_ids[odd].tolist(),
-                index.obj_category_ids[odd].tolist(),
-                ent[odd].tolist(),
-            ),
-        )
-        rows, cats, probs = suspects(soft_mean, index.obj_category_ids, index.category_ids)
-        write_csv(
-            run / "suspects.csv",
-            SUSPECT_COLUMNS,
-            zip(
-                index.ann_ids[rows].tolist(),
-                index.obj_image_ids[rows].tolist(),
-                index.obj_category_ids[rows].tolist(),
-                cats.tolist(),
-                probs.tolist(),
-            ),
-        )
+    audit_arrays = audit.arrays() if audit is not None and audit.passes else None
+    if audit_arrays is not None:
+        buf = io.BytesIO()
+        np.savez(buf, ann_id=index.ann_ids, **audit_arrays)
+        atomic_write_bytes(run / "audit.npz", buf.getvalue())
+    if soft_mean is not None or audit_arrays is not None:
+        write_label_issues(run, label_issues(index, audit_arrays, soft_mean, table.get("learned_passes")))
     write_csv(
         run / "images.csv",
         ("image_id", "n_objects", *scores),
@@ -159,12 +148,31 @@ def write_run(
         "num_objects": index.num_objects,
         "passes": acc.passes if acc is not None else 0,
         "soft_labels": soft is not None,
+        "label_audit": audit_arrays is not None,
         "prune_hooks_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     meta.update(extra_meta or {})
     write_json(run / "meta.json", meta)
     return scores
+
+
+def write_label_issues(run: str | os.PathLike, rows: list[tuple]) -> Path:
+    return write_csv(Path(run) / "label_issues.csv", LABEL_ISSUE_COLUMNS, rows)
+
+
+def read_label_issues(run: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of RUN/label_issues.csv as dicts of strings."""
+    path = Path(run) / "label_issues.csv"
+    if not path.is_file():
+        raise PruneHooksError(
+            f"{path} not found: the run has no label audit (it is written by the hooks and `score vps`)"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if set(LABEL_ISSUE_COLUMNS) - set(reader.fieldnames or ()):
+            raise PruneHooksError(f"{path}: expected the columns {','.join(LABEL_ISSUE_COLUMNS)}")
+        return list(reader)
 
 
 def read_meta(run: str | os.PathLike) -> dict[str, Any]:
@@ -175,6 +183,25 @@ def read_meta(run: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise PruneHooksError(f"{run / 'meta.json'}: expected an object, got {type(meta).__name__}")
     return meta
+
+
+def read_objects_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of RUN/objects.csv: ids int64, score columns float64 (NaN = none)."""
+    path = Path(run) / "objects.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise PruneHooksError(f"objects not found: {path}") from None
+    header, body = rows[0], rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        col = [r[j] for r in body]
+        if name in ("ann_id", "image_id", "category_id"):
+            out[name] = np.array([int(v) for v in col], dtype=np.int64)
+        else:
+            out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
+    return out
 
 
 def read_images_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .audit import unexplained
 from .coco import CocoIndex, Detections
 from .errors import PruneHooksError
-from .matching import cipa_match, learned
+from .matching import cipa_match, learned, matched_prediction
 from .welford import Welford
 
-__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "aggregate", "forgetting_scores", "rank_images"]
+__all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "PassMatch", "aggregate", "forgetting_scores", "rank_images"]
 
 AGGREGATIONS = ("max", "mean", "sum")
 
@@ -104,32 +105,50 @@ def forgetting_scores(vps: dict[str, np.ndarray]) -> np.ndarray:
     return score
 
 
-def cipa_pass(index: CocoIndex, dets: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CIPA-match every object of ``index`` to the pass's detections.
+class PassMatch(NamedTuple):
+    """One pass's CIPA matches in object order, and its unexplained detections (core.audit)."""
 
-    Returns:
-        (iou ndarray[N], conf ndarray[N], learned ndarray[N] bool) in object order.
-    """
-    iou = np.zeros(index.num_objects, dtype=np.float64)
-    conf = np.zeros(index.num_objects, dtype=np.float64)
-    ok = np.zeros(index.num_objects, dtype=bool)
+    iou: np.ndarray  # [N]
+    conf: np.ndarray  # [N]
+    learned: np.ndarray  # [N] bool
+    same: np.ndarray  # [N] bool: the match has the object's class
+    box: np.ndarray  # [N, 4] xyxy of the match (zeros without one)
+    candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image position, category id, box, score
+
+
+def cipa_pass(index: CocoIndex, dets: Detections) -> PassMatch:
+    """CIPA-match every object of ``index`` to the pass's detections (what the hooks do image by image)."""
+    n = index.num_objects
+    iou, conf, ok, same, box = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 4))
     boxes_t = torch.from_numpy(index.obj_boxes)
     labels_t = torch.from_numpy(index.obj_category_ids)
     det_boxes = torch.from_numpy(dets.boxes)
     det_scores = torch.from_numpy(dets.scores)
     det_labels = torch.from_numpy(dets.category_ids)
+    cands: list[tuple[np.ndarray, ...]] = []
     for i in range(index.num_images):
         a, b = index.offsets[i], index.offsets[i + 1]
+        c, d = dets.offsets[i], dets.offsets[i + 1]
+        odd = unexplained(boxes_t[a:b].float(), det_boxes[c:d].float(), det_scores[c:d].float()).numpy()
+        if odd.any():
+            cands.append(
+                (np.full(int(odd.sum()), i), dets.category_ids[c:d][odd], dets.boxes[c:d][odd], dets.scores[c:d][odd])
+            )
         if a == b:
             continue
-        c, d = dets.offsets[i], dets.offsets[i + 1]
         m_iou, m_conf, m_index = cipa_match(
             boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d]
         )
         iou[a:b] = m_iou.numpy()
         conf[a:b] = m_conf.numpy()
         ok[a:b] = learned(labels_t[a:b], det_labels[c:d], m_index, m_iou).numpy()
-    return iou, conf, ok
+        m_same, m_box = matched_prediction(labels_t[a:b], det_labels[c:d], det_boxes[c:d], m_index)
+        same[a:b], box[a:b] = m_same.numpy(), m_box.numpy()
+    if cands:
+        candidates = tuple(np.concatenate(t) for t in zip(*cands))
+    else:
+        candidates = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+    return PassMatch(iou, conf, ok, same, box, candidates)
 
 
 def aggregate(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:

@@ -7,7 +7,6 @@ order with the images a method cannot rank (ascending id), and builds the subset
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import os
@@ -22,7 +21,7 @@ from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json
 from .prototypes import load_prototypes
-from .rundir import read_images_csv, write_run, write_subset
+from .rundir import read_images_csv, read_label_issues, write_run, write_subset
 from .scores import rank_images
 from .selection import keep_count, subset_record
 
@@ -127,11 +126,12 @@ class RunInputs:
             raise PruneHooksError(why)
 
     def suspect_images(self) -> np.ndarray:
-        path = self.run / "suspects.csv" if self.run is not None else None
+        """Images holding an object flagged wrong_class in RUN/label_issues.csv."""
+        path = self.run / "label_issues.csv" if self.run is not None else None
         if path is None or not path.is_file():
-            raise PruneHooksError(f"--drop-mislabeled needs suspects.csv, not found in {self.run}")
-        with open(path, newline="", encoding="utf-8") as f:
-            return np.array(sorted({int(r["image_id"]) for r in csv.DictReader(f)}), dtype=np.int64)
+            raise PruneHooksError(f"--drop-mislabeled needs label_issues.csv, not found in {self.run}")
+        ids = {int(r["image_id"]) for r in read_label_issues(self.run) if r["kind"] == "wrong_class"}
+        return np.array(sorted(ids), dtype=np.int64)
 
 
 def _no_rank(inputs: RunInputs, req: registry.Request) -> tuple[np.ndarray, dict[str, Any]]:
@@ -160,7 +160,7 @@ def select(
         aggregation: score methods: which image aggregation to rank by (default: the method's first).
         seed: seeded methods (default 0); recorded in the subset for those only.
         lam: CSOD's lambda.
-        drop_mislabeled: rank images that hold a suspected mislabel (suspects.csv) last.
+        drop_mislabeled: rank images that hold a wrong_class object (label_issues.csv) last.
     """
     m = registry.get(method)
     why = inputs.missing(m)
@@ -216,7 +216,16 @@ def write_hook_run(
     scored without passes (shape scores). Returns (subset record, pruned file, kept); (None, None, 0)
     with an error logged when the method's score cannot rank the images (constant)."""
     index = capture.index
-    write_run(run, index, capture.acc, framework=framework, soft=capture.soft, extra_meta=extra_meta, objects=objects)
+    write_run(
+        run,
+        index,
+        capture.acc,
+        framework=framework,
+        soft=capture.soft,
+        extra_meta=extra_meta,
+        objects=objects,
+        audit=capture.audit,
+    )
     buf = io.BytesIO()
     torch.save(capture.state_dict(), buf)
     atomic_write_bytes(Path(run) / "state.pt", buf.getvalue())

@@ -10,7 +10,6 @@ The proxies themselves are ordinary hook runs whose scored set is not their trai
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import io
 import os
@@ -20,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from .audit import ISSUE_KINDS, LABEL_ISSUE_COLUMNS
 from .coco import CocoIndex, load_coco, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json, write_csv, write_json
-from .rundir import read_images_csv, read_meta
+from .rundir import read_images_csv, read_label_issues, read_meta, read_objects_csv, write_label_issues
 from .scores import rank_images
 
 __all__ = ["FOLD_KEY", "SUBSET_RATIOS", "check_score_set", "compare_runs", "fold_split", "merge_runs", "write_folds"]
@@ -77,24 +77,6 @@ def write_folds(annotations: str | os.PathLike, k: int, seed: int, out: str | os
     return written
 
 
-def _read_objects(run: Path) -> dict[str, np.ndarray]:
-    path = run / "objects.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise PruneHooksError(f"objects not found: {path}") from None
-    header, body = rows[0], rows[1:]
-    out: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        col = [r[j] for r in body]
-        if name in ("ann_id", "image_id", "category_id"):
-            out[name] = np.array([int(v) for v in col], dtype=np.int64)
-        else:
-            out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
-    return out
-
-
 def _mean_by_key(keys_per_run: list[np.ndarray], values_per_run: list[np.ndarray], keys: np.ndarray) -> np.ndarray:
     """For each of ``keys``: the mean of the finite values the runs hold for it (NaN if none)."""
     pos = {int(k): p for p, k in enumerate(keys)}
@@ -109,10 +91,26 @@ def _mean_by_key(keys_per_run: list[np.ndarray], values_per_run: list[np.ndarray
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _merge_label_issues(runs: list[Path]) -> list[tuple] | None:
+    """The runs' label_issues.csv rows (each fold model flags the images it never trained on), an object
+    flagged by several runs once per kind (the highest score), each kind sorted by score."""
+    rows = [r for run in runs if (run / "label_issues.csv").is_file() for r in read_label_issues(run)]
+    if not any((run / "label_issues.csv").is_file() for run in runs):
+        return None
+    best: dict[tuple, dict[str, str]] = {}
+    for k, r in enumerate(rows):
+        key = (r["kind"], r["ann_id"]) if r["ann_id"] else (r["kind"], "", k)
+        if key not in best or float(r["score"]) > float(best[key]["score"]):
+            best[key] = r
+    order = sorted(best.values(), key=lambda r: (ISSUE_KINDS.index(r["kind"]), -float(r["score"])))
+    return [tuple(r[c] for c in LABEL_ISSUE_COLUMNS) for r in order]
+
+
 def merge_runs(runs: list[str | os.PathLike], annotations: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """One run directory over every image of ``annotations`` from runs that each scored a part of it
     (UNSEEN's fold proxies): every image-score column of images.csv and every score column of
-    objects.csv is the mean over the runs that scored that image / object; soft labels likewise.
+    objects.csv is the mean over the runs that scored that image / object; soft labels likewise;
+    label_issues.csv holds every run's flags.
 
     Refused: runs of different methods, runs whose fold files come from another annotation file
     (sha256), runs that scored images outside ``annotations``, images no run scored.
@@ -144,7 +142,7 @@ def merge_runs(runs: list[str | os.PathLike], annotations: str | os.PathLike, ou
                 f"unseen merge: {r} scored {outside.size} images not in {annotations} (e.g. {outside[:3].tolist()})"
             )
         tables.append(table)
-        objects.append(_read_objects(Path(r)))
+        objects.append(read_objects_csv(r))
         seen.update(table["image_id"].tolist())
     missing = np.setdiff1d(index.image_ids, np.array(sorted(seen), dtype=np.int64))
     if missing.size:
@@ -188,6 +186,9 @@ def merge_runs(runs: list[str | os.PathLike], annotations: str | os.PathLike, ou
         buf = io.BytesIO()
         np.savez(buf, **soft)
         atomic_write_bytes(out / "soft_labels.npz", buf.getvalue())
+    issues = _merge_label_issues([Path(r) for r in runs])
+    if issues is not None:
+        write_label_issues(out, issues)
     meta = {
         "framework": "unseen-merge",
         "annotations": str(Path(annotations).resolve()),

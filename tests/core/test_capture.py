@@ -7,7 +7,11 @@ from prune_hooks.core.coco import Detections
 
 def test_capture_equals_cli_path_and_counts_shared_images_once(coco_file):
     idx = load_coco(coco_file)
-    preds = {1: ([[0, 0, 10, 10], [20, 20, 30, 25]], [0.8, 0.6], [1, 2]), 3: ([[5, 5, 25, 15]], [0.9], [2])}
+    preds = {
+        1: ([[0, 0, 10, 10], [20, 20, 30, 25], [30, 0, 40, 8]], [0.8, 0.6, 0.5], [1, 2, 1]),  # 3rd: no GT box
+        2: ([[10, 10, 30, 30]], [0.7], [1]),  # an image without objects
+        3: ([[5, 5, 25, 15]], [0.9], [2]),
+    }
 
     def rank_capture(images):
         cap = VPSCapture(idx, record=True)
@@ -23,17 +27,24 @@ def test_capture_equals_cli_path_and_counts_shared_images_once(coco_file):
 
     # Two "ranks" whose shards overlap on image 1 (a padded sampler); gather = list of both parts.
     a, b = rank_capture([1, 3]), rank_capture([1, 2])
-    part_b = ((lambda p: tuple(torch.cat(t).cpu() for t in zip(*p)))(b._pending), b.results)
+    part_b = b.local_pass()
     results = a.end_pass(all_gather=lambda local: [local, part_b])
     assert a.acc.passes == 1 and a.acc.stats.count.tolist() == [1, 1, 1]
-    assert sorted({r["image_id"] for r in results}) == [1, 3] and len(results) == 3
+    assert sorted({r["image_id"] for r in results}) == [1, 2, 3] and len(results) == 5
 
     ref = Detections.from_results(results, idx)
-    iou, conf, learned = cipa_pass(idx, ref)
+    m = cipa_pass(idx, ref)
     vps = a.acc.vps()
-    assert vps["iou_mean"].tolist() == pytest.approx(iou.tolist(), abs=1e-6)
-    assert vps["conf_mean"].tolist() == pytest.approx(conf.tolist(), abs=1e-6)
-    assert vps["learned_passes"].tolist() == learned.astype(int).tolist()
+    assert vps["iou_mean"].tolist() == pytest.approx(m.iou.tolist(), abs=1e-6)
+    assert vps["conf_mean"].tolist() == pytest.approx(m.conf.tolist(), abs=1e-6)
+    assert vps["learned_passes"].tolist() == m.learned.astype(int).tolist()
+    # the label audit's state: same matches and boxes, and the unexplained detections once each
+    audit = a.audit.arrays()
+    assert audit["valid"][-1].all() and audit["same"][-1].tolist() == m.same.tolist()
+    assert audit["box"][-1].ravel().tolist() == pytest.approx(m.box.ravel().tolist(), abs=1e-4)
+    assert len(m.candidates[0]) == 2  # image 1's 3rd box (seen by both ranks: once) and image 2's
+    assert sorted(audit["track_image"].tolist()) == sorted(m.candidates[0].tolist())
+    assert sorted(audit["track_category_id"].tolist()) == sorted(m.candidates[1].tolist())
 
 
 def test_soft_labels_reordered_to_file_categories_and_prototypes_per_class(coco_file):

@@ -44,10 +44,10 @@ def test_vps_run_columns_by_hand(coco_file, tmp_path):
     assert set(scores) == {c for c in table if c not in ("image_id", "n_objects")}
     meta = read_meta(tmp_path)
     assert meta["passes"] == 2 and not meta["soft_labels"] and meta["num_objects"] == 3
-    assert not (tmp_path / "suspects.csv").exists()
+    assert not (tmp_path / "label_issues.csv").exists()  # neither soft labels nor an audit
 
 
-def test_soft_labels_write_npz_suspects_and_entropy(coco_file, tmp_path):
+def test_soft_labels_write_npz_wrong_class_issues_and_entropy(coco_file, tmp_path):
     index = load_coco(coco_file)
     soft = SoftLabels(index.num_objects, 3)
     # columns: category 1, category 2, background; object 13 is cat 1 but looks like cat 2
@@ -55,8 +55,9 @@ def test_soft_labels_write_npz_suspects_and_entropy(coco_file, tmp_path):
     write_run(tmp_path, index, two_passes(index), framework="test", soft=soft)
     z = np.load(tmp_path / "soft_labels.npz")
     assert z["columns"].tolist() == [1, 2, -1] and z["ann_id"].tolist() == [13, 10, 11]
-    lines = (tmp_path / "suspects.csv").read_text().splitlines()
-    assert lines[1:] == ["13,3,1,2,0.899999976"]
+    lines = (tmp_path / "label_issues.csv").read_text().splitlines()
+    assert lines[0] == "kind,ann_id,image_id,category_id,bbox,suggested_category_id,suggested_bbox,score"
+    assert lines[1:] == ['wrong_class,13,3,1,"[5.0, 5.0, 20.0, 10.0]",2,,0.899999976']
     table = read_images_csv(tmp_path)
     assert table["entropy_max"][0] == pytest.approx(-(0.1 * math.log(0.1) + 0.9 * math.log(0.9)), rel=1e-6)
 

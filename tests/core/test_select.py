@@ -173,7 +173,7 @@ def test_bad_inputs_each_one_clear_error(tmp_path, capsys):
         assert message in err(capsys, sel + ["csod"])
     (run / "prototypes.npz").write_bytes(b"not a zip")
     assert "not a readable npz file" in err(capsys, sel + ["kcenter"])
-    assert "--drop-mislabeled needs suspects.csv" in err(capsys, sel + ["random", "--drop-mislabeled"])
+    assert "--drop-mislabeled needs label_issues.csv" in err(capsys, sel + ["random", "--drop-mislabeled"])
 
 
 def test_entropy_needs_soft_labels(tmp_path, capsys, coco_file):

@@ -9,7 +9,7 @@ from prune_hooks.cli import main as cli
 from prune_hooks.core.coco import CocoIndex, load_coco, sha256_file
 from prune_hooks.core.errors import PruneHooksError
 from prune_hooks.core.io import write_csv, write_json
-from prune_hooks.core.rundir import read_images_csv
+from prune_hooks.core.rundir import read_images_csv, read_label_issues, write_label_issues
 from prune_hooks.core.unseen import check_score_set, compare_runs, fold_split, write_folds
 
 
@@ -129,6 +129,26 @@ def test_merge_is_the_mean_over_the_runs_that_scored_each_image(gt, tmp_path):
     assert cli(["select", str(out), "--method", "vps_iou", "--keep", "0.5", "--out", str(tmp_path / "s")]) == 0
     best = max(truth, key=lambda i: (sum(truth[i]), -i))
     assert json.loads((tmp_path / "s" / "subset.json").read_text())["image_ids"][0] == best
+
+
+def test_merge_keeps_every_runs_label_issues_once_per_object(gt, tmp_path):
+    pairs = write_folds(gt, 2, seed=1, out=tmp_path / "f")
+    index = load_coco(gt)
+    a1, a2 = index.ann_ids[:2].tolist()
+    flags = [
+        [("wrong_class", a1, 0, 1, "[0, 0, 1, 1]", 2, "", 0.6), ("missing_box", "", 5, "", "", 1, "[1, 1, 2, 2]", 0.7)],
+        [("wrong_class", a1, 0, 1, "[0, 0, 1, 1]", 2, "", 0.8), ("bad_location", a2, 0, 1, "[0, 0, 1, 1]", 1, "", 0.5)],
+    ]
+    runs = []
+    for k, (_, score) in enumerate(pairs):
+        ids = [i["id"] for i in json.loads(score.read_text())["images"]]
+        run = fake_run(tmp_path / f"r{k}", score, {i: 0.5 for i in ids})
+        write_label_issues(run, flags[k])
+        runs.append(str(run))
+    out = tmp_path / "merged"
+    assert cli(["unseen", "merge", *runs, "--annotations", str(gt), "--out", str(out)]) == 0
+    rows = [(r["kind"], r["ann_id"], r["score"]) for r in read_label_issues(out)]
+    assert rows == [("wrong_class", str(a1), "0.8"), ("bad_location", str(a2), "0.5"), ("missing_box", "", "0.7")]
 
 
 def test_merge_refusals(gt, tmp_path, capsys):

@@ -72,8 +72,8 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     assert soft["probs"].shape == (len(objects), len(gt["categories"]) + 1)
     np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-5)
     assert soft["columns"].tolist() == sorted(c["id"] for c in gt["categories"]) + [-1]
-    assert (run / "suspects.csv").read_text().startswith("ann_id,image_id,category_id,suspected_category_id,mean_prob")
-    assert (run / "outliers.csv").read_text().startswith("ann_id,image_id,category_id,entropy")
+    issues = (run / "label_issues.csv").read_text()
+    assert issues.startswith("kind,ann_id,image_id,category_id,bbox,suggested_category_id,suggested_bbox,score\n")
     # prototypes of the final model: one row per (image, class) present, box-head width
     protos = np.load(run / "prototypes.npz")
     pairs = sorted({(a["image_id"], a["category_id"]) for a in objects})
@@ -108,6 +108,20 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     train_net("--config-file", run / "retrain.yaml")
     retrain_out = Path(re.OUTPUT_DIR)
     assert (retrain_out / "model_final.pth").exists()
+
+    # label audit: the cleaned file and the retraining config pointed at its subset, trained as written
+    assert cli(["clean", str(run), "--relabel", "--ignore-bad-location", "--add-missing"]) == 0
+    n_changes = len((run / "changes.csv").read_text().splitlines()) - 1
+    flagged = [line.split(",")[0] for line in issues.splitlines()[1:]]
+    assert n_changes == sum(k in ("wrong_class", "bad_location", "missing_box") for k in flagged)
+    cleaned = json.loads((run / "instances_train_cleaned_pruned.json").read_text())
+    assert sorted(i["id"] for i in cleaned["images"]) == sorted(subset["image_ids"])
+    rc = add_prune_config(get_cfg())
+    rc.merge_from_file(str(run / "retrain_cleaned.yaml"))
+    assert rc.PRUNE.COCO_DATASETS[-1][1] == str((run / "instances_train_cleaned_pruned.json").resolve())
+    assert rc.OUTPUT_DIR == re.OUTPUT_DIR + "_cleaned" and rc.SOLVER.MAX_ITER == 6
+    train_net("--config-file", run / "retrain_cleaned.yaml")
+    assert (Path(rc.OUTPUT_DIR) / "model_final.pth").exists()
     assert (retrain_out / "inference" / "coco_instances_results.json").exists()
 
 

@@ -84,6 +84,11 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
     assert (tmp_path / "work_retrain" / "epoch_3.pth").exists()
     (scalars,) = (tmp_path / "work_retrain").glob("*/vis_data/scalars.json")
     assert any("coco/bbox_mAP" in json.loads(line) for line in scalars.read_text().splitlines())
+    # label audit: retrain_cleaned.py is retrain.py pointed at the cleaned subset
+    assert cli(["clean", str(run), "--relabel", "--add-missing"]) == 0
+    cl_cfg = Config.fromfile(str(run / "retrain_cleaned.py"))
+    assert cl_cfg.train_dataloader.dataset.ann_file == str((run / "instances_train_cleaned_pruned.json").resolve())
+    assert cl_cfg.work_dir == re_cfg.work_dir + "_cleaned" and cl_cfg.train_cfg.max_epochs == 3
 
     # the detectron2 adapter on the same data writes the same files with the same columns
     pytest.importorskip("detectron2")
@@ -105,9 +110,9 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
     assert sorted(p.name for p in run.iterdir() if p.name not in skip) == sorted(
         p.name for p in d2run.iterdir() if p.name not in skip
     )
-    for name in ("objects.csv", "images.csv", "suspects.csv"):
+    for name in ("objects.csv", "images.csv", "label_issues.csv"):
         assert (run / name).read_text().splitlines()[0] == (d2run / name).read_text().splitlines()[0]
-    for name in ("prototypes.npz", "soft_labels.npz"):
+    for name in ("prototypes.npz", "soft_labels.npz", "audit.npz"):
         a, b = np.load(run / name), np.load(d2run / name)
         assert sorted(a.files) == sorted(b.files)
         assert all(a[k].dtype == b[k].dtype and a[k].ndim == b[k].ndim for k in a.files)
@@ -120,6 +125,7 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
         "num_objects",
         "passes",
         "soft_labels",
+        "label_audit",
     )
     for meta in (json.loads((run / "meta.json").read_text()), json.loads((d2run / "meta.json").read_text())):
         assert all(k in meta for k in common)

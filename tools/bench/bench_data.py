@@ -316,7 +316,8 @@ def make_fashion(
                     "dup_group": group,
                     "n_objects": len(scene_objs),
                     "objects": [
-                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")} | {"noise": n}
+                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")}
+                        | {"noise": n, "box": [round(v, 2) for v in o["box"]]}  # the true box, before noise
                         for o, n in zip(scene_objs, per_obj)
                     ],
                 }

@@ -20,6 +20,7 @@ OUT/bench_quality[_<framework>_<data>].md/.json and ratio_vs_ap[...].png are rew
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -191,7 +192,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
 def factor_lines(work: Path) -> list[str]:
     """What each subset kept, against the generation factors (tools/bench/bench_data.py's factors.json):
     the share of kept images holding a label-noise object, and of near-duplicate copies (a group's
-    2nd, 3rd, ... image); and how many of the proxy run's suspects are generated class flips."""
+    2nd, 3rd, ... image); and how many of the proxy run's wrong_class flags are generated class flips."""
     path = work / "data" / "factors.json"
     if not path.exists():
         return []
@@ -244,13 +245,14 @@ def factor_lines(work: Path) -> list[str]:
             )
             + " |"
         )
-    suspects = work / "proxy" / "prune" / "suspects.csv"
-    if suspects.exists():
-        ids = [int(line.split(",")[0]) for line in suspects.read_text().splitlines()[1:] if line.strip()]
+    issues = work / "proxy" / "prune" / "label_issues.csv"
+    if issues.exists():
+        with open(issues, newline="") as f:
+            ids = [int(r["ann_id"]) for r in csv.DictReader(f) if r["kind"] == "wrong_class"]
         hit = len(set(ids) & flips)
         lines += [
             "",
-            f"Suspected mislabels (suspects.csv): {len(ids)} objects, {hit} of them generated class flips "
+            f"wrong_class flags (label_issues.csv): {len(ids)} objects, {hit} of them generated class flips "
             f"(precision {100 * hit / max(1, len(ids)):.0f}%, recall {100 * hit / max(1, len(flips)):.0f}% of "
             f"{len(flips)} flips).",
         ]
