@@ -27,6 +27,7 @@ from .core import methods as registry
 from .core.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
 from .core.clean import audit_run, clean_run
 from .core.coco import sha256_file
+from .core.coverage import DEFAULT_STRATA
 from .core.io import no_gc
 from .core.select import DEFAULT_LAMBDA, RunInputs, select
 
@@ -125,6 +126,12 @@ def cmd_select(args: argparse.Namespace) -> None:
                 seed=args.seed,
                 lam=args.lam,
                 drop_mislabeled=args.drop_mislabeled,
+                stratify=args.stratify,
+                beta=args.beta,
+                strata=args.strata,
+                group_by=args.group_by,
+                per_group_max=args.per_group_max,
+                dedup_threshold=args.dedup,
             )
             out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
             subset_path, pruned = write_subset(out, subset, index)
@@ -256,7 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA, help=f"CSOD lambda (default {DEFAULT_LAMBDA})"
     )
     sel.add_argument(
-        "--drop-mislabeled", action="store_true", help="rank images holding a wrong_class object (label_issues.csv) last"
+        "--drop-mislabeled",
+        action="store_true",
+        help="rank images holding a wrong_class object (label_issues.csv) last",
+    )
+    cov = sel.add_argument_group("coverage (docs/methods.md, 'Coverage options'; any method)")
+    cov.add_argument(
+        "--stratify",
+        action="store_true",
+        help="score methods: drop the hardest --beta, then fill the budget evenly across --strata score strata (CCS)",
+    )
+    cov.add_argument(
+        "--beta", type=float, default=None, help="hardest fraction dropped (default 0.5·(0.7 − keep), ≥ 0)"
+    )
+    cov.add_argument("--strata", type=int, default=DEFAULT_STRATA, help=f"score strata (default {DEFAULT_STRATA})")
+    cov.add_argument(
+        "--group-by",
+        help="image field (e.g. video_id) or FIELD:REGEX with one capture group (e.g. 'file_name:^(.+)_\\d+\\.jpg$'): "
+        "spread the kept images over these groups, round robin",
+    )
+    cov.add_argument("--per-group-max", type=int, help="with --group-by: at most N images per group, rank order")
+    cov.add_argument(
+        "--dedup",
+        type=float,
+        metavar="COSINE",
+        help="skip an image whose feature (mean of its unit prototypes) has this cosine with a kept one",
     )
     sel.add_argument("--annotations", help="annotation file to prune (default: the one in meta.json)")
     sel.add_argument(

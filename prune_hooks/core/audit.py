@@ -21,6 +21,7 @@ import torch
 from torchvision.ops import box_iou
 
 from .errors import PruneHooksError
+from .io import no_gc
 from .softlabels import entropy, outliers, suspects
 
 __all__ = [
@@ -81,6 +82,16 @@ def unexplained(gt_boxes: torch.Tensor, pred_boxes: torch.Tensor, pred_scores: t
     return ok
 
 
+def _paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of a[k] with b[k], ndarray[K, 4] xyxy each."""
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
 def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return box_iou(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
 
@@ -135,7 +146,8 @@ class LabelAudit:
                 buf[slot, idx] = torch.as_tensor(v, device=buf.device).to(buf.dtype)
             self.valid[slot, idx] = True
         self.passes += 1
-        self._track(*candidates)
+        with no_gc():  # many small lists per pass; none holds a cycle
+            self._track(*candidates)
 
     def _track(self, image: np.ndarray, cat: np.ndarray, box: np.ndarray, score: np.ndarray) -> None:
         t = self.tracks
@@ -237,19 +249,19 @@ def label_issues(
     if audit is not None and int(audit["passes"]) >= audit["iou"].shape[0]:
         full = audit["valid"].all(axis=0) & audit["same"].all(axis=0)
         cand = np.flatnonzero(full & (audit["conf"].min(axis=0) >= th.loc_conf))
+        boxes = audit["box"][:, cand].astype(np.float64)  # [R, K, 4]
+        mean = boxes.mean(axis=0)
+        agree = np.min([_paired_iou(mean, b) for b in boxes], axis=0) if len(cand) else np.zeros(0)
+        fit = _paired_iou(mean, gt[cand])
+        ok = (agree >= th.loc_agree) & (fit >= NEAR_IOU) & (fit < th.loc_iou)
         pos = index.image_position()
         loc = []
-        for r in cand.tolist():
-            boxes = audit["box"][:, r].astype(np.float64)
-            mean = boxes.mean(axis=0)
-            agree = _np_iou(mean[None], boxes)[0].min()
+        for r, m, f in zip(cand[ok].tolist(), mean[ok], fit[ok].tolist()):
             p = pos[int(index.obj_image_ids[r])]
-            a, b = int(index.offsets[p]), int(index.offsets[p + 1])
-            fits = _np_iou(mean[None], gt[a:b])[0]  # the suggestion must fit this object best of its image
-            fit = fits[r - a]
-            if agree >= th.loc_agree and NEAR_IOU <= fit < th.loc_iou and fit >= fits.max():
-                score = float(audit["conf"][:, r].mean()) * (1.0 - fit)
-                loc.append(obj_row("bad_location", r, int(index.obj_category_ids[r]), _xywh(mean), score))
+            others = _np_iou(m[None], gt[int(index.offsets[p]) : int(index.offsets[p + 1])])[0]
+            if f >= others.max():  # the suggestion fits this object best of its image
+                score = float(audit["conf"][:, r].mean()) * (1.0 - f)
+                loc.append(obj_row("bad_location", r, int(index.obj_category_ids[r]), _xywh(m), score))
         rows += sorted(loc, key=lambda x: -x[-1])
         full_mask = (1 << audit["iou"].shape[0]) - 1
         t_mean = audit["track_score_sum"] / np.maximum(audit["track_hits"], 1)

@@ -25,6 +25,7 @@ import numpy as np
 
 from .csod import csod_select
 from .errors import PruneHooksError
+from .prototypes import image_features
 from .scores import AGGREGATIONS, forgetting_scores
 from .selection import herding, kcenter_greedy, random_order, random_per_class
 
@@ -207,17 +208,6 @@ register(
 # -- order methods ---------------------------------------------------------------------------------
 
 
-def _image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
-    ids, inverse = np.unique(protos["image_id"], return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    unit = protos["feature"][order]
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
-    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
-    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
-
-
 def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
     protos = inputs.prototypes("csod")
     res = csod_select(
@@ -232,12 +222,12 @@ def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _kcenter(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
-    ids, feats = _image_features(inputs.prototypes("kcenter"))
+    ids, feats = image_features(inputs.prototypes("kcenter"))
     return ids[kcenter_greedy(feats, min(req.n_keep, len(ids)), req.seed)], {}
 
 
 def _herding(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
-    ids, feats = _image_features(inputs.prototypes("herding"))
+    ids, feats = image_features(inputs.prototypes("herding"))
     return ids[herding(feats, min(req.n_keep, len(ids)))], {}
 
 

@@ -18,7 +18,7 @@ from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import atomic_write_bytes
 
-__all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes"]
+__all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features"]
 
 
 class PrototypeCollector:
@@ -122,3 +122,14 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         if unknown.size:
             raise PruneHooksError(f"{path}: category ids not in {index.path}: {unknown[:5].tolist()}")
     return {"image_id": image_id.astype(np.int64), "category_id": category_id.astype(np.int64), "feature": feature}
+
+
+def image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
+    ids, inverse = np.unique(protos["image_id"], return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    unit = protos["feature"][order]
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
+    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
+    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)

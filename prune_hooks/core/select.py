@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import coverage
 from . import methods as registry
 from .coco import CocoIndex
+from .coverage import DEFAULT_STRATA, default_beta
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json
-from .prototypes import load_prototypes
+from .prototypes import image_features, load_prototypes
 from .rundir import read_images_csv, read_label_issues, write_run, write_subset
 from .scores import rank_images
 from .selection import keep_count, subset_record
@@ -153,6 +155,12 @@ def select(
     seed: int | None = None,
     lam: float = DEFAULT_LAMBDA,
     drop_mislabeled: bool = False,
+    stratify: bool = False,
+    beta: float | None = None,
+    strata: int = DEFAULT_STRATA,
+    group_by: str | None = None,
+    per_group_max: int | None = None,
+    dedup_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The subset.json record of ``method`` keeping ``n_keep`` images (best first).
 
@@ -161,6 +169,10 @@ def select(
         seed: seeded methods (default 0); recorded in the subset for those only.
         lam: CSOD's lambda.
         drop_mislabeled: rank images that hold a wrong_class object (label_issues.csv) last.
+        stratify, beta, strata: score methods: coverage-centric selection (core.coverage.stratify); beta
+            None = ``default_beta(keep_ratio)``.
+        group_by, per_group_max: spread the kept images over groups (core.coverage.spread_groups).
+        dedup_threshold: skip images whose feature is this close (cosine) to a kept one (core.coverage.dedup).
     """
     m = registry.get(method)
     why = inputs.missing(m)
@@ -188,6 +200,23 @@ def select(
         ranked, extra = m.rank(inputs, req)
         extra = dict(extra)
         ranked = _complete(ranked, index.image_ids)
+    if stratify:
+        if not m.is_score:
+            raise PruneHooksError(f"--stratify needs a score method, {method} ranks without scores")
+        beta = default_beta(keep_ratio) if beta is None else beta
+        score_of = {int(i): float(v) for i, v in zip(table["image_id"], column) if np.isfinite(v)}
+        ranked = coverage.stratify(ranked, score_of, n_keep, beta, strata, 0 if seed is None else seed)
+        extra.update(stratify={"beta": beta, "strata": strata})
+    if group_by is not None:
+        labels = coverage.group_labels(index, group_by)
+        ranked = coverage.spread_groups(ranked, dict(zip(index.image_ids.tolist(), labels)), per_group_max)
+        extra.update(group_by=group_by, per_group_max=per_group_max, groups=len(set(labels.tolist())))
+    elif per_group_max is not None:
+        raise PruneHooksError("--per-group-max needs --group-by")
+    if dedup_threshold is not None:
+        ids, feats = image_features(inputs.prototypes("--dedup"))
+        ranked = coverage.dedup(ranked, dict(zip(ids.tolist(), feats)), dedup_threshold, n_keep)
+        extra["dedup"] = dedup_threshold
     if drop_mislabeled:
         bad = inputs.suspect_images()
         ranked = np.concatenate([ranked[~np.isin(ranked, bad)], ranked[np.isin(ranked, bad)]])

@@ -196,6 +196,20 @@ def test_clean_applies_only_what_is_asked_and_lists_each_change(coco_file, tmp_p
 
     coco = COCO(str(run / "instances_train_cleaned.json"))
     assert coco.getAnnIds(imgIds=[2]) == [14] and coco.getAnnIds(imgIds=[1], iscrowd=False) == [11]
+    # select prunes the cleaned file
+    sel = [
+        "select",
+        str(run),
+        "--method",
+        "random",
+        "--count",
+        "3",
+        "--annotations",
+        str(run / "instances_train_cleaned.json"),
+    ]
+    assert cli([*sel, "--out", str(tmp_path / "sel")]) == 0
+    pruned = json.loads((tmp_path / "sel" / "instances_train_cleaned_pruned.json").read_text())
+    assert sorted(a["id"] for a in pruned["annotations"]) == [10, 11, 12, 13, 14]
     # audit again at a stricter threshold: the missing box (0.8) goes
     assert cli(["audit", str(run), "--miss-conf", "0.85"]) == 0
     assert "0 missing_box" in capsys.readouterr().out
