@@ -45,7 +45,7 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
         m = cipa_pass(index, load_detections(path, index))
         acc.update(everything, *(torch.from_numpy(v) for v in (m.iou, m.conf, m.learned)))
         acc.end_pass()
-        audit.add_pass(everything, *(torch.from_numpy(v) for v in (m.iou, m.conf, m.same, m.box)), m.candidates)
+        audit.add_pass(everything, torch.from_numpy(m.near_conf), torch.from_numpy(m.near_box), m.candidates)
         logger.info("pass %d/%d: %s", t, len(args.detections), path)
     write_run(
         args.out,

@@ -2,8 +2,8 @@
 
 State kept during the proxy run (bounded, no history beyond the last ``RECENT_PASSES`` passes):
 
-- per object, the last passes' CIPA match: IoU, confidence, whether the prediction has the object's class,
-  and the predicted box;
+- per object, in each of the last passes, the most confident prediction of its class that overlaps it
+  (score and box: where the model puts the object);
 - per image, *tracks* of unexplained confident detections (no GT box of the image overlaps them): one track
   per place and class, with the passes it was seen in among the last ones and its running mean box and score.
 
@@ -22,6 +22,7 @@ from torchvision.ops import box_iou
 
 from .errors import PruneHooksError
 from .io import no_gc
+from .matching import NEAR_IOU
 from .softlabels import entropy, outliers, suspects
 
 __all__ = [
@@ -40,7 +41,6 @@ RECENT_PASSES = 3  # passes of history per object and per track
 CANDIDATE_SCORE = 0.3  # a detection can start or feed a missing-box track from this score
 UNEXPLAINED_IOU = 0.3  # ... when its IoU with every GT box of its image is below this
 TRACK_IOU = 0.5  # a detection continues a track of its class when its IoU with the track's box reaches this
-NEAR_IOU = 0.1  # a suggested box must overlap its annotation at least this (else it is another object)
 
 ISSUE_KINDS = ("wrong_class", "bad_location", "missing_box", "outlier")
 LABEL_ISSUE_COLUMNS = (
@@ -106,8 +106,7 @@ class LabelAudit:
         self.recent = recent
         self.passes = 0
         z = lambda *s, dtype=torch.float32: torch.zeros(recent, num_objects, *s, dtype=dtype, device=device)  # noqa: E731
-        self.iou, self.conf, self.box = z(), z(), z(4)
-        self.same, self.valid = z(dtype=torch.bool), z(dtype=torch.bool)
+        self.conf, self.box, self.valid = z(), z(4), z(dtype=torch.bool)
         self.tracks = {
             "image": np.zeros(0, np.int64),  # image position in the index
             "category_id": np.zeros(0, np.int64),
@@ -119,30 +118,28 @@ class LabelAudit:
 
     @property
     def num_objects(self) -> int:
-        return int(self.iou.shape[1])
+        return int(self.conf.shape[1])
 
     def add_pass(
         self,
         indices: torch.Tensor,
-        iou: torch.Tensor,
         conf: torch.Tensor,
-        same: torch.Tensor,
         box: torch.Tensor,
         candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
         """Record one pass.
 
         Args:
-            indices: Tensor[K] distinct object rows matched in this pass; iou, conf, same (bool) Tensor[K] and
-                box Tensor[K, 4] xyxy: their CIPA matches (``same``: the prediction has the object's class).
+            indices: Tensor[K] distinct object rows seen in this pass; conf Tensor[K] and box Tensor[K, 4] xyxy:
+                the most confident prediction of each one's class near it (core.matching.near_prediction).
             candidates: (image position ndarray[C], category id ndarray[C], box ndarray[C, 4] xyxy, score
                 ndarray[C]): the pass's unexplained detections (:func:`unexplained`).
         """
         slot = self.passes % self.recent
         self.valid[slot] = False
-        idx = torch.as_tensor(indices, device=self.iou.device).long()
+        idx = torch.as_tensor(indices, device=self.conf.device).long()
         if idx.numel():
-            for buf, v in ((self.iou, iou), (self.conf, conf), (self.same, same), (self.box, box)):
+            for buf, v in ((self.conf, conf), (self.box, box)):
                 buf[slot, idx] = torch.as_tensor(v, device=buf.device).to(buf.dtype)
             self.valid[slot, idx] = True
         self.passes += 1
@@ -186,22 +183,22 @@ class LabelAudit:
     def arrays(self) -> dict[str, np.ndarray]:
         """The state as numpy arrays, slots ordered oldest pass first (what RUN/audit.npz holds)."""
         order = [(self.passes + k) % self.recent for k in range(self.recent)]
-        out = {name: getattr(self, name)[order].cpu().numpy() for name in ("iou", "conf", "box", "same", "valid")}
+        out = {name: getattr(self, name)[order].cpu().numpy() for name in ("conf", "box", "valid")}
         out["passes"] = np.array(self.passes)
         out.update({f"track_{k}": v for k, v in self.tracks.items()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        state = {name: getattr(self, name).cpu() for name in ("iou", "conf", "box", "same", "valid")}
+        state = {name: getattr(self, name).cpu() for name in ("conf", "box", "valid")}
         state.update(passes=self.passes, tracks={k: v.copy() for k, v in self.tracks.items()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if tuple(state["iou"].shape) != tuple(self.iou.shape):
+        if tuple(state["conf"].shape) != tuple(self.conf.shape):
             raise PruneHooksError(
-                f"[LabelAudit] state has shape {tuple(state['iou'].shape)}, expected {tuple(self.iou.shape)}"
+                f"[LabelAudit] state has shape {tuple(state['conf'].shape)}, expected {tuple(self.conf.shape)}"
             )
-        for name in ("iou", "conf", "box", "same", "valid"):
+        for name in ("conf", "box", "valid"):
             getattr(self, name).copy_(state[name])
         self.passes = int(state["passes"])
         self.tracks = {k: np.asarray(v).copy() for k, v in state["tracks"].items()}
@@ -246,8 +243,8 @@ def label_issues(
                 (obj_row("outlier", r, "", "", h[r]) for r in outliers(soft, learned_passes, th.near_uniform)),
                 key=lambda x: -x[-1],
             )
-    if audit is not None and int(audit["passes"]) >= audit["iou"].shape[0]:
-        full = audit["valid"].all(axis=0) & audit["same"].all(axis=0)
+    if audit is not None and int(audit["passes"]) >= audit["conf"].shape[0]:
+        full = audit["valid"].all(axis=0)
         cand = np.flatnonzero(full & (audit["conf"].min(axis=0) >= th.loc_conf))
         boxes = audit["box"][:, cand].astype(np.float64)  # [R, K, 4]
         mean = boxes.mean(axis=0)
@@ -263,7 +260,7 @@ def label_issues(
                 score = float(audit["conf"][:, r].mean()) * (1.0 - f)
                 loc.append(obj_row("bad_location", r, int(index.obj_category_ids[r]), _xywh(m), score))
         rows += sorted(loc, key=lambda x: -x[-1])
-        full_mask = (1 << audit["iou"].shape[0]) - 1
+        full_mask = (1 << audit["conf"].shape[0]) - 1
         t_mean = audit["track_score_sum"] / np.maximum(audit["track_hits"], 1)
         seen = np.flatnonzero((audit["track_recent"] == full_mask) & (t_mean >= th.miss_conf))
         miss = []

@@ -18,7 +18,7 @@ from .audit import LabelAudit, unexplained
 from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import write_json
-from .matching import cipa_match, learned, matched_prediction
+from .matching import cipa_match, learned, near_prediction
 from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
 from .softlabels import SoftLabels
@@ -141,14 +141,14 @@ class VPSCapture:
             return
         iou, conf, index = cipa_match(self._gt_boxes[a:b], self._gt_labels[a:b], boxes, scores, pred_labels)
         ok = learned(self._gt_labels[a:b], pred_labels, index, iou)
-        same, mbox = matched_prediction(self._gt_labels[a:b], pred_labels, boxes, index)
+        near_conf, near_box = near_prediction(self._gt_boxes[a:b], self._gt_labels[a:b], boxes, scores, pred_labels)
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
             soft = padded[:, self._columns]
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
-        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft, same, mbox))
+        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft, near_conf, near_box))
 
     def local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
         """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results."""
@@ -157,7 +157,7 @@ class VPSCapture:
         else:
             k = self.soft.num_columns if self.soft is not None else 0
             e = torch.zeros(0)
-            objects = (e.long(), e, e, e.bool(), torch.zeros(0, k), e.bool(), torch.zeros(0, 4))
+            objects = (e.long(), e, e, e.bool(), torch.zeros(0, k), e, torch.zeros(0, 4))
         if self._candidates:
             cands = tuple(torch.cat(t) for t in zip(*self._candidates))
         else:
@@ -184,21 +184,21 @@ class VPSCapture:
         self._pending.clear()
         self._candidates.clear()
         parts = all_gather(local) if all_gather is not None else [local]
-        idx, iou, conf, ok, soft, same, mbox = (torch.cat([p[0][k] for p in parts]) for k in range(7))
+        idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.
             order = torch.argsort(idx, stable=True)
             keep = torch.ones_like(order, dtype=torch.bool)
             keep[1:] = idx[order][1:] != idx[order][:-1]
             first = order[keep].to(self.device)
-            idx, iou, conf, ok, soft, same, mbox = (
-                t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, same, mbox)
+            idx, iou, conf, ok, soft, near_conf, near_box = (
+                t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, near_conf, near_box)
             )
             self.acc.update(idx, iou, conf, ok)
             if self.soft is not None and soft.shape[1] == self.soft.num_columns:
                 self.soft.update(idx, soft)
         self.acc.end_pass()
-        self.audit.add_pass(idx, iou, conf, same, mbox, _distinct_candidates([p[1] for p in parts]))
+        self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates([p[1] for p in parts]))
         self._seen.clear()
         results, seen_images = [], set()
         for _, _, res in parts:

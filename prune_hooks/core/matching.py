@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["LEARNED_IOU", "cipa_match", "learned", "matched_prediction"]
+__all__ = ["LEARNED_IOU", "NEAR_IOU", "cipa_match", "learned", "near_prediction"]
 
 # An object counts as learned at a pass when CIPA matched it to a same-class prediction with IoU >= 0.5.
 LEARNED_IOU = 0.5
+# A prediction is near an object when their IoU reaches this (label audit: where the model puts the object).
+NEAR_IOU = 0.1
 
 
 def cipa_match(
@@ -68,13 +70,26 @@ def learned(gt_labels: torch.Tensor, pred_labels: torch.Tensor, index: torch.Ten
     return same & (index >= 0) & (iou >= LEARNED_IOU)
 
 
-def matched_prediction(
-    gt_labels: torch.Tensor, pred_labels: torch.Tensor, pred_boxes: torch.Tensor, index: torch.Tensor
+def near_prediction(
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    pred_scores: torch.Tensor,
+    pred_labels: torch.Tensor,
+    min_iou: float = NEAR_IOU,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(same Tensor[N] bool, box Tensor[N, 4]): whether each object's CIPA match has its class, and its box
-    (zeros without a match)."""
-    if pred_labels.numel() == 0:
-        return torch.zeros_like(gt_labels, dtype=torch.bool), torch.zeros(len(gt_labels), 4, device=gt_labels.device)
-    j = index.clamp(min=0)
-    found = index >= 0
-    return found & (pred_labels[j] == gt_labels), torch.where(found[:, None], pred_boxes[j], 0.0)
+    """The most confident prediction of each object's class that overlaps it (IoU >= ``min_iou``): where
+    the model puts that object (the label audit's bad_location; docs/methods.md, "Label audit").
+
+    Returns:
+        (score Tensor[N], box Tensor[N, 4] xyxy): 0 and zeros for an object without one. Ties: lower index.
+    """
+    n = gt_boxes.shape[0]
+    if n == 0 or pred_boxes.shape[0] == 0:
+        return torch.zeros(n, device=gt_boxes.device), torch.zeros(n, 4, device=gt_boxes.device)
+    iou = box_iou(gt_boxes.float(), pred_boxes.float())
+    ok = (gt_labels.view(-1, 1) == pred_labels.view(1, -1)) & (iou >= min_iou)
+    score = torch.where(ok, pred_scores.float().view(1, -1), torch.tensor(-1.0, device=iou.device))
+    best, j = score.max(dim=1)
+    found = best >= 0
+    return torch.where(found, best, 0.0), torch.where(found[:, None], pred_boxes[j].float(), 0.0)

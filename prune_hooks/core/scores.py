@@ -10,7 +10,7 @@ import torch
 from .audit import unexplained
 from .coco import CocoIndex, Detections
 from .errors import PruneHooksError
-from .matching import cipa_match, learned, matched_prediction
+from .matching import cipa_match, learned, near_prediction
 from .welford import Welford
 
 __all__ = ["AGGREGATIONS", "VPSAccumulator", "cipa_pass", "PassMatch", "aggregate", "forgetting_scores", "rank_images"]
@@ -111,15 +111,15 @@ class PassMatch(NamedTuple):
     iou: np.ndarray  # [N]
     conf: np.ndarray  # [N]
     learned: np.ndarray  # [N] bool
-    same: np.ndarray  # [N] bool: the match has the object's class
-    box: np.ndarray  # [N, 4] xyxy of the match (zeros without one)
+    near_conf: np.ndarray  # [N] the most confident prediction of the object's class near it (0: none)
+    near_box: np.ndarray  # [N, 4] its box, xyxy (zeros: none)
     candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # image position, category id, box, score
 
 
 def cipa_pass(index: CocoIndex, dets: Detections) -> PassMatch:
     """CIPA-match every object of ``index`` to the pass's detections (what the hooks do image by image)."""
     n = index.num_objects
-    iou, conf, ok, same, box = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 4))
+    iou, conf, ok, near_conf, near_box = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros((n, 4))
     boxes_t = torch.from_numpy(index.obj_boxes)
     labels_t = torch.from_numpy(index.obj_category_ids)
     det_boxes = torch.from_numpy(dets.boxes)
@@ -142,13 +142,13 @@ def cipa_pass(index: CocoIndex, dets: Detections) -> PassMatch:
         iou[a:b] = m_iou.numpy()
         conf[a:b] = m_conf.numpy()
         ok[a:b] = learned(labels_t[a:b], det_labels[c:d], m_index, m_iou).numpy()
-        m_same, m_box = matched_prediction(labels_t[a:b], det_labels[c:d], det_boxes[c:d], m_index)
-        same[a:b], box[a:b] = m_same.numpy(), m_box.numpy()
+        n_conf, n_box = near_prediction(boxes_t[a:b], labels_t[a:b], det_boxes[c:d], det_scores[c:d], det_labels[c:d])
+        near_conf[a:b], near_box[a:b] = n_conf.numpy(), n_box.numpy()
     if cands:
         candidates = tuple(np.concatenate(t) for t in zip(*cands))
     else:
         candidates = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
-    return PassMatch(iou, conf, ok, same, box, candidates)
+    return PassMatch(iou, conf, ok, near_conf, near_box, candidates)
 
 
 def aggregate(values: np.ndarray, offsets: np.ndarray, how: str) -> np.ndarray:

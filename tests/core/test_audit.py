@@ -30,12 +30,9 @@ def candidates(*rows):
     )
 
 
-def add(audit, boxes, conf=(0.9, 0.9, 0.9), same=(True, True, True), cands=NO_CANDIDATES):
-    """One pass in which objects 13, 10, 11 were matched to ``boxes``."""
-    idx = torch.arange(3)
-    audit.add_pass(
-        idx, torch.full((3,), 0.3), torch.tensor(conf), torch.tensor(same), torch.tensor(boxes).float(), cands
-    )
+def add(audit, boxes, conf=(0.9, 0.9, 0.9), cands=NO_CANDIDATES):
+    """One pass in which the model put objects 13, 10, 11 at ``boxes`` with scores ``conf``."""
+    audit.add_pass(torch.arange(3), torch.tensor(conf), torch.tensor(boxes).float(), cands)
 
 
 def kinds(rows):
@@ -45,7 +42,7 @@ def kinds(rows):
 GOOD = [[5, 5, 25, 15], [0, 0, 10, 10], [20, 20, 30, 30]]
 
 
-def test_bad_location_needs_consistent_confident_own_class_boxes_off_the_annotation(coco_file):
+def test_bad_location_needs_consistent_confident_boxes_off_the_annotation(coco_file):
     index = load_coco(coco_file)
     shifted = [[11, 5, 31, 15], [0, 0, 10, 10], [20, 20, 30, 30]]  # object 13: IoU 14/26 = 0.54 with its box
     further = [[13, 5, 33, 15], [0, 0, 10, 10], [20, 20, 30, 30]]  # 12/28 = 0.43
@@ -67,9 +64,9 @@ def test_bad_location_needs_consistent_confident_own_class_boxes_off_the_annotat
     assert kinds(label_issues(index, audit.arrays(), None, None, AuditThresholds(loc_iou=0.6))) == [
         ("bad_location", 13)
     ]
-    # not flagged: one pass of another class, low confidence, boxes that disagree, or a box far away
+    # not flagged: one pass without a prediction of its class near it, low confidence, boxes that disagree
     for change in (
-        dict(same=(False, True, True)),
+        dict(conf=(0.0, 0.9, 0.9), boxes=[[0, 0, 0, 0], GOOD[1], GOOD[2]]),
         dict(conf=(0.3, 0.9, 0.9)),
         dict(boxes=[[5, 15, 25, 25], GOOD[1], GOOD[2]]),
     ):
