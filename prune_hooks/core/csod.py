@@ -60,6 +60,7 @@ def csod_select(
     all_image_ids: np.ndarray | None = None,
     device: torch.device | str | None = None,
     lazy: bool | None = None,
+    bias: np.ndarray | None = None,
 ) -> CSODResult:
     """Choose ``n`` images by CSOD.
 
@@ -75,6 +76,9 @@ def csod_select(
         lazy: the lazy greedy (exact for non-negative features, which every post-ReLU box head
             emits; refused otherwise). Default: lazy when no feature is negative. At COCO scale it
             scores 2.6x fewer rows than the plain scan (tools/results/bench_select.md).
+        bias: ndarray[P] finite, a constant added to each prototype row's score (the ``vps_csod``
+            hybrid: the image's VPS). Constant per row, so scores still only decrease and the lazy
+            greedy stays exact.
     """
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
         raise PruneHooksError(f"csod lambda must be a finite number > 0, got {lam}")
@@ -107,6 +111,14 @@ def csod_select(
             "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
         )
     u.div_(u.norm(dim=1, keepdim=True))
+    if bias is None:
+        bias_o = np.zeros(p)
+    else:
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != (p,) or not np.isfinite(bias).all():
+            raise PruneHooksError(f"csod: bias must be {p} finite numbers, one per prototype row")
+        bias_o = bias[order]
+    bias_scale = float(np.abs(bias_o).max(initial=0.0))
 
     # Running sums per class (unchosen, chosen) in float64, so no drift; scans use a float32 copy.
     sums64 = np.zeros((len(classes), 2, feature.shape[1] if p else 0))
@@ -130,7 +142,8 @@ def csod_select(
             block = block[torch.as_tensor(local, device=device)]
         pq = sums[c] @ block.T  # [2, k]: u . sum P, u . sum Q (one pass over the block)
         rows_scored += int(block.shape[0])
-        return (lam * pq[0].double() - pq[1].double()).cpu().numpy()
+        b = bias_o[bounds[c] : bounds[c + 1]][local]
+        return (lam * pq[0].double() - pq[1].double()).cpu().numpy() + b
 
     def refresh(c: int) -> None:
         nonlocal refreshes
@@ -143,7 +156,7 @@ def csod_select(
     def settle(c: int, best: int) -> int:
         """Float32 scores are close to exact, not exact: rescore the near-ties of ``best`` in float64."""
         nonlocal rechecks
-        scale = lam * float(np.linalg.norm(sums64[c, 0])) + float(np.linalg.norm(sums64[c, 1]))
+        scale = lam * float(np.linalg.norm(sums64[c, 0])) + float(np.linalg.norm(sums64[c, 1])) + bias_scale
         tol = 1e-5 * scale
         near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
         if len(near) == 1:
@@ -155,7 +168,7 @@ def csod_select(
             near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
         rechecks += 1
         u64 = _unit64(feature[order[bounds[c] + near]])
-        exact = lam * (u64 @ sums64[c, 0]) - u64 @ sums64[c, 1]
+        exact = lam * (u64 @ sums64[c, 0]) - u64 @ sums64[c, 1] + bias_o[bounds[c] + near]
         # Ties within float64 noise are ties (e.g. the last two candidates of a class score
         # lam * (1 + cos) both); near is ascending, so the first one is the lowest image id.
         top = np.flatnonzero(exact >= exact.max() - TIE_RTOL * scale)

@@ -221,6 +221,44 @@ def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
     return res.image_ids, {"lambda": req.lam, "csod_greedy_images": res.n_greedy}
 
 
+HYBRID_WEIGHT = 1.0  # vps_csod: the VPS term spans this fraction of what the lambda term can span
+
+
+def _vps_csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
+    protos = inputs.prototypes("vps_csod")
+    column = f"vps_iou_{req.aggregation or 'max'}"
+    table = inputs.image_scores()
+    if column not in table:
+        raise PruneHooksError(f"method vps_csod needs the image column {column} in {inputs.run}/images.csv")
+    vals = table[column]
+    finite = np.isfinite(vals)
+    pct = np.zeros(len(vals))  # an image without a VPS counts as the lowest
+    if finite.sum() > 1:
+        order = np.argsort(vals[finite], kind="stable")  # ties: file order
+        ranks = np.empty(len(order))
+        ranks[order] = np.arange(len(order))
+        pct[finite] = ranks / (len(order) - 1)
+    pct_of = dict(zip(table["image_id"].tolist(), pct.tolist()))
+    classes, class_size = np.unique(protos["category_id"], return_counts=True)
+    size_of = dict(zip(classes.tolist(), class_size.tolist()))
+    bias = np.array(
+        [
+            HYBRID_WEIGHT * req.lam * size_of[c] * pct_of.get(i, 0.0)
+            for i, c in zip(protos["image_id"].tolist(), protos["category_id"].tolist())
+        ]
+    )
+    res = csod_select(
+        protos["image_id"],
+        protos["category_id"],
+        protos["feature"],
+        req.n_keep,
+        req.lam,
+        all_image_ids=inputs.index.image_ids,
+        bias=bias,
+    )
+    return res.image_ids, {"lambda": req.lam, "vps_column": column, "csod_greedy_images": res.n_greedy}
+
+
 def _kcenter(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
     ids, feats = image_features(inputs.prototypes("kcenter"))
     return ids[kcenter_greedy(feats, min(req.n_keep, len(ids)), req.seed)], {}
@@ -250,6 +288,12 @@ register(
     "CSOD class-rotating greedy on per-image per-class prototypes (diversity vs redundancy)",
     needs=(PROTOTYPES,),
     rank=_csod,
+)
+register(
+    "vps_csod",
+    "hybrid: CSOD's greedy plus each image's VPS percentile (informative and diverse; docs/methods.md)",
+    needs=(PROTOTYPES, IMAGE_SCORES),
+    rank=_vps_csod,
 )
 register(
     "kcenter",

@@ -5,9 +5,10 @@ from prune_hooks.core import PruneHooksError
 from prune_hooks.core.csod import csod_select
 
 
-def direct_eq4(image_id, category_id, feature, n, lam):
-    """docs/methods.md's CSOD transcribed literally: cosines summed one by one, float64."""
+def direct_eq4(image_id, category_id, feature, n, lam, bias=None):
+    """docs/methods.md's CSOD transcribed literally: cosines summed one by one, float64 (+ a row's bias)."""
     f = np.asarray(feature, dtype=np.float64)
+    bias = np.zeros(len(image_id)) if bias is None else bias
     chosen: list[int] = []
     classes = sorted(set(category_id.tolist()))
 
@@ -24,11 +25,15 @@ def direct_eq4(image_id, category_id, feature, n, lam):
             for r in rows_c:
                 if image_id[r] in chosen:
                     continue
-                s = lam * sum(cos(r, q) for q in rows_c if image_id[q] not in chosen) - sum(
-                    cos(r, q) for q in rows_c if image_id[q] in chosen
+                s = (
+                    lam * sum(cos(r, q) for q in rows_c if image_id[q] not in chosen)
+                    - sum(cos(r, q) for q in rows_c if image_id[q] in chosen)
+                    + bias[r]
                 )
-                scale = lam * sum(1 for q in rows_c if image_id[q] not in chosen) + sum(
-                    1 for q in rows_c if image_id[q] in chosen
+                scale = (
+                    lam * sum(1 for q in rows_c if image_id[q] not in chosen)
+                    + sum(1 for q in rows_c if image_id[q] in chosen)
+                    + np.abs(bias).max(initial=0)
                 )
                 # equal up to float noise (1e-12 of the score scale) = tied: the lower image id wins
                 if (
@@ -75,6 +80,23 @@ def test_fast_equals_direct_eq4(seed, lam):
     else:
         with pytest.raises(PruneHooksError, match="non-negative"):
             csod_select(ids, cats, feat, n, lam, device="cpu", lazy=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bias_equals_direct_eq4_plus_bias(seed):
+    rng = np.random.default_rng(10 + seed)
+    ids, cats, feat = random_instance(rng, 25, 3, 6)
+    # the vps_csod bias: one value per image, shared by its rows, some images tied
+    per_image = {i: float(rng.choice([0.0, 0.3, 1.0, 2.5])) for i in np.unique(ids).tolist()}
+    bias = np.array([per_image[i] for i in ids.tolist()])
+    for n in (5, 15, 25):
+        want = direct_eq4(ids, cats, feat, n, 0.05, bias)
+        for lazy in (True, False):
+            got = csod_select(ids, cats, feat, n, 0.05, device="cpu", lazy=lazy, bias=bias).image_ids.tolist()
+            assert got == want, (n, lazy)
+    assert want != direct_eq4(ids, cats, feat, 25, 0.05)  # the bias changed the order
+    with pytest.raises(PruneHooksError, match="bias must be"):
+        csod_select(ids, cats, feat, 5, 0.05, bias=bias[:-1])
 
 
 def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
