@@ -133,7 +133,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
                 continue
             s = fmt([r.get("AP") for r in rs]) + ("†" if any(r.get("no_detections") for r in rs) else "")
             if m != "random" and rand.get(k) is not None:
-                s += f" ({rs[0]['AP'] - rand[k]:+.1f})"
+                s += f" ({np.mean([r['AP'] for r in rs]) - rand[k]:+.1f})"
             row.append(s)
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     if any(r.get("no_detections") for r in rows):
@@ -159,6 +159,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
             )
             + " |"
         )
+    lines += paired_lines(rows, methods, keeps)
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
 
@@ -187,6 +188,52 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     ax.legend(fontsize=7, ncol=2)
     fig.savefig(plot, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def paired(rows: list[dict], method: str, keep: float, metric: str) -> tuple[float, float, float, int] | None:
+    """Difference to random paired by training seed: for each repeat r, the method's ``metric`` minus the
+    mean over random's subset seeds at repeat r. Returns (mean, low, high, n) with a 95 % t interval
+    (n >= 2), or None."""
+    from scipy.stats import t as student
+
+    diffs = []
+    for r in sorted({x.get("repeat", 0) for x in rows if x["method"] == method and x["keep"] == keep}):
+        mine = [x[metric] for x in rows if x["method"] == method and x["keep"] == keep and x.get("repeat", 0) == r]
+        rand = [x[metric] for x in rows if x["method"] == "random" and x["keep"] == keep and x.get("repeat", 0) == r]
+        if mine and rand:
+            diffs.append(mine[0] - float(np.mean(rand)))
+    if len(diffs) < 2:
+        return None
+    mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    half = float(student.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half, len(diffs)
+
+
+def paired_lines(rows: list[dict], methods: list[str], keeps: list[float]) -> list[str]:
+    """The table of differences to random with 95 % intervals (when rows hold repeats)."""
+    if not any(r.get("repeat", 0) for r in rows):
+        return []
+    out = [
+        "",
+        "Difference to random, AP50 (AP in brackets), paired by training seed: mean [95 % t interval], n = "
+        "training seeds. **better** only where the whole interval is above 0, *worse* where it is below.",
+        "",
+        "| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "|---" * (len(keeps) + 1) + "|",
+    ]
+    for m in methods:
+        if m == "random":
+            continue
+        cells = []
+        for k in keeps:
+            a50, ap = paired(rows, m, k, "AP50"), paired(rows, m, k, "AP")
+            if a50 is None:
+                cells.append("")
+                continue
+            verdict = " **better**" if a50[1] > 0 else " *worse*" if a50[2] < 0 else ""
+            cells.append(f"{a50[0]:+.1f} [{a50[1]:+.1f}, {a50[2]:+.1f}] ({ap[0]:+.1f}), n={a50[3]}{verdict}")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
 
 
 def factor_lines(work: Path) -> list[str]:
@@ -271,13 +318,22 @@ class Detectron2Bench:
         (self.work / "proxy.yaml").write_text(self.cfg.dump())
         return train_net(self.work / "proxy.yaml", self.work / "proxy.log"), last_ap(self.work / "proxy")
 
-    def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
+    def full(self, repeat: int) -> tuple[float, dict]:
+        """The full training set without the hook, training seed ``repeat``."""
+        cfg = self.cfg.clone()
+        cfg.PRUNE.ENABLED, cfg.SEED, cfg.OUTPUT_DIR = False, repeat, str(self.work / f"full_r{repeat}")
+        yaml = self.work / f"full_r{repeat}.yaml"
+        yaml.write_text(cfg.dump())
+        return train_net(yaml, self.work / f"full_r{repeat}.log"), last_ap(Path(cfg.OUTPUT_DIR))
+
+    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0) -> tuple[float, int, dict]:
         from detectron2.config import get_cfg
 
         from prune_hooks.detectron2 import add_prune_config, write_retrain_config
 
         base = self.cfg.clone()
         base.OUTPUT_DIR = str(self.work / "retrain" / name)
+        base.SEED = repeat  # the training seed; 0 = the overrides' default
         yaml = write_retrain_config(
             base,
             "bq_train",
@@ -289,7 +345,7 @@ class Detectron2Bench:
         )
         re_cfg = add_prune_config(get_cfg())
         re_cfg.merge_from_file(str(yaml))
-        secs = train_net(yaml, sel / "train.log")
+        secs = train_net(yaml, sel / f"train{f'_r{repeat}' if repeat else ''}.log")
         return secs, re_cfg.SOLVER.MAX_ITER, last_ap(Path(re_cfg.OUTPUT_DIR))
 
 
@@ -328,7 +384,9 @@ class MMDetBench:
         secs = self._train(self.config, self.work / "proxy.log")
         return secs, mmdet_ap(self.work / "proxy")
 
-    def retrain(self, name: str, sel: Path, n_keep: int) -> tuple[float, int, dict]:
+    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0) -> tuple[float, int, dict]:
+        if repeat:
+            raise SystemExit("--repeats > 1 is implemented for detectron2 only")
         from mmengine.config import Config
 
         from prune_hooks.mmdet.hooks import write_retrain_config
@@ -356,8 +414,16 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="fashion: 400*scale train / 150*scale val images")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--keep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
-    ap.add_argument("--methods", nargs="+", default=METHODS, help="method or method:aggregation")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=METHODS,
+        help="method[:aggregation][+stratify][+dedup<cosine>], e.g. vps_iou:max+stratify, vps_iou:max+dedup0.95",
+    )
     ap.add_argument("--seeds", type=int, default=3, help="random baseline seeds")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="training seeds per subset (and per full-data row): R >= 2 for intervals"
+    )
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--work", default=None, help="default runs/bench_quality[_<framework>_<data>]")
     args = ap.parse_args()
@@ -395,11 +461,17 @@ def main() -> int:
         f"{bench.iters} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
         f"retrained from its {retrain_file} (the same {args.epochs} epochs of the subset: iterations scale with "
         "kept/N). 2 CPU cores."
+        + (
+            f" Every subset and the full set trained with {args.repeats} training seeds (SEED 0..{args.repeats - 1}); "
+            f"random: {args.seeds} subset seeds × {args.repeats} training seeds."
+            if args.repeats > 1
+            else ""
+        )
     )
 
     done_path = work / "results.jsonl"
     rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
-    seen = {(r["method"], r["keep"], r.get("seed")) for r in rows}
+    seen = {(r["method"], r["keep"], r.get("seed"), r.get("repeat", 0)) for r in rows}
     out = Path(args.out) / f"bench_quality{suffix}"
 
     def record(row: dict) -> None:
@@ -410,7 +482,7 @@ def main() -> int:
         print(row, f"[{time.time() - start:.0f}s]", flush=True)
 
     run = work / "proxy" / "prune"
-    if ("full", 1.0, None) not in seen:
+    if ("full", 1.0, None, 0) not in seen:
         print(f"proxy: {n_train} train / {n_val} val images, {bench.iters} iterations", flush=True)
         secs, m = bench.proxy()
         record(
@@ -425,35 +497,37 @@ def main() -> int:
             }
         )
 
+    for r in range(1, args.repeats):
+        if ("full", 1.0, None, r) not in seen:
+            secs, m = bench.full(r)
+            record({"method": "full", "keep": 1.0, "seed": None, "repeat": r, "kept": n_train, "iters": bench.iters,
+                    "seconds": round(secs), **m})  # fmt: skip
+
     for keep in args.keep:
         for spec in args.methods:
-            method, _, agg = spec.partition(":")
+            base, *options = spec.split("+")
+            method, _, agg = base.partition(":")
             for seed in range(args.seeds) if method == "random" else [None]:
-                if (spec, keep, seed) in seen:
-                    continue
-                name = f"{spec.replace(':', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
+                name = f"{spec.replace(':', '_').replace('+', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
                 sel = work / "subsets" / name
-                source = run
-                if registry.get(method).needs == (registry.MASKS,):
-                    source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
-                argv = ["select", str(source), "--method", method, "--keep", str(keep), "--out", str(sel)]
-                argv += ["--aggregation", agg] if agg else []
-                argv += ["--seed", str(seed)] if seed is not None else []
-                if cli(argv) != 0:
-                    raise SystemExit(f"select failed: {name}")
+                if not (sel / "subset.json").exists():
+                    source = run
+                    if registry.get(method).needs == (registry.MASKS,):
+                        source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
+                    argv = ["select", str(source), "--method", method, "--keep", str(keep), "--out", str(sel)]
+                    argv += ["--aggregation", agg] if agg else []
+                    argv += ["--seed", str(seed)] if seed is not None else []
+                    for opt in options:
+                        argv += ["--stratify"] if opt == "stratify" else ["--dedup", opt.removeprefix("dedup")]
+                    if cli(argv) != 0:
+                        raise SystemExit(f"select failed: {name}")
                 n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
-                secs, iters, m = bench.retrain(name, sel, n_keep)
-                record(
-                    {
-                        "method": spec,
-                        "keep": keep,
-                        "seed": seed,
-                        "kept": n_keep,
-                        "iters": iters,
-                        "seconds": round(secs),
-                        **m,
-                    }
-                )
+                for r in range(args.repeats):
+                    if (spec, keep, seed, r) in seen:
+                        continue
+                    secs, iters, m = bench.retrain(f"{name}{f'_r{r}' if r else ''}", sel, n_keep, r)
+                    record({"method": spec, "keep": keep, "seed": seed, "repeat": r, "kept": n_keep, "iters": iters,
+                            "seconds": round(secs), **m})  # fmt: skip
     write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
     md = out.with_suffix(".md")
     md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")
