@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .audit import CHANGE_COLUMNS, AuditThresholds, clean_dataset, label_issues
+from .audit import CHANGE_COLUMNS, ISSUE_KINDS, LABEL_ISSUE_COLUMNS, AuditThresholds, clean_dataset, label_issues
 from .coco import CocoIndex, load_coco, sha256_file, write_pruned_coco
 from .errors import PruneHooksError
 from .io import atomic_write_text, read_json, write_csv, write_json
@@ -55,6 +55,11 @@ def audit_run(run: str | os.PathLike, th: AuditThresholds) -> list[tuple]:
         raise PruneHooksError(f"{run} has neither audit.npz nor soft_labels.npz: nothing to audit")
     learned = read_objects_csv(run).get("learned_passes")
     rows = label_issues(index, audit, soft, learned, th)
+    if audit is None and (run / "label_issues.csv").is_file():
+        # a merged UNSEEN run: the folds' bad_location / missing_box flags have no state here; keep them
+        kept = [r for r in read_label_issues(run) if r["kind"] in ("bad_location", "missing_box")]
+        rows += [tuple(r[c] for c in LABEL_ISSUE_COLUMNS) for r in kept]
+        rows.sort(key=lambda r: ISSUE_KINDS.index(r[0]))  # stable: each kind keeps its score order
     write_label_issues(run, rows)
     return rows
 

@@ -212,6 +212,13 @@ def test_clean_applies_only_what_is_asked_and_lists_each_change(coco_file, tmp_p
     assert "0 missing_box" in capsys.readouterr().out
 
 
+def test_audit_of_a_run_without_state_keeps_the_flags_it_cannot_recompute(coco_file, tmp_path, capsys):
+    run = audited_run(coco_file, tmp_path)
+    (run / "audit.npz").unlink()  # like a merged UNSEEN run: soft labels, the folds' flags, no audit state
+    assert cli(["audit", str(run), "--tau", "0.95"]) == 0
+    assert "0 wrong_class, 1 bad_location, 1 missing_box" in capsys.readouterr().out  # 0.9 < tau now
+
+
 def test_clean_and_audit_refuse_bad_input(coco_file, tmp_path, capsys):
     run = audited_run(coco_file, tmp_path)
 
