@@ -208,16 +208,10 @@ register(
 # -- order methods ---------------------------------------------------------------------------------
 
 
-def _csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:
-    protos = inputs.prototypes("csod")
-    res = csod_select(
-        protos["image_id"],
-        protos["category_id"],
-        protos["feature"],
-        req.n_keep,
-        req.lam,
-        all_image_ids=inputs.index.image_ids,
-    )
+def _csod(inputs: RunInputs, req: Request, protos: dict | None = None, bias: np.ndarray | None = None):
+    protos = protos if protos is not None else inputs.prototypes("csod")
+    ids, cats, feats = protos["image_id"], protos["category_id"], protos["feature"]
+    res = csod_select(ids, cats, feats, req.n_keep, req.lam, all_image_ids=inputs.index.image_ids, bias=bias)
     return res.image_ids, {"lambda": req.lam, "csod_greedy_images": res.n_greedy}
 
 
@@ -247,16 +241,8 @@ def _vps_csod(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, An
             for i, c in zip(protos["image_id"].tolist(), protos["category_id"].tolist())
         ]
     )
-    res = csod_select(
-        protos["image_id"],
-        protos["category_id"],
-        protos["feature"],
-        req.n_keep,
-        req.lam,
-        all_image_ids=inputs.index.image_ids,
-        bias=bias,
-    )
-    return res.image_ids, {"lambda": req.lam, "vps_column": column, "csod_greedy_images": res.n_greedy}
+    ranked, extra = _csod(inputs, req, protos, bias)
+    return ranked, {**extra, "vps_column": column}
 
 
 def _kcenter(inputs: RunInputs, req: Request) -> tuple[np.ndarray, dict[str, Any]]:

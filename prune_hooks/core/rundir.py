@@ -185,47 +185,39 @@ def read_meta(run: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def read_objects_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of RUN/objects.csv: ids int64, score columns float64 (NaN = none)."""
-    path = Path(run) / "objects.csv"
+def _read_table(path: Path, what: str, ints: tuple[str, ...], first: list[str]) -> dict[str, np.ndarray]:
+    """A run CSV as columns: ``ints`` int64, the others float64 (empty = NaN); the header starts with ``first``."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
-        raise PruneHooksError(f"objects not found: {path}") from None
-    header, body = rows[0], rows[1:]
-    out: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        col = [r[j] for r in body]
-        if name in ("ann_id", "image_id", "category_id"):
-            out[name] = np.array([int(v) for v in col], dtype=np.int64)
-        else:
-            out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
-    return out
-
-
-def read_images_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of RUN/images.csv: ``image_id``/``n_objects`` int64, score columns float64 (NaN = none)."""
-    path = Path(run) / "images.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise PruneHooksError(f"image scores not found: {path}") from None
-    if not rows or rows[0][:2] != ["image_id", "n_objects"]:
-        raise PruneHooksError(f"{path}: expected a header starting with image_id,n_objects, got {rows[:1]}")
+        raise PruneHooksError(f"{what} not found: {path}") from None
+    if not rows or rows[0][: len(first)] != first:
+        raise PruneHooksError(f"{path}: expected a header starting with {','.join(first)}, got {rows[:1]}")
     header, body = rows[0], rows[1:]
     out: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         col = [r[j] for r in body]
         try:
-            if name in ("image_id", "n_objects"):
+            if name in ints:
                 out[name] = np.array([int(v) for v in col], dtype=np.int64)
             else:
                 out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
         except ValueError as e:
             raise PruneHooksError(f"{path}: column {name}: {e}") from None
     return out
+
+
+def read_objects_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of RUN/objects.csv: ids int64, score columns float64 (NaN = none)."""
+    ids = ("ann_id", "image_id", "category_id")
+    return _read_table(Path(run) / "objects.csv", "objects", ids, list(ids))
+
+
+def read_images_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of RUN/images.csv: ``image_id``/``n_objects`` int64, score columns float64 (NaN = none)."""
+    ids = ("image_id", "n_objects")
+    return _read_table(Path(run) / "images.csv", "image scores", ids, list(ids))
 
 
 def pruned_name(annotations: str | os.PathLike) -> str:
