@@ -190,7 +190,8 @@ class LabelAudit:
 
     def state_dict(self) -> dict[str, Any]:
         state = {name: getattr(self, name).cpu() for name in ("conf", "box", "valid")}
-        state.update(passes=self.passes, tracks={k: v.copy() for k, v in self.tracks.items()})
+        # tensors only, so torch.load(..., weights_only=True) reads checkpoints and state.pt
+        state.update(passes=self.passes, tracks={k: torch.from_numpy(v.copy()) for k, v in self.tracks.items()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -201,7 +202,7 @@ class LabelAudit:
         for name in ("conf", "box", "valid"):
             getattr(self, name).copy_(state[name])
         self.passes = int(state["passes"])
-        self.tracks = {k: np.asarray(v).copy() for k, v in state["tracks"].items()}
+        self.tracks = {k: torch.as_tensor(v).numpy().copy() for k, v in state["tracks"].items()}
 
 
 def _xywh(b: np.ndarray) -> str:

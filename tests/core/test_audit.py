@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 import numpy as np
@@ -122,7 +123,9 @@ def test_state_round_trip_and_thresholds_checked(coco_file):
     a = LabelAudit(index.num_objects)
     add(a, GOOD, cands=candidates((2, 1, [10, 10, 30, 30], 0.8)))
     b = LabelAudit(index.num_objects)
-    b.load_state_dict(a.state_dict())
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)  # checkpoints are read with weights_only=True: tensors only
+    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     add(a, GOOD)
     add(b, GOOD)
     for k, v in a.arrays().items():
