@@ -85,9 +85,10 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
     (scalars,) = (tmp_path / "work_retrain").glob("*/vis_data/scalars.json")
     assert any("coco/bbox_mAP" in json.loads(line) for line in scalars.read_text().splitlines())
     # label audit: retrain_cleaned.py is retrain.py pointed at the cleaned subset
-    assert cli(["clean", str(run), "--relabel", "--add-missing"]) == 0
-    cl_cfg = Config.fromfile(str(run / "retrain_cleaned.py"))
-    assert cl_cfg.train_dataloader.dataset.ann_file == str((run / "instances_train_cleaned_pruned.json").resolve())
+    cleaned = tmp_path / "cleaned"
+    assert cli(["clean", str(run), "--relabel", "--add-missing", "--out", str(cleaned)]) == 0
+    cl_cfg = Config.fromfile(str(cleaned / "retrain_cleaned.py"))
+    assert cl_cfg.train_dataloader.dataset.ann_file == str((cleaned / "instances_train_cleaned_pruned.json").resolve())
     assert cl_cfg.work_dir == re_cfg.work_dir + "_cleaned" and cl_cfg.train_cfg.max_epochs == 3
 
     # the detectron2 adapter on the same data writes the same files with the same columns

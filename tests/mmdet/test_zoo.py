@@ -89,6 +89,7 @@ def zoo_config(entry, root, out, methods):
     d.pop("auto_scale_lr", None)
     d["test_evaluator"] = dict(type="CocoMetric", ann_file=str(root / "annotations" / "instances_train.json"))
     d["load_from"] = None
+    d["randomness"] = dict(seed=0)  # unseeded, RTMDet from scratch once output no detection at all in 16 iterations
     backbone = d["model"]["backbone"]
     if backbone["type"] == "ResNet":
         backbone.update(norm_cfg=dict(type="GN", num_groups=32, requires_grad=True), norm_eval=False, frozen_stages=-1)
@@ -102,6 +103,7 @@ def zoo_config(entry, root, out, methods):
     innermost(d["test_dataloader"]["dataset"]).update(data)
     d["train_cfg"] = dict(type="EpochBasedTrainLoop", max_epochs=2, val_interval=100)
     d["optim_wrapper"]["optimizer"]["lr"] = 1e-4
+    d["param_scheduler"] = []  # constant lr: the zoo's warm-ups (up to 1000 iterations) would leave lr ~1e-7 here
     d["default_hooks"]["checkpoint"] = dict(type="CheckpointHook", interval=100)
     d["default_hooks"]["logger"] = dict(type="LoggerHook", interval=1)
     d["custom_hooks"] = [
