@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Label audit on the Fashion-MNIST benchmark (detectron2): flags against generated noise and cleanlab.
 
+    pip install cleanlab   # the peer it is compared with (not a dependency of prune_hooks)
     python tools/bench/bench_audit.py [--work runs/bench_audit] [--seeds 2]
 
 Same data, model and schedule as bench_quality.py (400 train / 150 val images, MobileNetV2-FPN, 5 epochs).
