@@ -24,6 +24,8 @@ import csv
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +55,9 @@ TRAIN_NET = (
     "import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
     "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')"
 )
+
+
+UNSEEN = "unseen-vps"  # --methods entry: tools/unseen.py's vps_iou:max subset (K = 2 folds, one refill step)
 
 
 def train_net(yaml: Path, log: Path) -> float:
@@ -100,6 +105,11 @@ def no_detections(row: dict) -> dict:
     return {**row, "AP": 0.0, "AP50": 0.0, "AP75": 0.0, "no_detections": True}
 
 
+def keeps(rows: list[dict], asked: list[float]) -> list[float]:
+    """The table's columns: every keep ratio with results (earlier invocations included) or asked for."""
+    return sorted({r["keep"] for r in rows if r["method"] != "full"} | set(asked))
+
+
 def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: list[float]) -> None:
     """stem.md (tables), stem.json (every row) and the plot."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +120,10 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "full"))
     full = cells.get(("full", 1.0), [{}])[0]
     rand = {
-        k: np.mean([r["AP"] for r in cells.get(("random", k), [])]) if ("random", k) in cells else None for k in keeps
+        (b, k): np.mean([r["AP"] for r in cells[(b, k)]])
+        for b in ("random", "random@mmdet")
+        for k in keeps
+        if (b, k) in cells
     }
     secs = sum(r.get("seconds", 0) for r in rows)
     lines = [
@@ -132,8 +145,8 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
                 row.append("")
                 continue
             s = fmt([r.get("AP") for r in rs]) + ("†" if any(r.get("no_detections") for r in rs) else "")
-            if m != "random" and rand.get(k) is not None:
-                s += f" ({np.mean([r['AP'] for r in rs]) - rand[k]:+.1f})"
+            if not m.startswith("random") and rand.get((baseline(m), k)) is not None:
+                s += f" ({np.mean([r['AP'] for r in rs]) - rand[(baseline(m), k)]:+.1f})"
             row.append(s)
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     if any(r.get("no_detections") for r in rows):
@@ -190,16 +203,23 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     plt.close(fig)
 
 
+def baseline(method: str) -> str:
+    """Random subsets retrained by the same framework: ``X@mmdet`` is compared with ``random@mmdet``."""
+    return "random@mmdet" if method.endswith("@mmdet") else "random"
+
+
 def paired(rows: list[dict], method: str, keep: float, metric: str) -> tuple[float, float, float, int] | None:
     """Difference to random paired by training seed: for each repeat r, the method's ``metric`` minus the
-    mean over random's subset seeds at repeat r. Returns (mean, low, high, n) with a 95 % t interval
-    (n >= 2), or None."""
+    mean over random's subset seeds at repeat r (random retrained by the same framework). Returns
+    (mean, low, high, n) with a 95 % t interval (n >= 2), or None."""
     from scipy.stats import t as student
 
     diffs = []
     for r in sorted({x.get("repeat", 0) for x in rows if x["method"] == method and x["keep"] == keep}):
         mine = [x[metric] for x in rows if x["method"] == method and x["keep"] == keep and x.get("repeat", 0) == r]
-        rand = [x[metric] for x in rows if x["method"] == "random" and x["keep"] == keep and x.get("repeat", 0) == r]
+        rand = [
+            x[metric] for x in rows if x["method"] == baseline(method) and x["keep"] == keep and x.get("repeat", 0) == r
+        ]
         if mine and rand:
             diffs.append(mine[0] - float(np.mean(rand)))
     if len(diffs) < 2:
@@ -222,7 +242,7 @@ def paired_lines(rows: list[dict], methods: list[str], keeps: list[float]) -> li
         "|---" * (len(keeps) + 1) + "|",
     ]
     for m in methods:
-        if m == "random":
+        if m.startswith("random"):
             continue
         cells = []
         for k in keeps:
@@ -326,7 +346,8 @@ class Detectron2Bench:
         yaml.write_text(cfg.dump())
         return train_net(yaml, self.work / f"full_r{repeat}.log"), last_ap(Path(cfg.OUTPUT_DIR))
 
-    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0) -> tuple[float, int, dict]:
+    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0, n_sched: int = 0) -> tuple[float, int, dict]:
+        """Train ``sel``'s pruned file with its retrain.yaml (schedule scaled to ``n_sched`` >= n_keep images)."""
         from detectron2.config import get_cfg
 
         from prune_hooks.detectron2 import add_prune_config, write_retrain_config
@@ -339,9 +360,9 @@ class Detectron2Bench:
             "bq_train",
             next(sel.glob("*_pruned.json")),
             str((self.work / "data" / "train").resolve()),
-            n_keep,
+            max(n_keep, n_sched),
             self.n_train,
-            sel / "retrain.yaml",
+            sel / f"retrain{f'_r{repeat}' if repeat else ''}.yaml",
         )
         re_cfg = add_prune_config(get_cfg())
         re_cfg.merge_from_file(str(yaml))
@@ -363,19 +384,27 @@ class MMDetBench:
             str((work / "data").resolve()) + "/"
         )  # the configs' data_root, here and in the trainings
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]))
-        self.config = work / "proxy.py"
-        self.config.write_text(
+        self.config = self.write_config(work / "proxy.py", epochs, work / "proxy", hook=True)
+
+    def write_config(self, path: Path, epochs: int, work_dir: Path, hook: bool = False, seed: int = 0) -> Path:
+        path.write_text(
             f"_base_ = {str(BENCH / 'configs' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
             "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], "
             "allow_failed_imports=False)\n"
-            "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod', 'cb_scs', 'si_scs'])]\n"
-            f"work_dir = {str((work / 'proxy').resolve())!r}\n"
+            + (
+                "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod', 'cb_scs', 'si_scs'])]\n"
+                if hook
+                else ""
+            )
+            + f"work_dir = {str(work_dir.resolve())!r}\n"
+            f"randomness = dict(seed={seed})\n"
             f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
             "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50), "
             f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, "
             f"milestones=[{max(1, round(epochs * 0.75))}], gamma=0.1)]\n"
             f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
         )
+        return path
 
     def _train(self, config: Path, log: Path) -> float:
         return train([ROOT / "tools" / "train_mmdet.py", config], log, self.env)
@@ -384,18 +413,57 @@ class MMDetBench:
         secs = self._train(self.config, self.work / "proxy.log")
         return secs, mmdet_ap(self.work / "proxy")
 
-    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0) -> tuple[float, int, dict]:
-        if repeat:
-            raise SystemExit("--repeats > 1 is implemented for detectron2 only")
+    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0, n_sched: int = 0) -> tuple[float, int, dict]:
+        """Train ``sel``'s pruned file with training seed ``repeat``; an epoch-based loop keeps its epochs, so a
+        schedule floor ``n_sched`` > n_keep becomes more epochs (epochs * n_sched / n_keep)."""
         from mmengine.config import Config
 
         from prune_hooks.mmdet.hooks import write_retrain_config
 
-        cfg = Config.fromfile(str(self.config))
-        cfg.work_dir = str(self.work / "retrain" / name)
-        path = write_retrain_config(cfg, next(sel.glob("*_pruned.json")), n_keep, self.n_train, sel / "retrain.py")
-        secs = self._train(path, sel / "train.log")
-        return secs, self.epochs * math.ceil(n_keep / self.batch), mmdet_ap(Path(cfg.work_dir + "_retrain"))
+        tag = f"{name}_mmdet"
+        epochs = round(self.epochs * max(n_keep, n_sched) / n_keep)
+        base = self.write_config(sel / f"mmdet_base{f'_r{repeat}' if repeat else ''}.py", epochs,
+                                 self.work / "retrain" / tag, seed=repeat)  # fmt: skip
+        cfg = Config.fromfile(str(base))
+        r = f"_r{repeat}" if repeat else ""
+        pruned = next(sel.glob("*_pruned.json"))
+        path = write_retrain_config(cfg, pruned, n_keep, self.n_train, sel / f"retrain_mmdet{r}.py")
+        secs = self._train(path, sel / f"train_mmdet{r}.log")
+        return secs, epochs * math.ceil(n_keep / self.batch), mmdet_ap(Path(cfg.work_dir + "_retrain"))
+
+
+def train_script(work: Path) -> Path:
+    """A train script for tools/unseen.py: tools/train_net.py with the benchmark's backbone registered."""
+    path = work / "train_net_mnv2.py"
+    code = TRAIN_NET.replace("sys.argv = ['train_net.py', '--config-file', {yaml!r}]; ", "")
+    path.write_text(code.format(tools=str(BENCH), script=str(ROOT / "tools" / "train_net.py")) + "\n")
+    return path
+
+
+def run_unseen(user_yaml: Path, out: Path, fold_seed: int, keep: float, steps: int) -> Path:
+    """tools/unseen.py (detectron2, K = 2, vps_iou:max) on the user config; resumable, folds shared by keeps."""
+    cmd = [sys.executable, str(ROOT / "tools" / "unseen.py"), "--framework", "detectron2", "--config", str(user_yaml),
+           "--k", "2", "--steps", str(steps), "--keep", str(keep), "--seed", str(fold_seed),
+           "--method", "vps_iou:max", "--work", str(out), "--train-script", str(train_script(out.parent))]  # fmt: skip
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
+    if proc.returncode:
+        raise SystemExit(f"unseen failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    print(f"unseen seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
+    return out
+
+
+def unseen_subset(bench, work: Path, keep: float, sel: Path) -> None:
+    """The UNSEEN subset of the benchmark's own setting (the proxy's config without the hook) copied to ``sel``."""
+    if not isinstance(bench, Detectron2Bench):
+        raise SystemExit(f"--methods {UNSEEN}: detectron2 benchmark only")
+    user = bench.cfg.clone()
+    user.PRUNE.ENABLED, user.OUTPUT_DIR = False, str(work / "unseen_user")
+    (work / "unseen_user.yaml").write_text(user.dump())
+    final = run_unseen(work / "unseen_user.yaml", work / "unseen", 0, keep, 1) / f"final_keep{keep:g}"
+    sel.mkdir(parents=True, exist_ok=True)
+    for f in [*final.glob("*_pruned.json"), final / "subset.json"]:  # subset.json last: it marks the copy done
+        shutil.copy(f, sel / f.name)
 
 
 def shape_run(work: Path, train_file: Path, cli) -> Path:
@@ -424,6 +492,12 @@ def main() -> int:
     ap.add_argument(
         "--repeats", type=int, default=1, help="training seeds per subset (and per full-data row): R >= 2 for intervals"
     )
+    ap.add_argument(
+        "--min-schedule",
+        type=float,
+        default=0.0,
+        help="retrain a subset for at least the iterations of this fraction of the data (0: kept/N, the hook's rule)",
+    )
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--work", default=None, help="default runs/bench_quality[_<framework>_<data>]")
     args = ap.parse_args()
@@ -438,6 +512,8 @@ def main() -> int:
     work = Path(args.work or ROOT / "runs" / f"bench_quality{suffix}")
     work.mkdir(parents=True, exist_ok=True)
     setting = {"framework": args.framework, "data": args.data, "scale": args.scale, "epochs": args.epochs}
+    if args.min_schedule:
+        setting["min_schedule"] = args.min_schedule
     saved = work / "setting.json"
     if saved.exists() and json.loads(saved.read_text()) != setting:
         old = json.loads(saved.read_text())
@@ -460,7 +536,13 @@ def main() -> int:
         f"Faster R-CNN MobileNetV2-FPN (ImageNet init) at {size} px, batch {bench.batch}, proxy "
         f"{bench.iters} iterations ({args.epochs} epochs) with the hook scoring after every epoch; each subset "
         f"retrained from its {retrain_file} (the same {args.epochs} epochs of the subset: iterations scale with "
-        "kept/N). 2 CPU cores."
+        "kept/N"
+        + (
+            f", but never fewer than the iterations of {args.min_schedule:g}·N images: smaller subsets get more epochs"
+            if args.min_schedule
+            else ""
+        )
+        + "). 2 CPU cores."
         + (
             f" Every subset and the full set trained with {args.repeats} training seeds (SEED 0..{args.repeats - 1}); "
             f"random: {args.seeds} subset seeds × {args.repeats} training seeds."
@@ -478,7 +560,7 @@ def main() -> int:
         rows.append(row)
         with open(done_path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
+        write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, keeps(rows, args.keep))
         print(row, f"[{time.time() - start:.0f}s]", flush=True)
 
     run = work / "proxy" / "prune"
@@ -503,14 +585,18 @@ def main() -> int:
             record({"method": "full", "keep": 1.0, "seed": None, "repeat": r, "kept": n_train, "iters": bench.iters,
                     "seconds": round(secs), **m})  # fmt: skip
 
+    mmdet_bench = None
     for keep in args.keep:
         for spec in args.methods:
-            base, *options = spec.split("+")
+            spec_base, _, other = spec.partition("@")  # X@mmdet: X's subset retrained by MMDetection
+            base, *options = spec_base.split("+")
             method, _, agg = base.partition(":")
             for seed in range(args.seeds) if method == "random" else [None]:
-                name = f"{spec.replace(':', '_').replace('+', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
+                name = f"{spec_base.replace(':', '_').replace('+', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
                 sel = work / "subsets" / name
-                if not (sel / "subset.json").exists():
+                if not (sel / "subset.json").exists() and method == UNSEEN:
+                    unseen_subset(bench, work, keep, sel)
+                elif not (sel / "subset.json").exists():
                     source = run
                     if registry.get(method).needs == (registry.MASKS,):
                         source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
@@ -522,13 +608,20 @@ def main() -> int:
                     if cli(argv) != 0:
                         raise SystemExit(f"select failed: {name}")
                 n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
+                trainer = bench
+                if other:
+                    if other != "mmdet" or args.framework != "detectron2":
+                        raise SystemExit(f"--methods {spec}: only '@mmdet' on the detectron2 benchmark")
+                    mmdet_bench = mmdet_bench or MMDetBench(work, files, n_train, args.epochs, classes, size)
+                    trainer = mmdet_bench
                 for r in range(args.repeats):
                     if (spec, keep, seed, r) in seen:
                         continue
-                    secs, iters, m = bench.retrain(f"{name}{f'_r{r}' if r else ''}", sel, n_keep, r)
+                    n_sched = math.ceil(args.min_schedule * n_train)
+                    secs, iters, m = trainer.retrain(f"{name}{f'_r{r}' if r else ''}", sel, n_keep, r, n_sched)
                     record({"method": spec, "keep": keep, "seed": seed, "repeat": r, "kept": n_keep, "iters": iters,
                             "seconds": round(secs), **m})  # fmt: skip
-    write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, args.keep)
+    write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, keeps(rows, args.keep))
     md = out.with_suffix(".md")
     md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")
     print(md.read_text())

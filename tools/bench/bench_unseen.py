@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_quality import BENCH, ROOT, TRAIN_NET, proxy_config, train_net  # this folder is sys.path[0]
+from bench_quality import BENCH, ROOT, proxy_config, run_unseen, train_net  # this folder is sys.path[0]
 from common import last_ap
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
@@ -37,16 +36,6 @@ import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
 from prune_hooks.cli import main as cli
 from prune_hooks.core.unseen import compare_runs
-
-SCRIPT = ROOT / "tools" / "unseen.py"
-
-
-def wrapper(work: Path) -> Path:
-    """A train script for tools/unseen.py: tools/train_net.py with the benchmark's backbone registered."""
-    path = work / "train_net_mnv2.py"
-    code = TRAIN_NET.replace("sys.argv = ['train_net.py', '--config-file', {yaml!r}]; ", "")
-    path.write_text(code.format(tools=str(BENCH), script=str(ROOT / "tools" / "train_net.py")) + "\n")
-    return path
 
 
 def full_proxy(cfg, work: Path, seed: int) -> Path:
@@ -63,35 +52,7 @@ def full_proxy(cfg, work: Path, seed: int) -> Path:
 
 
 def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int) -> Path:
-    out = work / f"unseen_s{fold_seed}"
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--framework",
-        "detectron2",
-        "--config",
-        str(user_yaml),
-        "--k",
-        "2",
-        "--steps",
-        str(steps),
-        "--keep",
-        str(keep),
-        "--seed",
-        str(fold_seed),
-        "--method",
-        "vps_iou:max",
-        "--work",
-        str(out),
-        "--train-script",
-        str(wrapper(work)),
-    ]
-    start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
-    if proc.returncode:
-        raise SystemExit(f"unseen failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-    print(f"unseen seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
-    return out
+    return run_unseen(user_yaml, work / f"unseen_s{fold_seed}", fold_seed, keep, steps)
 
 
 def retrain(yaml: Path, name: str, work: Path, seeds: int) -> dict:
