@@ -9,18 +9,21 @@ Plain path (features with negative entries, or ``lazy=False``): each class turn 
 candidates in one contiguous mat-vec, about one full scan over all prototypes per round of classes.
 
 Lazy evaluation (the default for non-negative features): choosing image j changes the score of a
-class-c candidate i by -(lam + 1) u_i . u_j.
-When no feature is negative every cosine is >= 0, scores only decrease, and a score computed earlier
-is an upper bound of the current one. Each class then keeps its last computed scores; a pick takes the
-best stale score, recomputes it (with the next best bounds, ``LAZY_BATCH`` rows in one mat-vec) and
-accepts it when it is still the best (exact, the classic lazy greedy). A pick that needs more than
-``LAZY_ROUNDS`` batches rescores the whole class in one mat-vec instead.
+class-c candidate i by -(lam + 1) u_i . u_j. When no feature is negative every cosine is >= 0, scores
+only decrease, and a score computed earlier is an upper bound of the current one. A class rescan
+(one contiguous mat-vec over the class block) ranks its candidates and copies the best ``hot`` rows
+(1/16 of the class, at least 256) into a contiguous buffer, in rank order, with their scores then as
+bounds. A pick rescores a prefix of that buffer (64 rows, doubled as needed) and stops as soon as its
+best current score beats the bound of the first row outside the prefix: every row further down can
+only score less (exact). When the prefix would outgrow the buffer, the class is rescanned. Rows are
+never gathered one by one, so a rescored row costs what it costs in a full scan.
 
 Precision: scans run in float32, the sums are kept in float64. Candidates within 1e-5 (relative) of
-the best are rescored in float64 before the pick, so the picks equal the float64 formula even at
-lam = 1e10, where ties in the lam term are structural (two candidates left: both lam terms are
-1 + cos(u_1, u_2)) and only the chosen-set term decides. Scores within ``TIE_RTOL`` of each other
-count as tied (lowest image id wins): such ties are exact in real arithmetic, not in floating point.
+the best are rescored in float64 before the pick (the prefix only stops once no row beyond it can be
+within that band), so the picks equal the float64 formula even at lam = 1e10, where ties in the lam
+term are structural (two candidates left: both lam terms are 1 + cos(u_1, u_2)) and only the
+chosen-set term decides. Scores within ``TIE_RTOL`` of each other count as tied (lowest image id
+wins): such ties are exact in real arithmetic, not in floating point.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from .errors import PruneHooksError
 __all__ = ["CSODResult", "csod_select"]
 
 logger = logging.getLogger("prune_hooks")
-LAZY_BATCH = 32  # stale bounds rescored together (at least; 1/256 of a large class)
-LAZY_ROUNDS = 4  # batches before a pick rescores its whole class
+PREFIX = 64  # rows of the hot buffer a pick rescores first (doubled while not conclusive)
+HOT_MIN, HOT_DIV = 256, 16  # hot buffer: the best max(HOT_MIN, class rows / HOT_DIV) rows of a class rescan
 # Scores closer than this (relative to lam * |sum P| + |sum Q|) are ties, broken by the lowest image id.
 TIE_RTOL = 1e-12
 
@@ -98,19 +101,8 @@ def csod_select(
     # by image id, so "first maximum" = lowest image id.
     order = np.lexsort((image_id, cls_of_row))
     bounds = np.searchsorted(cls_of_row[order], np.arange(len(classes) + 1))
-    local_of_row = np.empty(p, dtype=np.int64)
-    local_of_row[order] = np.arange(p) - bounds[cls_of_row[order]]
-    class_img = [img_of_row[order[bounds[c] : bounds[c + 1]]] for c in range(len(classes))]
     by_image = np.argsort(img_of_row, kind="stable")
     img_bounds = np.searchsorted(img_of_row[by_image], np.arange(len(images) + 1))
-    u = torch.from_numpy(np.ascontiguousarray(feature[order], dtype=np.float32)).to(device)
-    nonneg = bool((u >= 0).all())
-    lazy = nonneg if lazy is None else lazy
-    if lazy and not nonneg:
-        raise PruneHooksError(
-            "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
-        )
-    u.div_(u.norm(dim=1, keepdim=True))
     if bias is None:
         bias_o = np.zeros(p)
     else:
@@ -120,85 +112,113 @@ def csod_select(
         bias_o = bias[order]
     bias_scale = float(np.abs(bias_o).max(initial=0.0))
 
-    # Running sums per class (unchosen, chosen) in float64, so no drift; scans use a float32 copy.
-    sums64 = np.zeros((len(classes), 2, feature.shape[1] if p else 0))
+    # Unit rows in class order: float32 for the scans, float64 norms for the exact sums and rechecks.
+    dim = feature.shape[1] if p else 0
+    norm64 = np.empty(p)
+    u = torch.empty((p, dim), dtype=torch.float32)
+    sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
+    nonneg = True
     for start in range(0, p, 32768):
         part = order[start : start + 32768]
-        np.add.at(sums64[:, 0], cls_of_row[part], _unit64(feature[part]))
-    sums = torch.as_tensor(sums64, dtype=torch.float32, device=device)
+        rows = np.asarray(feature[part], dtype=np.float64)
+        nonneg = nonneg and bool((rows >= 0).all())
+        norm64[part] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        rows /= norm64[part, None]
+        u[start : start + len(part)] = torch.from_numpy(rows)
+        c_part = cls_of_row[part]
+        for c in np.unique(c_part):
+            sums64[c, 0] += rows[c_part == c].sum(0)
+    lazy = nonneg if lazy is None else lazy
+    if lazy and not nonneg:
+        raise PruneHooksError(
+            "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
+        )
+    u = u.to(device)
+    img_o = img_of_row[order]
+    left = np.diff(bounds)  # unchosen images per class
     chosen = np.zeros(len(images), dtype=bool)
-    # Per class: last computed score of each row (-inf once its image is chosen) and whether it is current.
-    stale = [np.full(bounds[c + 1] - bounds[c], np.inf) for c in range(len(classes))]
-    fresh = [np.zeros(bounds[c + 1] - bounds[c], dtype=bool) for c in range(len(classes))]
+    # Per class hot buffer: class-local row indices in rank order, their rows (contiguous), their bounds.
+    hot_idx: list[np.ndarray | None] = [None] * len(classes)
+    hot_u: list[torch.Tensor | None] = [None] * len(classes)
+    hot_bound: list[np.ndarray | None] = [None] * len(classes)
+    rest = np.full(len(classes), -np.inf)  # bound of every class row outside its hot buffer
     rows_scored = 0
     refreshes = 0
     rechecks = 0
     picks: list[int] = []
 
-    def score(c: int, local: np.ndarray | slice) -> np.ndarray:
-        nonlocal rows_scored
-        block = u[bounds[c] : bounds[c + 1]]
-        if not isinstance(local, slice):
-            block = block[torch.as_tensor(local, device=device)]
-        pq = sums[c] @ block.T  # [2, k]: u . sum P, u . sum Q (one pass over the block)
-        rows_scored += int(block.shape[0])
-        b = bias_o[bounds[c] : bounds[c + 1]][local]
-        return (lam * pq[0].double() - pq[1].double()).cpu().numpy() + b
+    def unit64(rows: np.ndarray) -> np.ndarray:
+        """Exact unit vectors of prototype rows (original row indices)."""
+        return np.asarray(feature[rows], dtype=np.float64) / norm64[rows, None]
 
-    def refresh(c: int) -> None:
+    def scores(block: torch.Tensor, w: torch.Tensor, bias_rows: np.ndarray) -> np.ndarray:
+        nonlocal rows_scored
+        rows_scored += int(block.shape[0])
+        return (block @ w).double().cpu().numpy() + bias_rows
+
+    def refresh(c: int, w: torch.Tensor) -> np.ndarray:
+        """Rescan class c: every current score (-inf once chosen); refills its hot buffer and rest bound."""
         nonlocal refreshes
         refreshes += 1
-        s = score(c, slice(None))
-        s[chosen[class_img[c]]] = -np.inf
-        stale[c][:] = s
-        fresh[c][:] = True
+        lo, hi = bounds[c], bounds[c + 1]
+        s = scores(u[lo:hi], w, bias_o[lo:hi])
+        s[chosen[img_o[lo:hi]]] = -np.inf
+        if lazy:
+            hot = min(hi - lo, max(HOT_MIN, (hi - lo) // HOT_DIV))
+            top = np.argpartition(-s, hot)[: hot + 1] if hot < hi - lo else np.arange(hi - lo)
+            top = top[np.lexsort((top, -s[top]))]  # best first; ties: lowest row = lowest image id
+            rest[c] = s[top[hot]] if hot < hi - lo else -np.inf
+            top = top[:hot][s[top[:hot]] > -np.inf]
+            hot_idx[c], hot_bound[c] = top, s[top]
+            hot_u[c] = u[lo + torch.as_tensor(top, device=device)]
+        return s
 
-    def settle(c: int, best: int) -> int:
-        """Float32 scores are close to exact, not exact: rescore the near-ties of ``best`` in float64."""
-        nonlocal rechecks
-        scale = lam * float(np.linalg.norm(sums64[c, 0])) + float(np.linalg.norm(sums64[c, 1])) + bias_scale
-        tol = 1e-5 * scale
-        near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
-        if len(near) == 1:
-            return best
-        stale_near = near[~fresh[c][near]]
-        if len(stale_near):
-            stale[c][stale_near] = score(c, stale_near)
-            fresh[c][stale_near] = True
-            near = np.flatnonzero(stale[c] >= stale[c][best] - tol)
-        rechecks += 1
-        u64 = _unit64(feature[order[bounds[c] + near]])
-        exact = lam * (u64 @ sums64[c, 0]) - u64 @ sums64[c, 1] + bias_o[bounds[c] + near]
-        # Ties within float64 noise are ties (e.g. the last two candidates of a class score
-        # lam * (1 + cos) both); near is ascending, so the first one is the lowest image id.
-        top = np.flatnonzero(exact >= exact.max() - TIE_RTOL * scale)
-        return int(near[top[0]])
+    def prefix(c: int, w: torch.Tensor, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Rescore a prefix of c's hot buffer until no row beyond it can be within ``tol`` of its best:
+        (class-local rows, current scores), or None when the whole buffer is not conclusive."""
+        idx, bound, lo = hot_idx[c], hot_bound[c], bounds[c]
+        k, s = 0, np.empty(0)
+        while True:
+            k, done = min(max(PREFIX, 2 * k), len(idx)), k  # rescore rows done..k, keep the rest
+            more = scores(hot_u[c][done:k], w, bias_o[lo + idx[done:k]])
+            more[chosen[img_o[lo + idx[done:k]]]] = -np.inf
+            s = np.concatenate([s, more])
+            best = s.max(initial=-np.inf)
+            beyond = bound[k] if k < len(idx) else rest[c]
+            if best > -np.inf and best - tol > beyond or k == len(idx) and beyond == -np.inf:
+                return idx[:k], s
+            if k == len(idx) or 2 * k > len(idx) // 2 and len(idx) > PREFIX:
+                return None  # a rescan (sorted again, fresh bounds) is cheaper than going on
 
     def pick(c: int) -> int | None:
-        """Local row index (within class c) of the best candidate, or None."""
-        if not lazy:
-            refresh(c)
-        batch = max(LAZY_BATCH, len(stale[c]) // 256)
-        for _ in range(LAZY_ROUNDS):
-            best = int(np.argmax(stale[c]))
-            if stale[c][best] == -np.inf:
-                return None
-            if fresh[c][best]:
-                return settle(c, best)
-            # rescore the best stale bounds in one mat-vec
-            if batch >= len(stale[c]):
-                break
-            top = np.argpartition(-stale[c], batch)[:batch]
-            top = top[~fresh[c][top] & (stale[c][top] > -np.inf)]
-            stale[c][top] = score(c, top)
-            fresh[c][top] = True
-        refresh(c)
-        best = int(np.argmax(stale[c]))
-        return None if stale[c][best] == -np.inf else settle(c, best)
+        """Class-local row index of the best candidate of class c, or None when it has none left."""
+        nonlocal rechecks
+        if not left[c]:
+            return None
+        w64 = lam * sums64[c, 0] - sums64[c, 1]
+        w = torch.as_tensor(w64, dtype=torch.float32, device=device)
+        scale = lam * math.sqrt(sums64[c, 0] @ sums64[c, 0]) + math.sqrt(sums64[c, 1] @ sums64[c, 1]) + bias_scale
+        tol = 1e-5 * scale
+        found = prefix(c, w, tol) if lazy and hot_idx[c] is not None else None
+        if found is None:
+            full = refresh(c, w)
+            found = prefix(c, w, tol) if lazy else None
+            if found is None:  # near-ties reach beyond the hot buffer: decide on the whole class
+                found = np.arange(len(full)), full
+        idx, s = found
+        best = s.max(initial=-np.inf)
+        if best == -np.inf:
+            return None
+        near = np.flatnonzero(s >= best - tol)
+        if len(near) == 1:
+            return int(idx[near[0]])
+        rechecks += 1
+        lo = bounds[c]
+        exact = unit64(order[lo + idx[near]]) @ w64 + bias_o[lo + idx[near]]
+        # Ties within float64 noise are ties (e.g. the last two candidates of a class score
+        # lam * (1 + cos) both): the lowest image id wins.
+        return int(idx[near[exact >= exact.max() - TIE_RTOL * scale]].min())
 
-    if lazy:
-        for c in range(len(classes)):
-            refresh(c)
     while len(picks) < n:
         progressed = False
         for c in range(len(classes)):
@@ -207,18 +227,15 @@ def csod_select(
             best = pick(c)
             if best is None:
                 continue
-            img = int(class_img[c][best])
+            img = int(img_o[bounds[c] + best])
             chosen[img] = True
             picks.append(img)
             progressed = True
             rows = by_image[img_bounds[img] : img_bounds[img + 1]]
-            u64 = _unit64(feature[rows])
-            for r, cc, vec in zip(rows, cls_of_row[rows], u64):
+            for cc, vec in zip(cls_of_row[rows], unit64(rows)):
                 sums64[cc, 0] -= vec
                 sums64[cc, 1] += vec
-                sums[cc] = torch.as_tensor(sums64[cc], dtype=torch.float32, device=device)
-                fresh[cc][:] = False
-                stale[cc][local_of_row[r]] = -np.inf
+                left[cc] -= 1
         if not progressed:
             break
     ids = images[np.asarray(picks, dtype=np.int64)]
@@ -236,8 +253,3 @@ def csod_select(
     return CSODResult(
         ids, n_greedy, rows_scored, {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "prototypes": p}
     )
-
-
-def _unit64(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)

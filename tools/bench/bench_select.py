@@ -43,8 +43,16 @@ RUNNER = (
 )
 
 
-def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int = 0):
-    """(coco dict, image_id, category_id, feature float32) with COCO-like class statistics."""
+REGIMES = ("separated", "overlapping", "duplicates")
+
+
+def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int = 0, regime: str = "separated"):
+    """(coco dict, image_id, category_id, feature float32) with COCO-like class statistics.
+
+    Regimes of the features: ``separated`` — relu(0.6 * class centre + noise); ``overlapping`` — every
+    class shares one strong direction, relu(1.5 * g + 0.3 * class centre + noise), so all cosines are
+    high and alike (the lazy greedy's bounds go stale fastest); ``duplicates`` — separated, but a third
+    of the images are near copies (classes and features + 5 % noise) of another image."""
     rng = np.random.default_rng(seed)
     tail = 1.0 / np.arange(1, n_classes) ** 1.1
     tail /= tail.sum()
@@ -62,6 +70,16 @@ def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int
         part = slice(s, s + 50_000)
         noise = rng.standard_normal((len(image_id[part]), dim), dtype=np.float32)
         feature[part] = np.maximum(0.6 * centers[category_id[part]] + noise, 0.0)
+    if regime == "overlapping":
+        g = 1.5 * np.abs(rng.normal(size=dim)).astype(np.float32)
+        for s in range(0, len(ids), 50_000):
+            part = slice(s, s + 50_000)
+            noise = rng.standard_normal((len(image_id[part]), dim), dtype=np.float32)
+            feature[part] = np.maximum(g + 0.3 * centers[category_id[part]] + noise, 0.0)
+    elif regime == "duplicates":
+        image_id, category_id, feature = near_copies(rng, image_id, category_id, feature, n_images)
+    elif regime != "separated":
+        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
     feature[~(feature > 0).any(1), 0] = 1e-3
     coco = {
         "images": [
@@ -81,6 +99,24 @@ def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int
         "categories": [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)],
     }
     return coco, image_id, category_id, feature
+
+
+def near_copies(rng, image_id, category_id, feature, n_images: int, share: float = 1 / 3):
+    """A ``share`` of the images become near copies of another image: its classes, its features + noise."""
+    starts = np.searchsorted(image_id, np.arange(1, n_images + 2))
+    source = rng.integers(1, n_images + 1, size=n_images + 1)
+    copy = (rng.random(n_images + 1) < share) & (source != np.arange(n_images + 1))
+    ids, cats, feats = [], [], []
+    for i in range(1, n_images + 1):
+        j = int(source[i]) if copy[i] else i
+        rows = slice(starts[j - 1], starts[j])
+        f = feature[rows]
+        if j != i:
+            f = np.maximum(f + 0.05 * rng.standard_normal(f.shape, dtype=np.float32), 0.0)
+        ids.append(np.full(len(f), i))
+        cats.append(category_id[rows])
+        feats.append(f)
+    return np.concatenate(ids), np.concatenate(cats), np.concatenate(feats).astype(np.float32)
 
 
 def literal_eq4(image_id, category_id, feature, n, lam):
@@ -201,40 +237,45 @@ def main() -> int:
     ap.add_argument("--subsample", type=int, default=2000, help="images of the matrix-form direct-Eq. 4 comparison")
     ap.add_argument("--literal-subsample", type=int, default=200, help="images of the literal (loop) Eq. 4 comparison")
     ap.add_argument("--greedy-keep", type=float, default=0.02, help="keep ratio for kcenter/herding (O(k N D) each)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (1 beside other work)")
+    ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES), help="feature regimes of CSOD")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     rows: list[dict] = []
 
     # 1. direct Eq. 4 vs the implementation, same subsamples, same picks
     literal = compare(literal_eq4, "literal Eq. 4", args.literal_subsample, 2, args.keep, args.lam)
     direct = compare(direct_eq4, "matrix-form Eq. 4", args.subsample, 1, args.keep, args.lam)
 
-    # 2. the COCO-scale instance through the CLI
-    t = time.perf_counter()
-    coco, ids, cats, feat = make_instance(args.images)
-    print(
-        f"instance: {args.images} images, {len(ids)} prototypes, {len(ids) / args.images:.2f} classes/image, "
-        f"person in {np.isin(np.arange(1, args.images + 1), ids[cats == 1]).mean():.0%} of images "
-        f"({time.perf_counter() - t:.0f}s to generate)",
-        flush=True,
-    )
-    scan = scan_seconds(feat)
+    # 2. CSOD in process on the COCO-scale instance in each regime (the plain path once, for the same picks)
     variants = {}
-    for lazy in (False, True):
+    for regime in (*args.regimes[1:], args.regimes[0]):  # the first regime last: its instance goes to the CLI
         t = time.perf_counter()
-        r = csod_select(ids, cats, feat, int(args.images * args.keep), args.lam, device="cpu", lazy=lazy)
-        variants["lazy" if lazy else "plain"] = {
-            "seconds": round(time.perf_counter() - t, 1),
-            "in_scans": round((time.perf_counter() - t) / scan, 1),
-            "rows_scored_in_scans": round(r.rows_scored / len(ids), 2),
-            **r.stats,
-        }
-        print(("lazy" if lazy else "plain"), variants["lazy" if lazy else "plain"], flush=True)
-        if not lazy:
-            res = r
-        else:
-            assert r.image_ids.tolist() == res.image_ids.tolist(), "lazy and plain CSOD disagree"
+        coco, ids, cats, feat = make_instance(args.images, regime=regime)
+        print(
+            f"{regime}: {args.images} images, {len(ids)} prototypes, {len(ids) / args.images:.2f} classes/image, "
+            f"person in {np.isin(np.arange(1, args.images + 1), ids[cats == 1]).mean():.0%} of images "
+            f"({time.perf_counter() - t:.0f}s to generate)",
+            flush=True,
+        )
+        scan = scan_seconds(feat)
+        for lazy in (True, False) if regime == args.regimes[0] else (True,):
+            t = time.perf_counter()
+            r = csod_select(ids, cats, feat, int(args.images * args.keep), args.lam, device="cpu", lazy=lazy)
+            name = f"{regime}, {'lazy' if lazy else 'plain'}"
+            variants[name] = {
+                "seconds": round(time.perf_counter() - t, 1),
+                "in_scans": round((time.perf_counter() - t) / scan, 1),
+                "rows_scored_in_scans": round(r.rows_scored / len(ids), 2),
+                "scan_ms": round(scan * 1000, 1),
+                **r.stats,
+            }
+            print(name, variants[name], flush=True)
+            if lazy:
+                res = r
+            else:
+                assert r.image_ids.tolist() == res.image_ids.tolist(), "lazy and plain CSOD disagree"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "gt.json").write_text(json.dumps(coco))
@@ -253,7 +294,6 @@ def main() -> int:
             "csod",
             "vps_iou",
             "forgetting",
-            "entropy",
             "random",
             "random_uniform",
             "random_ratio",
@@ -276,6 +316,7 @@ def main() -> int:
         "keep": args.keep,
         "lambda": args.lam,
         "scan_seconds": scan,
+        "regimes": args.regimes,
         "csod_in_process": variants,
         "cli_startup_and_loading_seconds": round(noop, 2),
         "literal_subsample": literal,
@@ -289,7 +330,8 @@ def main() -> int:
         "# prune-hooks select at COCO scale",
         "",
         f"`python tools/bench/bench_select.py` — {result['machine']}. {args.images} images, {len(ids)} prototypes "
-        f"(1024-d, post-ReLU), 80 classes. Whole CLI process (reading the annotation file and prototypes.npz "
+        f"(1024-d, post-ReLU, regime {args.regimes[0]}), 80 classes. Whole CLI process (reading the annotation file "
+        "and prototypes.npz "
         f"included; a no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} "
         "ms.",
         "",
@@ -300,9 +342,12 @@ def main() -> int:
         lines.append(f"| {r['method']} | {r['keep']} | {r['seconds']} | {r['peak_rss_gb']} | {r.get('scans', '')} |")
     lines += [
         "",
-        "CSOD in process (selection only, features already in memory):",
+        f"CSOD in process (selection only, features already in memory), keep {args.keep}, lambda {args.lam}; "
+        "regimes of make_instance(): separated classes, overlapping classes (one shared strong direction: all "
+        "cosines high and alike), near-duplicate images (a third of the images):",
         "",
-        "| variant | seconds | in scans (time) | rows scored, in scans | class rescans | float64 near-tie rechecks |",
+        "| regime, variant | seconds | in scans (time) | rows scored, in scans | class rescans | float64 near-tie "
+        "rechecks |",
         "|---|---|---|---|---|---|",
     ]
     for name, v in variants.items():
