@@ -25,7 +25,7 @@ from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
-from ..core.schedule import drop_late_milestones
+from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
 
 __all__ = ["PruneHook", "build_prune_hooks", "check_prune_config", "insert_prune_hooks", "write_retrain_config"]
@@ -35,7 +35,6 @@ logger = logging.getLogger("detectron2.prune_hooks")
 SCHEDULE_KEYS = (
     "SOLVER.MAX_ITER",
     "SOLVER.STEPS",
-    "SOLVER.WARMUP_ITERS",
     "TEST.EVAL_PERIOD",
     "SOLVER.CHECKPOINT_PERIOD",
 )
@@ -306,9 +305,11 @@ def write_retrain_config(
 
 def scale_d2_schedule(cfg: CfgNode, fraction: float) -> list:
     """Scale ``cfg``'s iteration settings (:data:`SCHEDULE_KEYS`) by ``fraction``, in place, dropping
-    LR steps the shorter schedule no longer reaches (detectron2 refuses a step at or beyond MAX_ITER)."""
+    LR steps the shorter schedule no longer reaches (detectron2 refuses a step at or beyond MAX_ITER);
+    the warm-up is kept (at most half the new schedule)."""
     changes = scale_schedule(cfg, SCHEDULE_KEYS, fraction)
-    return drop_late_milestones(cfg, "SOLVER.STEPS", int(cfg.SOLVER.MAX_ITER), changes)
+    drop_late_milestones(cfg, "SOLVER.STEPS", int(cfg.SOLVER.MAX_ITER), changes)
+    return cap_warmup(cfg, "SOLVER.WARMUP_ITERS", int(cfg.SOLVER.MAX_ITER), changes)
 
 
 def build_prune_hooks(cfg: CfgNode) -> list[HookBase]:

@@ -26,7 +26,7 @@ from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
-from ..core.schedule import drop_late_milestones
+from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
 
 __all__ = ["PruneHook", "trust_own_checkpoints", "write_retrain_config"]
@@ -353,6 +353,17 @@ def _repeats(dataset) -> int:
     return times
 
 
+def _is_warmup(sched: dict) -> bool:
+    """An iteration-based warm-up (the zoo's ``LinearLR``/``QuadraticWarmupLR`` from iteration 0): its
+    length is kept, not scaled with the data (core.schedule.cap_warmup)."""
+    return (
+        str(sched.get("type", "")).split(".")[-1] in ("LinearLR", "QuadraticWarmupLR")
+        and not sched.get("by_epoch", True)
+        and sched.get("begin", 0) == 0
+        and _finite(sched.get("end", math.inf))
+    )
+
+
 def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path: Path) -> Path:
     """``retrain.py``: inherits the user's config, trains on the pruned file, PruneHook removed,
     iteration-valued settings scaled by ``n_keep / n_total`` in iteration-based loops."""
@@ -379,8 +390,9 @@ def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path
         keys = ["train_cfg.max_iters", "train_cfg.val_interval"]
         if not plain["default_hooks"]["checkpoint"].get("by_epoch", True):
             keys.append("default_hooks.checkpoint.interval")
+        warmups = [i for i, sched in enumerate(plain["param_scheduler"]) if _is_warmup(sched)]
         for i, sched in enumerate(plain["param_scheduler"]):
-            if not sched.get("by_epoch", True):
+            if not sched.get("by_epoch", True) and i not in warmups:
                 # an open end (mmengine's default: sys.maxsize) stays open
                 keys += [
                     f"param_scheduler.{i}.{k}"
@@ -392,6 +404,8 @@ def write_retrain_config(cfg, pruned_json: Path, n_keep: int, n_total: int, path
         for i, sched in enumerate(plain["param_scheduler"]):
             if f"param_scheduler.{i}.milestones" in keys and isinstance(end, int):
                 drop_late_milestones(plain, f"param_scheduler.{i}.milestones", end, changes)
+            if i in warmups and isinstance(end, int):
+                cap_warmup(plain, f"param_scheduler.{i}.end", end, changes)
         body["train_cfg"] = plain["train_cfg"]
         if "default_hooks.checkpoint.interval" in keys:
             body["default_hooks"] = plain["default_hooks"]

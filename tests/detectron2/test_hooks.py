@@ -101,7 +101,7 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
-    assert re.SOLVER.MAX_ITER == 6 and tuple(re.SOLVER.STEPS) == (3,) and re.SOLVER.WARMUP_ITERS == 1
+    assert re.SOLVER.MAX_ITER == 6 and tuple(re.SOLVER.STEPS) == (3,) and re.SOLVER.WARMUP_ITERS == 2
     assert re.SOLVER.CHECKPOINT_PERIOD == 2 and not re.PRUNE.ENABLED
     assert re.DATASETS.TRAIN == ("toy_train_instances_train_pruned",)
     assert "schedule scaled by 0.5" in text

@@ -35,7 +35,8 @@ def test_model_zoo_schedule_scaled_and_dataset_registered(tmp_path):
     add_prune_config(new)
     new.merge_from_file(str(path))
     assert new.SOLVER.MAX_ITER == 27000 and tuple(new.SOLVER.STEPS) == (18000, 24000)
-    assert new.SOLVER.WARMUP_ITERS == 300 and new.SOLVER.CHECKPOINT_PERIOD == 1500 and new.TEST.EVAL_PERIOD == 1500
+    assert new.SOLVER.CHECKPOINT_PERIOD == 1500 and new.TEST.EVAL_PERIOD == 1500
+    assert new.SOLVER.WARMUP_ITERS == 1000  # optimizer steps to settle, not a share of the data: kept
     assert new.DATASETS.TRAIN == ("coco_2017_train_instances_train_pruned",)
     assert [list(e) for e in new.PRUNE.COCO_DATASETS] == [
         ["other", "/x.json", "/img"],
@@ -65,5 +66,18 @@ def test_steps_the_scaled_schedule_no_longer_reaches_are_dropped(tmp_path):
     add_prune_config(new)
     new.merge_from_file(str(path))
     # 6 -> 3 iterations: step 5 -> 3 would sit at MAX_ITER, which detectron2 refuses
+    assert new.SOLVER.WARMUP_ITERS == 1  # kept: at most half of 3
     assert new.SOLVER.MAX_ITER == 3 and tuple(new.SOLVER.STEPS) == (1,)
     assert "SOLVER.STEPS (at or beyond 3, dropped) [1, 3] -> [1]" in path.read_text().splitlines()[0]
+
+
+def test_warmup_kept_but_at_most_half_the_scaled_schedule(tmp_path):
+    cfg = zoo_config(tmp_path)
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 600, (450,), 50
+    for n_keep, want in ((30, 50), (10, 30)):  # 600 -> 180 iterations: 50 kept; 600 -> 60: at most 30
+        path = write_retrain_config(cfg, "d", tmp_path / "p.json", "/i", n_keep, 100, tmp_path / "retrain.yaml")
+        new = get_cfg()
+        add_prune_config(new)
+        new.merge_from_file(str(path))
+        assert new.SOLVER.WARMUP_ITERS == want, n_keep
+    assert "SOLVER.WARMUP_ITERS (warm-up kept, at most half the schedule) 50 -> 30" in path.read_text()

@@ -32,7 +32,7 @@ def test_iteration_based_schedule_scaled_and_hook_removed(tmp_path):
     assert new.train_cfg.max_iters == 2700 and new.train_cfg.val_interval == 300
     assert new.default_hooks.checkpoint.interval == 600
     warm, steps, cosine, const = new.param_scheduler
-    assert (warm.begin, warm.end) == (0, 150)
+    assert (warm.begin, warm.end) == (0, 500)  # a warm-up keeps its length
     assert (steps.end, steps.milestones) == (2700, [1800, 2400])
     assert (cosine.begin, cosine.end) == (1, 12)  # by_epoch: untouched
     assert "end" not in const  # open end stays open
@@ -54,3 +54,12 @@ def test_epoch_based_keeps_epochs(tmp_path):
         str(write_retrain_config(Config.fromfile(str(user)), tmp_path / "p.json", 30, 100, tmp_path / "retrain.py"))
     )
     assert new.train_cfg.max_epochs == 12 and new.param_scheduler[1].milestones == [6000, 8000]
+
+
+def test_warmup_at_most_half_the_scaled_schedule(tmp_path):
+    user = tmp_path / "user.py"
+    user.write_text(USER)
+    path = write_retrain_config(Config.fromfile(str(user)), tmp_path / "p.json", 1, 100, tmp_path / "retrain.py")
+    new = Config.fromfile(str(path))
+    assert new.train_cfg.max_iters == 90 and new.param_scheduler[0].end == 45  # 500 would outlast the schedule
+    assert "(warm-up kept, at most half the schedule) 500 -> 45" in path.read_text()
