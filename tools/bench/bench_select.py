@@ -7,7 +7,7 @@ The instance: COCO train2017's shape (118,000 images, 80 classes with a long tai
 per image, 'person' in ~45% of images) with one 1024-d post-ReLU prototype per (image, class), as a
 box head emits. CSOD's time is also given in units of one full mat-vec pass over all prototypes,
 timed in the same process (a hardware-independent figure), and against a direct transcription of
-Eq. 4 on a subsample where that finishes. Writes bench_select.md and bench_select.json.
+Eq. 4 on a subsample where that finishes. Writes bench_select.md and .json (with --no-cli: bench_select_csod.*).
 """
 
 from __future__ import annotations
@@ -229,6 +229,43 @@ def run_cli(argv: list[str]) -> tuple[float, float, str]:
     return wall, rss[-1] / 2**20, proc.stderr
 
 
+def cli_timings(args, coco, ids, cats, feat, res, scan) -> tuple[list[dict], float]:
+    """``prune-hooks select`` of every method on the instance, whole process: (rows, no-op seconds)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "gt.json").write_text(json.dumps(coco))
+        run = tmp / "run"
+        run.mkdir()
+        np.savez(run / "prototypes.npz", image_id=ids, category_id=cats, feature=feat)
+        rng = np.random.default_rng(0)
+        with open(run / "images.csv", "w") as f:
+            f.write(",".join(("image_id", "n_objects", *IMAGE_SCORE_COLUMNS)) + "\n")
+            for i in range(1, args.images + 1):
+                f.write(f"{i},1," + ",".join(f"{v:.6f}" for v in rng.random(len(IMAGE_SCORE_COLUMNS))) + "\n")
+        base = ["select", str(run), "--annotations", str(tmp / "gt.json"), "--out", str(tmp / "sel")]
+        noop, _, _ = run_cli(base + ["--method", "random", "--count", "1"])
+        for method in (
+            "csod",
+            "vps_iou",
+            "forgetting",
+            "random",
+            "random_uniform",
+            "random_ratio",
+            "kcenter",
+            "herding",
+        ):
+            keep = args.greedy_keep if method in ("kcenter", "herding") else args.keep
+            wall, rss, _ = run_cli(base + ["--method", method, "--keep", str(keep), "--lambda", str(args.lam)])
+            row = {"method": method, "keep": keep, "seconds": round(wall, 2), "peak_rss_gb": round(rss, 2)}
+            if method == "csod":
+                row["scans"] = round(wall / scan, 1)
+                row["scans_select_only"] = round(res.rows_scored / len(ids), 2)
+            rows.append(row)
+            print(row, flush=True)
+    return rows, noop
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=118_000)
@@ -238,11 +275,11 @@ def main() -> int:
     ap.add_argument("--literal-subsample", type=int, default=200, help="images of the literal (loop) Eq. 4 comparison")
     ap.add_argument("--greedy-keep", type=float, default=0.02, help="keep ratio for kcenter/herding (O(k N D) each)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (1 beside other work)")
+    ap.add_argument("--no-cli", action="store_true", help="CSOD in process only (no CLI timings of every method)")
     ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES), help="feature regimes of CSOD")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows: list[dict] = []
 
     # 1. direct Eq. 4 vs the implementation, same subsamples, same picks
     literal = compare(literal_eq4, "literal Eq. 4", args.literal_subsample, 2, args.keep, args.lam)
@@ -276,38 +313,8 @@ def main() -> int:
                 res = r
             else:
                 assert r.image_ids.tolist() == res.image_ids.tolist(), "lazy and plain CSOD disagree"
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "gt.json").write_text(json.dumps(coco))
-        run = tmp / "run"
-        run.mkdir()
-        np.savez(run / "prototypes.npz", image_id=ids, category_id=cats, feature=feat)
-        rng = np.random.default_rng(0)
-        with open(run / "images.csv", "w") as f:
-            f.write(",".join(("image_id", "n_objects", *IMAGE_SCORE_COLUMNS)) + "\n")
-            for i in range(1, args.images + 1):
-                f.write(f"{i},1," + ",".join(f"{v:.6f}" for v in rng.random(len(IMAGE_SCORE_COLUMNS))) + "\n")
-        del feat
-        base = ["select", str(run), "--annotations", str(tmp / "gt.json"), "--out", str(tmp / "sel")]
-        noop, noop_rss, _ = run_cli(base + ["--method", "random", "--count", "1"])
-        for method in (
-            "csod",
-            "vps_iou",
-            "forgetting",
-            "random",
-            "random_uniform",
-            "random_ratio",
-            "kcenter",
-            "herding",
-        ):
-            keep = args.greedy_keep if method in ("kcenter", "herding") else args.keep
-            wall, rss, _ = run_cli(base + ["--method", method, "--keep", str(keep), "--lambda", str(args.lam)])
-            row = {"method": method, "keep": keep, "seconds": round(wall, 2), "peak_rss_gb": round(rss, 2)}
-            if method == "csod":
-                row["scans"] = round(wall / scan, 1)
-                row["scans_select_only"] = round(res.rows_scored / len(ids), 2)
-            rows.append(row)
-            print(row, flush=True)
+    rows, noop = ([], 0.0) if args.no_cli else cli_timings(args, coco, ids, cats, feat, res, scan)
+    del feat
 
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
@@ -325,19 +332,23 @@ def main() -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_select.json").write_text(json.dumps(result, indent=2))
+    stem = "bench_select_csod" if args.no_cli else "bench_select"  # --no-cli: CSOD's table only
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# prune-hooks select at COCO scale",
         "",
-        f"`python tools/bench/bench_select.py` — {result['machine']}. {args.images} images, {len(ids)} prototypes "
-        f"(1024-d, post-ReLU, regime {args.regimes[0]}), 80 classes. Whole CLI process (reading the annotation file "
-        "and prototypes.npz "
-        f"included; a no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} "
-        "ms.",
-        "",
-        "| method | keep | seconds | peak RSS (GB) | CSOD in scans (wall / scan) |",
-        "|---|---|---|---|---|",
+        f"`python tools/bench/bench_select.py {' '.join(sys.argv[1:])}` — {result['machine']}, {args.threads} torch "
+        f"thread(s). {args.images} images, about {len(ids)} prototypes (1024-d, post-ReLU), 80 classes.",
     ]
+    if rows:
+        lines += [
+            "",
+            f"Whole CLI process, regime {args.regimes[0]} (reading the annotation file and prototypes.npz included; a "
+            f"no-op select takes {noop:.1f}s). One full mat-vec scan over all prototypes: {scan * 1000:.0f} ms.",
+            "",
+            "| method | keep | seconds | peak RSS (GB) | CSOD in scans (wall / scan) |",
+            "|---|---|---|---|---|",
+        ]
     for r in rows:
         lines.append(f"| {r['method']} | {r['keep']} | {r['seconds']} | {r['peak_rss_gb']} | {r.get('scans', '')} |")
     lines += [
@@ -346,14 +357,14 @@ def main() -> int:
         "regimes of make_instance(): separated classes, overlapping classes (one shared strong direction: all "
         "cosines high and alike), near-duplicate images (a third of the images):",
         "",
-        "| regime, variant | seconds | in scans (time) | rows scored, in scans | class rescans | float64 near-tie "
-        "rechecks |",
-        "|---|---|---|---|---|---|",
+        "| regime, variant | seconds | one scan (ms, this instance) | in scans (time) | rows scored, in scans | "
+        "class rescans | float64 near-tie rechecks |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in variants.items():
         lines.append(
-            f"| {name} | {v['seconds']} | {v['in_scans']} | {v['rows_scored_in_scans']} | {v['refreshes']} | "
-            f"{v['rechecks']} |"
+            f"| {name} | {v['seconds']} | {v['scan_ms']} | {v['in_scans']} | {v['rows_scored_in_scans']} | "
+            f"{v['refreshes']} | {v['rechecks']} |"
         )
     lines += [
         "",
@@ -369,7 +380,7 @@ def main() -> int:
         "kcenter and herding are O(k N D) (one mat-vec over all image features per pick); they are timed at keep "
         f"{args.greedy_keep}.",
     ]
-    (out / "bench_select.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
