@@ -1,13 +1,19 @@
 """Per-image per-class prototypes: the mean RoI feature of an image's GT boxes of one class (CSOD).
 
-``prototypes.npz`` holds ``image_id`` int64[P], ``category_id`` int64[P] and ``feature`` float32[P, D],
-rows in the annotation file's image order, then ascending category id.
+``prototypes.npz`` holds ``image_id`` int64[P], ``category_id`` int64[P] and ``feature`` float16[P, D],
+rows in the annotation file's image order, then ascending category id. Each feature row is stored as
+its unit vector: every method that reads prototypes uses cosines only (CSOD, k-center, herding,
+``--dedup``), so the scale carries nothing, and unit components fit float16 (half the bytes of
+float32; 1e-3 relative precision, no overflow). The file is an uncompressed npz, and ``feature`` is
+memory-mapped on load, so selection reads it in chunks instead of holding a copy. Files written as
+float32 (earlier versions) load the same way.
 """
 
 from __future__ import annotations
 
-import io
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +22,6 @@ import torch
 
 from .coco import CocoIndex
 from .errors import PruneHooksError
-from .io import atomic_write_bytes
 
 __all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features"]
 
@@ -69,26 +74,76 @@ class PrototypeCollector:
         }
 
 
+CHUNK = 65536  # rows validated / converted at a time
+
+
 def save_prototypes(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    buf = io.BytesIO()
-    np.savez(buf, image_id=arrays["image_id"], category_id=arrays["category_id"], feature=arrays["feature"])
-    return atomic_write_bytes(path, buf.getvalue())
+    """Write ``prototypes.npz`` atomically: feature rows as float16 unit vectors (NaN, inf and zero rows
+    are written as they are, for ``load_prototypes`` to name)."""
+    path = Path(path)
+    feat = np.asarray(arrays["feature"], dtype=np.float32)
+    unit = np.empty(feat.shape, dtype=np.float16)
+    for a in range(0, len(feat), CHUNK):
+        rows = feat[a : a + CHUNK]
+        norm = np.linalg.norm(rows, axis=1, keepdims=True)
+        ok = np.isfinite(norm) & (norm > 0)
+        unit[a : a + CHUNK] = np.where(ok, rows / np.where(ok, norm, 1.0), rows)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, image_id=arrays["image_id"], category_id=arrays["category_id"], feature=unit)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _mapped_member(path: Path, name: str) -> np.ndarray | None:
+    """Array ``name`` of an uncompressed npz memory-mapped read-only, or None when it cannot be
+    (compressed member, object dtype): then the caller reads it whole."""
+    with zipfile.ZipFile(path) as z:
+        try:
+            info = z.getinfo(f"{name}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # local file header: name and extra-field lengths at bytes 26..29
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> dict[str, np.ndarray]:
-    """Read and validate ``prototypes.npz`` (against ``index`` when given)."""
+    """Read and validate ``prototypes.npz`` (against ``index`` when given); ``feature`` memory-mapped."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("image_id", "category_id", "feature") if k not in z.files]
             if missing:
                 raise PruneHooksError(f"{path}: missing arrays {missing} (has {z.files})")
-            image_id, category_id, feature = z["image_id"], z["category_id"], z["feature"]
+            image_id, category_id = z["image_id"], z["category_id"]
+            feature = _mapped_member(path, "feature")
+            if feature is None:
+                feature = z["feature"]
     except FileNotFoundError:
         raise PruneHooksError(
             f"prototypes not found: {path} (written by the hooks when 'csod' is among the methods)"
         ) from None
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise PruneHooksError(f"{path}: not a readable npz file ({e})") from None
     if feature.ndim != 2 or image_id.shape != (feature.shape[0],) or category_id.shape != (feature.shape[0],):
         raise PruneHooksError(
@@ -99,21 +154,18 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         raise PruneHooksError(
             f"{path}: image_id and category_id must be integers, got {image_id.dtype}, {category_id.dtype}"
         )
-    feature = feature.astype(np.float32, copy=False)
-    bad = ~np.isfinite(feature).all(axis=1)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise PruneHooksError(
-            f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) has NaN or inf "
-            f"({int(bad.sum())} rows)"
-        )
-    zero = ~(feature != 0).any(axis=1)
-    if zero.any():
-        r = int(np.flatnonzero(zero)[0])
-        raise PruneHooksError(
-            f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) is a zero vector: its cosine "
-            f"is undefined ({int(zero.sum())} rows)"
-        )
+    if not np.issubdtype(feature.dtype, np.floating):
+        raise PruneHooksError(f"{path}: feature must be floating point, got {feature.dtype}")
+    for a in range(0, len(feature), CHUNK):
+        rows = feature[a : a + CHUNK]
+        bad = ~np.isfinite(rows).all(axis=1)
+        zero = ~(rows != 0).any(axis=1)
+        for mask, what in ((bad, "has NaN or inf"), (zero, "is a zero vector: its cosine is undefined")):
+            if mask.any():
+                r = a + int(np.flatnonzero(mask)[0])
+                raise PruneHooksError(
+                    f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) {what}"
+                )
     if index is not None:
         unknown = np.setdiff1d(image_id, index.image_ids)
         if unknown.size:
@@ -128,7 +180,7 @@ def image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
     ids, inverse = np.unique(protos["image_id"], return_inverse=True)
     order = np.argsort(inverse, kind="stable")
-    unit = protos["feature"][order]
+    unit = np.asarray(protos["feature"][order], dtype=np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     starts = np.searchsorted(inverse[order], np.arange(len(ids)))
     sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)

@@ -51,3 +51,36 @@ def test_save_load_round_trip_and_validation(coco_file, tmp_path):
         load_prototypes(save_prototypes(tmp_path / "z.npz", zero))
     with pytest.raises(PruneHooksError, match="prototypes not found"):
         load_prototypes(tmp_path / "missing.npz")
+
+
+def test_stored_as_float16_unit_rows_and_memory_mapped(tmp_path):
+    rng = np.random.default_rng(0)
+    feat = (rng.random((70_000, 8)) * 50).astype(np.float32)  # more rows than one validation chunk
+    feat[5] = [3e4, 4e4, 0, 0, 0, 0, 0, 0]  # a norm beyond float16's range: stored as its unit vector
+    arrays = {"image_id": np.arange(len(feat)), "category_id": np.ones(len(feat), np.int64), "feature": feat}
+    path = save_prototypes(tmp_path / "p.npz", arrays)
+    assert path.stat().st_size < feat.nbytes / 2 + 2 * 8 * len(feat) + 4096  # float16 features + int64 ids
+    got = load_prototypes(path)
+    assert isinstance(got["feature"], np.memmap) and got["feature"].dtype == np.float16
+    unit = feat / np.linalg.norm(feat, axis=1, keepdims=True)
+    np.testing.assert_allclose(got["feature"], unit, atol=1e-3)
+    np.testing.assert_allclose(got["feature"][5, :2], [0.6, 0.8], atol=1e-3)
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a temp file, renamed
+
+
+@pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])
+def test_float32_files_of_earlier_versions_and_compressed_files_load(tmp_path, writer):
+    feat = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
+    writer(tmp_path / "p.npz", image_id=np.array([1, 2]), category_id=np.array([1, 1]), feature=feat)
+    got = load_prototypes(tmp_path / "p.npz")
+    np.testing.assert_array_equal(got["feature"], feat)
+    assert isinstance(got["feature"], np.memmap) == (writer is np.savez)
+
+
+def test_nan_row_named_after_the_first_chunk(tmp_path):
+    feat = np.ones((70_000, 4), np.float32)
+    feat[66_000, 2] = np.nan
+    ids = np.arange(len(feat))
+    path = save_prototypes(tmp_path / "p.npz", {"image_id": ids, "category_id": ids * 0 + 7, "feature": feat})
+    with pytest.raises(PruneHooksError, match="feature row 66000 \\(image 66000, category 7\\) has NaN or inf"):
+        load_prototypes(path)
