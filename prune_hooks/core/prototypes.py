@@ -12,7 +12,6 @@ float32 (earlier versions) load the same way.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ import torch
 
 from .coco import CocoIndex
 from .errors import PruneHooksError
+from .io import atomic_writer
 
 __all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features"]
 
@@ -88,14 +88,8 @@ def save_prototypes(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> P
         norm = np.linalg.norm(rows, axis=1, keepdims=True)
         ok = np.isfinite(norm) & (norm > 0)
         unit[a : a + CHUNK] = np.where(ok, rows / np.where(ok, norm, 1.0), rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, image_id=arrays["image_id"], category_id=arrays["category_id"], feature=unit)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        np.savez(f, image_id=arrays["image_id"], category_id=arrays["category_id"], feature=unit)
     return path
 
 

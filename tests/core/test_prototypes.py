@@ -84,3 +84,9 @@ def test_nan_row_named_after_the_first_chunk(tmp_path):
     path = save_prototypes(tmp_path / "p.npz", {"image_id": ids, "category_id": ids * 0 + 7, "feature": feat})
     with pytest.raises(PruneHooksError, match="feature row 66000 \\(image 66000, category 7\\) has NaN or inf"):
         load_prototypes(path)
+
+
+def test_save_creates_the_run_directory(tmp_path):
+    arrays = {"image_id": np.array([1]), "category_id": np.array([1]), "feature": np.ones((1, 3), np.float32)}
+    path = save_prototypes(tmp_path / "out" / "prune" / "prototypes.npz", arrays)
+    assert load_prototypes(path)["feature"].shape == (1, 3)
