@@ -73,12 +73,16 @@ class AuditThresholds:
                 raise PruneHooksError(f"label audit threshold {f.name} must be in (0, 1], got {v!r}")
 
 
-def unexplained(gt_boxes: torch.Tensor, pred_boxes: torch.Tensor, pred_scores: torch.Tensor) -> torch.Tensor:
+def unexplained(
+    gt_boxes: torch.Tensor, pred_boxes: torch.Tensor, pred_scores: torch.Tensor, iou: torch.Tensor | None = None
+) -> torch.Tensor:
     """Tensor[M] bool: detections scoring >= ``CANDIDATE_SCORE`` whose IoU with every GT box of the image is
-    < ``UNEXPLAINED_IOU``."""
+    < ``UNEXPLAINED_IOU`` (``iou``: their IoU matrix [N, M] when the caller has it already)."""
     ok = pred_scores >= CANDIDATE_SCORE
     if gt_boxes.shape[0] and pred_boxes.shape[0]:
-        ok &= box_iou(gt_boxes.float(), pred_boxes.to(gt_boxes.device).float()).max(dim=0).values < UNEXPLAINED_IOU
+        if iou is None:
+            iou = box_iou(gt_boxes.float(), pred_boxes.to(gt_boxes.device).float())
+        ok &= iou.max(dim=0).values < UNEXPLAINED_IOU
     return ok
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 from .audit import LabelAudit, unexplained
 from .coco import CocoIndex
@@ -133,15 +134,18 @@ class VPSCapture:
         boxes = boxes.to(self.device, torch.float32)
         scores = scores.to(self.device, torch.float32)
         pred_labels = category_ids.to(self.device)
-        odd = unexplained(self._gt_boxes[a:b], boxes, scores)
+        gt = self._gt_boxes[a:b]
+        pair_iou = box_iou(gt.float(), boxes) if a < b and len(boxes) else None  # shared by the three uses
+        odd = unexplained(gt, boxes, scores, pair_iou)
         if odd.any():
             pos_t = torch.full((int(odd.sum()),), pos, dtype=torch.long)
             self._candidates.append((pos_t, pred_labels[odd].long().cpu(), boxes[odd].cpu(), scores[odd].cpu()))
         if a == b:
             return
-        iou, conf, index = cipa_match(self._gt_boxes[a:b], self._gt_labels[a:b], boxes, scores, pred_labels)
-        ok = learned(self._gt_labels[a:b], pred_labels, index, iou)
-        near_conf, near_box = near_prediction(self._gt_boxes[a:b], self._gt_labels[a:b], boxes, scores, pred_labels)
+        labels = self._gt_labels[a:b]
+        iou, conf, index = cipa_match(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
+        ok = learned(labels, pred_labels, index, iou)
+        near_conf, near_box = near_prediction(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)

@@ -19,6 +19,7 @@ def cipa_match(
     pred_boxes: torch.Tensor,
     pred_scores: torch.Tensor,
     pred_labels: torch.Tensor,
+    iou: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Match every ground-truth object of one image to one prediction.
 
@@ -32,6 +33,7 @@ def cipa_match(
         pred_boxes: Tensor[M, 4], xyxy, post-NMS predictions.
         pred_scores: Tensor[M].
         pred_labels: Tensor[M].
+        iou: Tensor[N, M], ``box_iou(gt_boxes, pred_boxes)`` when the caller has it already.
 
     Returns:
         (iou Tensor[N] float, conf Tensor[N] float, index Tensor[N] long): the matched prediction's IoU
@@ -43,7 +45,7 @@ def cipa_match(
         zeros = torch.zeros(n, dtype=dtype, device=gt_boxes.device)
         return zeros, zeros.clone(), torch.full((n,), -1, dtype=torch.long, device=gt_boxes.device)
 
-    iou = box_iou(gt_boxes.to(dtype), pred_boxes.to(dtype))  # [N, M]
+    iou = box_iou(gt_boxes.to(dtype), pred_boxes.to(dtype)) if iou is None else iou.to(dtype)  # [N, M]
     same = gt_labels.view(n, 1) == pred_labels.view(1, m)  # [N, M]
     # Candidates: same-class predictions where an object has any, otherwise all predictions.
     cand = same | ~same.any(dim=1, keepdim=True)
@@ -77,6 +79,7 @@ def near_prediction(
     pred_scores: torch.Tensor,
     pred_labels: torch.Tensor,
     min_iou: float = NEAR_IOU,
+    iou: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The most confident prediction of each object's class that overlaps it (IoU >= ``min_iou``): where
     the model puts that object (the label audit's bad_location; docs/methods.md, "Label audit").
@@ -87,7 +90,7 @@ def near_prediction(
     n = gt_boxes.shape[0]
     if n == 0 or pred_boxes.shape[0] == 0:
         return torch.zeros(n, device=gt_boxes.device), torch.zeros(n, 4, device=gt_boxes.device)
-    iou = box_iou(gt_boxes.float(), pred_boxes.float())
+    iou = box_iou(gt_boxes.float(), pred_boxes.float()) if iou is None else iou.float()
     ok = (gt_labels.view(-1, 1) == pred_labels.view(1, -1)) & (iou >= min_iou)
     score = torch.where(ok, pred_scores.float().view(1, -1), torch.tensor(-1.0, device=iou.device))
     best, j = score.max(dim=1)
