@@ -441,7 +441,9 @@ def train_script(work: Path) -> Path:
 
 
 def run_unseen(user_yaml: Path, out: Path, fold_seed: int, keep: float, steps: int) -> Path:
-    """tools/unseen.py (detectron2, K = 2, vps_iou:max) on the user config; resumable, folds shared by keeps."""
+    """tools/unseen.py (detectron2, K = 2, vps_iou:max) on the user config; resumable, folds shared by keeps.
+    It runs in tools/bench (the backbone module's folder), so every path is made absolute first."""
+    user_yaml, out = user_yaml.resolve(), out.resolve()
     cmd = [sys.executable, str(ROOT / "tools" / "unseen.py"), "--framework", "detectron2", "--config", str(user_yaml),
            "--k", "2", "--steps", str(steps), "--keep", str(keep), "--seed", str(fold_seed),
            "--method", "vps_iou:max", "--work", str(out), "--train-script", str(train_script(out.parent))]  # fmt: skip
@@ -509,7 +511,7 @@ def main() -> int:
 
     start = time.time()
     suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"
-    work = Path(args.work or ROOT / "runs" / f"bench_quality{suffix}")
+    work = Path(args.work or ROOT / "runs" / f"bench_quality{suffix}").resolve()  # unseen runs elsewhere
     work.mkdir(parents=True, exist_ok=True)
     setting = {"framework": args.framework, "data": args.data, "scale": args.scale, "epochs": args.epochs}
     if args.min_schedule:
