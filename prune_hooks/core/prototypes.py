@@ -93,16 +93,15 @@ def save_prototypes(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> P
     return path
 
 
-def _mapped_member(path: Path, name: str) -> np.ndarray | None:
-    """Array ``name`` of an uncompressed npz memory-mapped read-only, or None when it cannot be
-    (compressed member, object dtype): then the caller reads it whole."""
-    with zipfile.ZipFile(path) as z:
-        try:
-            info = z.getinfo(f"{name}.npy")
-        except KeyError:
-            return None
-        if info.compress_type != zipfile.ZIP_STORED:
-            return None
+def _mapped_member(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray | None:
+    """Array ``name`` of the uncompressed npz ``path`` (open as ``z``) memory-mapped read-only, or None when
+    it cannot be (compressed member, object dtype): then the caller reads it whole."""
+    try:
+        info = z.getinfo(f"{name}.npy")
+    except KeyError:
+        return None
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)  # local file header: name and extra-field lengths at bytes 26..29
@@ -130,7 +129,7 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
             if missing:
                 raise PruneHooksError(f"{path}: missing arrays {missing} (has {z.files})")
             image_id, category_id = z["image_id"], z["category_id"]
-            feature = _mapped_member(path, "feature")
+            feature = _mapped_member(path, z.zip, "feature")
             if feature is None:
                 feature = z["feature"]
     except FileNotFoundError:
@@ -150,15 +149,18 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         )
     if not np.issubdtype(feature.dtype, np.floating):
         raise PruneHooksError(f"{path}: feature must be floating point, got {feature.dtype}")
+    checks = (
+        (lambda x: ~np.isfinite(x).all(axis=1), "has NaN or inf"),
+        (lambda x: ~(x != 0).any(axis=1), "is a zero vector: its cosine is undefined"),
+    )
     for a in range(0, len(feature), CHUNK):
-        rows = feature[a : a + CHUNK]
-        bad = ~np.isfinite(rows).all(axis=1)
-        zero = ~(rows != 0).any(axis=1)
-        for mask, what in ((bad, "has NaN or inf"), (zero, "is a zero vector: its cosine is undefined")):
-            if mask.any():
+        for test, what in checks:
+            mask = test(feature[a : a + CHUNK])
+            if mask.any():  # the error path counts the offending rows of the whole file
                 r = a + int(np.flatnonzero(mask)[0])
+                total = sum(int(test(feature[b : b + CHUNK]).sum()) for b in range(a, len(feature), CHUNK))
                 raise PruneHooksError(
-                    f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) {what}"
+                    f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) {what} ({total} rows)"
                 )
     if index is not None:
         unknown = np.setdiff1d(image_id, index.image_ids)

@@ -64,22 +64,20 @@ def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int
         ids += [i] * len(present)
         cats += sorted(present)
     image_id, category_id = np.array(ids, np.int64), np.array(cats, np.int64)
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
     centers = rng.normal(size=(n_classes + 1, dim)).astype(np.float32)
+    # separated / duplicates: 0.6 * class centre; overlapping: a strong shared direction + 0.3 * class centre
+    shared, weight = 0.0, 0.6
+    if regime == "overlapping":
+        shared, weight = 1.5 * np.abs(rng.normal(size=dim)).astype(np.float32), 0.3
     feature = np.empty((len(ids), dim), np.float32)
     for s in range(0, len(ids), 50_000):
         part = slice(s, s + 50_000)
         noise = rng.standard_normal((len(image_id[part]), dim), dtype=np.float32)
-        feature[part] = np.maximum(0.6 * centers[category_id[part]] + noise, 0.0)
-    if regime == "overlapping":
-        g = 1.5 * np.abs(rng.normal(size=dim)).astype(np.float32)
-        for s in range(0, len(ids), 50_000):
-            part = slice(s, s + 50_000)
-            noise = rng.standard_normal((len(image_id[part]), dim), dtype=np.float32)
-            feature[part] = np.maximum(g + 0.3 * centers[category_id[part]] + noise, 0.0)
-    elif regime == "duplicates":
+        feature[part] = np.maximum(shared + weight * centers[category_id[part]] + noise, 0.0)
+    if regime == "duplicates":
         image_id, category_id, feature = near_copies(rng, image_id, category_id, feature, n_images)
-    elif regime != "separated":
-        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
     feature[~(feature > 0).any(1), 0] = 1e-3
     coco = {
         "images": [
