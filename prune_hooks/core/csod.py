@@ -44,6 +44,11 @@ PREFIX = 64  # rows of the hot buffer a pick rescores first (doubled while not c
 HOT_MIN, HOT_DIV = 256, 16  # hot buffer: the best max(HOT_MIN, class rows / HOT_DIV) rows of a class rescan
 # Scores closer than this (relative to lam * |sum P| + |sum Q|) are ties, broken by the lowest image id.
 TIE_RTOL = 1e-12
+# The greedy runs on one CPU thread; only products over at least SMALL_ROWS rows (big class rescans) use
+# every intra-op thread. Where another process holds a core (a training beside it, dataloader workers at
+# the end of a proxy run), torch's threads wait for each other on every small product: 30,000 images
+# took 230 s with two threads and 14 s with one. The price on an idle 2-core machine: 7.7 s -> 10 s.
+SMALL_ROWS = 4096
 
 
 @dataclass
@@ -151,10 +156,19 @@ def csod_select(
         """Exact unit vectors of prototype rows (original row indices)."""
         return np.asarray(feature[rows], dtype=np.float64) / norm64[rows, None]
 
+    threads = torch.get_num_threads()
+
     def scores(block: torch.Tensor, w: torch.Tensor, bias_rows: np.ndarray) -> np.ndarray:
         nonlocal rows_scored
         rows_scored += int(block.shape[0])
-        return (block @ w).double().cpu().numpy() + bias_rows
+        big = block.device.type == "cpu" and threads > 1 and block.shape[0] >= SMALL_ROWS
+        if big:
+            torch.set_num_threads(threads)
+        try:
+            return (block @ w).double().cpu().numpy() + bias_rows
+        finally:
+            if big:
+                torch.set_num_threads(1)
 
     def refresh(c: int, w: torch.Tensor) -> np.ndarray:
         """Rescan class c: every current score (-inf once chosen); refills its hot buffer and rest bound."""
@@ -219,25 +233,29 @@ def csod_select(
         # lam * (1 + cos) both): the lowest image id wins.
         return int(idx[near[exact >= exact.max() - TIE_RTOL * scale]].min())
 
-    while len(picks) < n:
-        progressed = False
-        for c in range(len(classes)):
-            if len(picks) >= n:
+    torch.set_num_threads(1)  # the greedy's many small products; big class scans use every thread (SMALL_ROWS)
+    try:
+        while len(picks) < n:
+            progressed = False
+            for c in range(len(classes)):
+                if len(picks) >= n:
+                    break
+                best = pick(c)
+                if best is None:
+                    continue
+                img = int(img_o[bounds[c] + best])
+                chosen[img] = True
+                picks.append(img)
+                progressed = True
+                rows = by_image[img_bounds[img] : img_bounds[img + 1]]
+                for cc, vec in zip(cls_of_row[rows], unit64(rows)):
+                    sums64[cc, 0] -= vec
+                    sums64[cc, 1] += vec
+                    left[cc] -= 1
+            if not progressed:
                 break
-            best = pick(c)
-            if best is None:
-                continue
-            img = int(img_o[bounds[c] + best])
-            chosen[img] = True
-            picks.append(img)
-            progressed = True
-            rows = by_image[img_bounds[img] : img_bounds[img + 1]]
-            for cc, vec in zip(cls_of_row[rows], unit64(rows)):
-                sums64[cc, 0] -= vec
-                sums64[cc, 1] += vec
-                left[cc] -= 1
-        if not progressed:
-            break
+    finally:
+        torch.set_num_threads(threads)
     ids = images[np.asarray(picks, dtype=np.int64)]
     n_greedy = len(ids)
     if n_greedy < n and all_image_ids is not None:
