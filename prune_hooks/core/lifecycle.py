@@ -31,11 +31,14 @@ import torch
 from .capture import VPSCapture
 from .coco import CocoIndex
 from .errors import PruneHooksError
+from .inloop import original_frame
 from .methods import MASKS, PROTOTYPES, REGISTRY, SOFT_LABELS, needs_of
 from .scores import AGGREGATIONS
 from .select import write_hook_run
 
-__all__ = ["Adapter", "ImageOutput", "ScoringRun", "check_options", "inference_context"]
+__all__ = ["Adapter", "CAPTURES", "ImageOutput", "ScoringRun", "StepImage", "check_options", "inference_context"]
+
+CAPTURES = ("pass", "in_loop")  # scoring passes over the training set / the training batches (core.inloop)
 
 
 class ImageOutput(NamedTuple):
@@ -57,6 +60,28 @@ class ImageOutput(NamedTuple):
     labels: torch.Tensor
     probs: torch.Tensor | None = None
     features: torch.Tensor | None = None
+
+
+class StepImage(NamedTuple):
+    """One image of a training batch scored in the loop (:mod:`~prune_hooks.core.inloop`), in the
+    augmented image's coordinates.
+
+    Attributes:
+        image_id: COCO image id.
+        boxes, scores, labels: the predictions (as :class:`ImageOutput`), augmented coordinates.
+        probs: Tensor[n, K + 1] or None: the class distribution on each GT box of the batch.
+        gt_boxes: Tensor[n, 4] xyxy, the image's GT boxes as the batch holds them.
+        augmented_size, original_size: (height, width) of the augmented image (unpadded) and of the file's.
+    """
+
+    image_id: int
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    probs: torch.Tensor | None
+    gt_boxes: torch.Tensor
+    augmented_size: tuple[int, int]
+    original_size: tuple[int, int]
 
 
 class Adapter(abc.ABC):
@@ -93,6 +118,11 @@ class Adapter(abc.ABC):
     def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
         """Write the retraining config for the pruned file; returns its path."""
 
+    def step_images(self, model: torch.nn.Module) -> Iterable[StepImage]:
+        """In-loop capture: the last training step's batch scored from its own features (eval behaviour,
+        no grad; the run holds :func:`inference_context`). Adapters without in-loop capture leave it."""
+        raise NotImplementedError(f"{self.framework}: no in-loop capture")
+
     def gt_description(self, model: torch.nn.Module) -> str:
         """Where ``infer`` reads GT-box outputs for this model, in a few words (for logs and refusals)."""
         return "no box head or dense head this adapter knows"
@@ -120,6 +150,8 @@ def check_options(
     keep_ratio: Any,
     aggregation: str,
     labels: dict[str, str],
+    capture: str = "pass",
+    other_set: bool = False,
 ) -> list[str]:
     """Validate the options both hooks share; returns ``methods`` as a list.
 
@@ -136,6 +168,13 @@ def check_options(
         raise _fail(f"{labels['aggregation']} must be one of {list(AGGREGATIONS)}, got {aggregation!r}")
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
         raise _fail(f"{labels['keep_ratio']} must be in (0, 1], got {keep_ratio}")
+    if capture not in CAPTURES:
+        raise _fail(f"{labels['capture']} must be one of {list(CAPTURES)}, got {capture!r}")
+    if capture == "in_loop" and other_set:
+        raise _fail(
+            f"{labels['capture']} in_loop scores the training batches; {labels['other_set']} scores another set, "
+            "which needs scoring passes (capture 'pass')"
+        )
     return methods
 
 
@@ -175,6 +214,8 @@ class ScoringRun:
         out_dir: the run directory written when training ends.
         scores_training_set: False when the passes score another set than the training set (UNSEEN
             fold proxies): no retraining config is written then.
+        capture: ``pass`` (scoring passes over the training set) or ``in_loop`` (the training batches,
+            :meth:`observe_step` after each step and :meth:`close_period` at each epoch end).
     """
 
     def __init__(
@@ -190,8 +231,11 @@ class ScoringRun:
         device: torch.device | str,
         out_dir: str | Path,
         scores_training_set: bool = True,
+        capture: str = "pass",
     ) -> None:
         self.adapter, self.index = adapter, index
+        self.capture_mode = capture
+        self.skipped = 0  # in-loop: images of the current period whose batch boxes were not the file's
         self.methods, self.keep_ratio, self.aggregation = list(methods), float(keep_ratio), aggregation
         self.score_thresh, self.dump = float(score_thresh), bool(dump)
         self.out_dir = Path(out_dir)
@@ -269,6 +313,32 @@ class ScoringRun:
                 f"{elapsed:.1f}s ({elapsed / max(seen, 1):.3f}s/image)"
             )
 
+    def observe_step(self, model: torch.nn.Module) -> None:
+        """In-loop capture: score the last training step's images (each once per period)."""
+        cap = self.capture
+        with inference_context(model, self.adapter.threshold_owners(model), self.score_thresh):
+            for im in self.adapter.step_images(model):
+                frame = original_frame(im.gt_boxes, cap.gt_boxes(im.image_id), im.augmented_size, im.original_size)
+                if frame is None:
+                    self.skipped += 1
+                    continue
+                boxes = frame.to_original(im.boxes.to(cap.device, torch.float32))
+                cap.add_image(im.image_id, boxes, im.scores, self._labels_to_coco(im.labels), probs=im.probs)
+
+    def close_period(self) -> None:
+        """In-loop capture: end an epoch's observations like the end of a pass."""
+        ad, skipped, self.skipped = self.adapter, self.skipped, 0
+        closed = self.capture.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), dump=self.dump)
+        if closed is None or not ad.is_main():
+            return
+        t, seen = closed
+        ad.put_scalar("prune/in_loop_skipped", skipped)
+        ad.log(
+            f"in-loop period {t} after iteration {ad.iteration()}: {seen} images scored (this rank), {skipped} "
+            "skipped (their batch boxes were not the file's objects resized and flipped)",
+            warning=seen < skipped,
+        )
+
     def finish(self, model: torch.nn.Module, meta: dict[str, Any], completed: bool = True) -> dict[str, Any] | None:
         """When training ends: a features-only pass if the prototypes were not taken with the final
         model, then (main process) the run directory, subset, pruned file, retrain config and report.
@@ -301,6 +371,7 @@ class ScoringRun:
         run, n_total = self.out_dir, self.index.num_images
         never = self.never_matched()
         meta = {**meta, "methods": self.methods, "scores_training_set": self.scores_training_set}
+        meta["capture"] = self.capture_mode
         meta["never_matched"] = never
         meta.update(self.shape.meta() if self.shape is not None else {})
         method = self.methods[0]

@@ -17,6 +17,10 @@ def add_prune_config(cfg: CN) -> CN:
     cfg.PRUNE.AGGREGATION = "max"
     # Iterations between scoring passes; 0 = one epoch = ceil(images / SOLVER.IMS_PER_BATCH).
     cfg.PRUNE.PERIOD = 0
+    # How objects are scored each epoch: "pass" (a scoring pass over the training set with the test
+    # loader) or "in_loop" (the training batches, from the training step's own backbone features;
+    # docs/methods.md, "In-loop capture"). Refused with INPUT.CROP.ENABLED and SCORE_DATASET.
+    cfg.PRUNE.CAPTURE = "pass"
     # Scoring passes keep low-score detections so that every object can be matched.
     cfg.PRUNE.SCORE_THRESH = 0.0
     # Score another COCO dataset than DATASETS.TRAIN (UNSEEN fold proxies: images the model never

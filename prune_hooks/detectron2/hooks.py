@@ -17,13 +17,13 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import HookBase, hooks
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, ImageList
 from detectron2.utils import comm
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
-from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
+from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
@@ -38,7 +38,13 @@ SCHEDULE_KEYS = (
     "TEST.EVAL_PERIOD",
     "SOLVER.CHECKPOINT_PERIOD",
 )
-OPTION_LABELS = {"methods": "PRUNE.METHODS", "keep_ratio": "PRUNE.KEEP_RATIO", "aggregation": "PRUNE.AGGREGATION"}
+OPTION_LABELS = {
+    "methods": "PRUNE.METHODS",
+    "keep_ratio": "PRUNE.KEEP_RATIO",
+    "aggregation": "PRUNE.AGGREGATION",
+    "capture": "PRUNE.CAPTURE",
+    "other_set": "PRUNE.SCORE_DATASET",
+}
 
 
 def _fail(msg: str) -> PruneHooksError:
@@ -50,6 +56,9 @@ class PruneHook(HookBase):
 
     Place it before ``PeriodicCheckpointer`` (:func:`insert_prune_hooks`): a checkpoint written at an
     epoch end then already holds that epoch's pass, so ``--resume`` neither loses nor repeats one.
+
+    With ``PRUNE.CAPTURE: in_loop`` it scores each training batch after its step instead, from the
+    features the step computed (kept by two forward hooks on the model while it trains).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -72,22 +81,53 @@ class PruneHook(HookBase):
             device=cfg.MODEL.DEVICE,
             out_dir=Path(cfg.OUTPUT_DIR) / "prune",
             scores_training_set=self.dataset == self.train_dataset,
+            capture=p.CAPTURE,
         )
+        self.in_loop = p.CAPTURE == "in_loop"
+        self._stash: dict[str, Any] = {}
+        self._handles: list[Any] = []
 
     @property
     def model(self) -> torch.nn.Module:
         return _unwrap(self.trainer.model)
 
     def before_train(self) -> None:
-        self.run.check_model(self.model, "PRUNE.METHODS")
+        model = self.model
+        self.run.check_model(model, "PRUNE.METHODS")
+        if self.in_loop:
+            if _gt_kind(model) is None:
+                raise _fail(
+                    f"PRUNE.CAPTURE in_loop runs the model's inference branch on its training features: "
+                    f"{type(model).__name__} has no box head or dense head this adapter knows"
+                )
+            self._handles = [
+                model.register_forward_pre_hook(self._keep_inputs),
+                model.backbone.register_forward_hook(self._keep_features),
+            ]
+
+    def _keep_inputs(self, module, args) -> None:
+        if module.training and args:
+            self._stash = {"inputs": args[0]}
+
+    def _keep_features(self, module, args, output) -> None:
+        if self.model.training and "inputs" in self._stash:
+            self._stash.update(tensor=args[0], features=output)
 
     def after_step(self) -> None:
-        if (self.trainer.iter + 1) % self.period == 0:
+        end = (self.trainer.iter + 1) % self.period == 0
+        if self.in_loop:
+            self.run.observe_step(self.model)
+            if end:
+                self.run.close_period()
+        elif end:
             # The pass after the last iteration scores with the final model: it also takes the prototypes.
             last = self.trainer.iter + 1 >= self.trainer.max_iter
             self.run.scoring_pass(self.model, prototypes=self.run.want_prototypes and last)
 
     def after_train(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles, self._stash = [], {}
         meta = {
             "dataset": self.dataset,
             "train_dataset": self.train_dataset,
@@ -154,42 +194,31 @@ class _Detectron2Adapter(Adapter):
                 inst = out["instances"]
                 yield ImageOutput(inp["image_id"], inst.pred_boxes.tensor, inst.scores, inst.pred_classes)
             return
-        kind = _gt_kind(model)
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
         gt = []
         for inp, (h, w) in zip(batch, images.image_sizes):
             boxes = gt_boxes(inp["image_id"]).to(images.tensor.device)
             gt.append(boxes * boxes.new_tensor([w / inp["width"], h / inp["height"]] * 2))
-        if kind == "dense":
-            pyramid = [features[f] for f in model.head_in_features]
-            predictions = model.head(pyramid)
-            strides = [model.backbone.output_shape()[f].stride for f in model.head_in_features]
-            probs, feats = pyramid_gt_outputs(pyramid, strides, gt, predictions[0], model.num_classes)
-            results = model.forward_inference(images, pyramid, predictions)
-            outputs = [
-                {"instances": detector_postprocess(r, inp.get("height", h), inp.get("width", w))}
-                for r, inp, (h, w) in zip(results, batch, images.image_sizes)
-            ]
-        else:
-            roi = model.roi_heads
-            proposals, _ = model.proposal_generator(images, features, None)
-            instances, _ = model.roi_heads(images, features, proposals, None)
-            outputs = model._postprocess(instances, batch, images.image_sizes)
-            gt_b = [Boxes(b) for b in gt]
-            if kind == "res5":  # C4: pooler -> res5 -> mean over space, what the predictor consumes
-                box_features = roi._shared_roi_transform([features[f] for f in roi.in_features], gt_b).mean(dim=(2, 3))
-                predictor = roi.box_predictor
-            else:  # FPN box head; cascade: its final stage
-                head = roi.box_head[-1] if kind == "cascade" else roi.box_head
-                predictor = roi.box_predictor[-1] if kind == "cascade" else roi.box_predictor
-                box_features = head(roi.box_pooler([features[f] for f in roi.box_in_features], gt_b))
-            counts = [len(b) for b in gt]
-            probs = predictor(box_features)[0].softmax(dim=-1).split(counts)
-            feats = box_features.flatten(1).split(counts)
-        for inp, out, pr, ft in zip(batch, outputs, probs, feats):
-            inst = out["instances"]
+        results, probs, feats = _heads(model, images, features, gt)
+        for inp, r, pr, ft, (h, w) in zip(batch, results, probs, feats, images.image_sizes):
+            inst = detector_postprocess(r, inp.get("height", h), inp.get("width", w))
             yield ImageOutput(inp["image_id"], inst.pred_boxes.tensor, inst.scores, inst.pred_classes, pr, ft)
+
+    def step_images(self, model) -> Iterable[StepImage]:
+        """The last training step's batch, from the backbone features it computed (the stash)."""
+        stash, self.hook._stash = self.hook._stash, {}
+        batch = stash.get("inputs")
+        if "features" not in stash or not batch or any("instances" not in x for x in batch):
+            return
+        sizes = [tuple(x["image"].shape[-2:]) for x in batch]
+        images = ImageList(stash["tensor"].detach(), sizes)
+        features = {k: v.detach().float() for k, v in stash["features"].items()}  # AMP steps: half precision
+        gt = [x["instances"].gt_boxes.tensor.to(images.tensor.device) for x in batch]
+        results, probs, _ = _heads(model, images, features, gt)
+        for x, r, pr, g, size in zip(batch, results, probs, gt, sizes):
+            original = (int(x.get("height", size[0])), int(x.get("width", size[1])))
+            yield StepImage(x["image_id"], r.pred_boxes.tensor, r.scores, r.pred_classes, pr, g, size, original)
 
     def all_gather(self):
         return comm.all_gather if comm.get_world_size() > 1 else None
@@ -211,6 +240,33 @@ class _Detectron2Adapter(Adapter):
         return write_retrain_config(h.cfg, h.dataset, pruned, h.image_root, n_keep, n_total, run / "retrain.yaml")
 
 
+def _heads(model, images: ImageList, features: dict, gt: list[torch.Tensor]) -> tuple[list, list, list]:
+    """The inference branch on computed backbone features: per image (Instances in ``images``'
+    coordinates, class distributions Tensor[n, K + 1] on the GT boxes ``gt`` (same coordinates),
+    their features Tensor[n, D]); the box head on the GT boxes, or a dense head's pyramid."""
+    kind = _gt_kind(model)
+    if kind == "dense":
+        pyramid = [features[f] for f in model.head_in_features]
+        predictions = model.head(pyramid)
+        strides = [model.backbone.output_shape()[f].stride for f in model.head_in_features]
+        probs, feats = pyramid_gt_outputs(pyramid, strides, gt, predictions[0], model.num_classes)
+        return model.forward_inference(images, pyramid, predictions), probs, feats
+    roi = model.roi_heads
+    proposals, _ = model.proposal_generator(images, features, None)
+    instances, _ = roi(images, features, proposals, None)
+    gt_b = [Boxes(b) for b in gt]
+    if kind == "res5":  # C4: pooler -> res5 -> mean over space, what the predictor consumes
+        box_features = roi._shared_roi_transform([features[f] for f in roi.in_features], gt_b).mean(dim=(2, 3))
+        predictor = roi.box_predictor
+    else:  # FPN box head; cascade: its final stage
+        head = roi.box_head[-1] if kind == "cascade" else roi.box_head
+        predictor = roi.box_predictor[-1] if kind == "cascade" else roi.box_predictor
+        box_features = head(roi.box_pooler([features[f] for f in roi.box_in_features], gt_b))
+    counts = [len(b) for b in gt]
+    probs = predictor(box_features)[0].softmax(dim=-1).split(counts)
+    return instances, probs, box_features.flatten(1).split(counts)
+
+
 def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     """Validate ``cfg.PRUNE`` and the datasets; returns (the scored dataset's name, its CocoIndex): the
     training set, or ``PRUNE.SCORE_DATASET`` (UNSEEN's fold proxies score images they never train on).
@@ -218,7 +274,13 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     Call it before the trainer loads data (``tools/train_net.py`` does) so a bad config fails at once.
     """
     p = cfg.PRUNE
-    check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS)
+    other = bool(p.SCORE_DATASET) and tuple(cfg.DATASETS.TRAIN) != (p.SCORE_DATASET,)
+    check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS, p.CAPTURE, other_set=other)
+    if p.CAPTURE == "in_loop" and cfg.INPUT.CROP.ENABLED:
+        raise _fail(
+            "PRUNE.CAPTURE in_loop needs the batch's boxes to be the file's boxes resized and flipped; "
+            "INPUT.CROP.ENABLED True moves them by a random offset: use PRUNE.CAPTURE pass with crops"
+        )
     if int(p.PERIOD) < 0:
         raise _fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
     if len(cfg.DATASETS.TRAIN) != 1:

@@ -23,8 +23,9 @@ from mmengine.runner import IterBasedTrainLoop
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
+from ..core.inloop import BREAKING_TRANSFORMS
 from ..core.io import atomic_write_text
-from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options
+from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
@@ -36,6 +37,8 @@ OPTION_LABELS = {
     "methods": "PruneHook methods",
     "keep_ratio": "PruneHook keep_ratio",
     "aggregation": "PruneHook aggregation",
+    "capture": "PruneHook capture",
+    "other_set": "PruneHook score_ann_file",
 }
 
 
@@ -67,6 +70,10 @@ class PruneHook(Hook):
             not be training images unless ``score_allow_overlap`` (then a warning). Such a run writes
             no retrain.py: its subset is not a training plan by itself.
         score_data_prefix: image directory of ``score_ann_file`` (default: the training set's ``data_prefix``).
+        capture: ``pass`` (scoring passes over the training set with the test pipeline) or ``in_loop``
+            (each training batch after its step, from the features the step computed; docs/methods.md,
+            "In-loop capture"). in_loop is refused with train pipelines that move or mix boxes
+            (:data:`~prune_hooks.core.inloop.BREAKING_TRANSFORMS`) and with ``score_ann_file``.
     """
 
     priority = "BELOW_NORMAL"
@@ -82,8 +89,14 @@ class PruneHook(Hook):
         score_ann_file: str | None = None,
         score_data_prefix: str | dict | None = None,
         score_allow_overlap: bool = False,
+        capture: str = "pass",
     ) -> None:
-        self.methods = check_options(methods, keep_ratio, aggregation, OPTION_LABELS)
+        self.methods = check_options(
+            methods, keep_ratio, aggregation, OPTION_LABELS, capture, other_set=bool(score_ann_file)
+        )
+        self.in_loop = capture == "in_loop"
+        self._stash: dict[str, Any] = {}
+        self._handles: list[Any] = []
         self.score_ann_file, self.score_data_prefix = score_ann_file, score_data_prefix
         self.score_allow_overlap = bool(score_allow_overlap)
         if interval is not None and (not isinstance(interval, int) or interval < 1):
@@ -131,8 +144,11 @@ class PruneHook(Hook):
             device=next(model.parameters()).device,
             out_dir=Path(runner.work_dir) / "prune",
             scores_training_set=not self.score_ann_file,
+            capture="in_loop" if self.in_loop else "pass",
         )
         self.run.check_model(model, "PruneHook methods")
+        if self.in_loop:
+            self._start_in_loop(runner.cfg, model)
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
         batch = runner.cfg.train_dataloader.get("batch_size", 1) * get_world_size()
         self.epoch_iters = math.ceil(train_index.num_images * _repeats(runner.cfg.train_dataloader.dataset) / batch)
@@ -143,19 +159,54 @@ class PruneHook(Hook):
             self._undo_trust()
             self._undo_trust = None
 
+    def _start_in_loop(self, cfg, model) -> None:
+        """Refuse pipelines that always move or mix boxes; keep the training step's samples and features."""
+        found = sorted(_pipeline_types(cfg.train_dataloader.get("dataset", {})) & set(BREAKING_TRANSFORMS))
+        if found:
+            raise _fail(
+                f"PruneHook capture in_loop needs the batch's boxes to be the file's boxes resized and flipped; the "
+                f"train pipeline has {found}, which move or mix them: use capture='pass' with this pipeline"
+            )
+        if _gt_kind(model) is None:
+            raise _fail(
+                "PruneHook capture in_loop runs the model's inference branch on its training features: "
+                f"{type(model).__name__} has no RoI bbox head or dense head with a prior generator"
+            )
+        feature_module = model.neck if getattr(model, "with_neck", False) else model.backbone
+        self._handles = [
+            model.register_forward_pre_hook(self._keep_samples, with_kwargs=True),
+            feature_module.register_forward_hook(self._keep_features),
+        ]
+
+    def _keep_samples(self, module, args, kwargs) -> None:
+        if module.training and kwargs.get("mode", args[2] if len(args) > 2 else None) == "loss":
+            self._stash = {"samples": kwargs.get("data_samples", args[1] if len(args) > 1 else None)}
+
+    def _keep_features(self, module, args, output) -> None:
+        if module.training and "samples" in self._stash:
+            self._stash["features"] = output
+
     def after_train_epoch(self, runner) -> None:
         if not self.iter_based:
             self._pass(runner, last=self.is_last_train_epoch(runner))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.in_loop:
+            self.run.observe_step(_unwrap(runner.model))
         if self.iter_based and self.every_n_train_iters(runner, self.interval or self.epoch_iters):
             self._pass(runner, last=self.is_last_train_iter(runner))
 
     def _pass(self, runner, last: bool) -> None:
+        if self.in_loop:
+            self.run.close_period()
+            return
         # The pass after the last iteration scores with the final model: it also takes the prototypes.
         self.run.scoring_pass(_unwrap(runner.model), prototypes=self.run.want_prototypes and last)
 
     def after_train(self, runner) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles, self._stash = [], {}
         if self.run is None:
             return
         meta = {
@@ -234,13 +285,34 @@ class _MMDetAdapter(Adapter):
                 p = s.pred_instances
                 yield ImageOutput(s.metainfo["img_id"], p.bboxes, p.scores, p.labels)
             return
-        kind = _gt_kind(model)
         x = model.extract_feat(inputs)
         gt = []
         for s in samples:
             w_scale, h_scale = s.metainfo["scale_factor"]
             boxes = gt_boxes(s.metainfo["img_id"]).to(inputs.device)
             gt.append(boxes * boxes.new_tensor([w_scale, h_scale, w_scale, h_scale]))
+        results, probs, feats = self._heads(model, x, samples, gt, rescale=True)
+        for s, r, pr, ft in zip(samples, results, probs, feats):
+            yield ImageOutput(s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft)
+
+    def step_images(self, model) -> Iterable[StepImage]:
+        """The last training step's batch, from the features it computed (the hook's stash)."""
+        stash, self.hook._stash = self.hook._stash, {}
+        samples = stash.get("samples")
+        if "features" not in stash or not samples:
+            return
+        x = tuple(t.detach().float() for t in stash["features"])  # AMP steps: half precision
+        gt = [_tensor(s.gt_instances.bboxes).to(x[0].device).float() for s in samples]
+        results, probs, _ = self._heads(model, x, samples, gt, rescale=False)
+        for s, r, pr, g in zip(samples, results, probs, gt):
+            m = s.metainfo
+            size, original = tuple(m["img_shape"][:2]), tuple(m["ori_shape"][:2])
+            yield StepImage(m["img_id"], _tensor(r.bboxes), r.scores, r.labels, pr, g, size, original)
+
+    def _heads(self, model, x, samples, gt: list[torch.Tensor], rescale: bool) -> tuple[list, list, list]:
+        """The inference branch on computed features ``x``: per image (InstanceData, class distributions
+        on the GT boxes ``gt`` (network input coordinates) or None, their features)."""
+        kind = _gt_kind(model)
         if kind == "dense":
             head = model.bbox_head
             outs = head(x)
@@ -250,30 +322,27 @@ class _MMDetAdapter(Adapter):
                 x[: len(strides)], strides, gt, outs[0] if sigmoid else None, head.num_classes
             )
             metas = [s.metainfo for s in samples]
-            results = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
-            probs = probs or [None] * len(gt)
-        else:
-            from mmdet.structures.bbox import bbox2roi
+            results = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+            return results, probs or [None] * len(gt), feats
+        from mmdet.structures.bbox import bbox2roi
 
-            roi = model.roi_head
-            rpn = model.rpn_head.predict(x, samples, rescale=False)
-            results = roi.predict(x, rpn, samples, rescale=True)
-            extractor, head = roi.bbox_roi_extractor, roi.bbox_head
-            if kind == "cascade":  # the final stage
-                extractor, head = extractor[-1], head[-1]
-            pooled = extractor(x[: extractor.num_inputs], bbox2roi(gt))
-            if getattr(roi, "with_shared_head", False):
-                pooled = roi.shared_head(pooled)
-            seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
-            handle = head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-            try:
-                cls_score = head(pooled)[0]
-            finally:
-                handle.remove()
-            counts = [len(b) for b in gt]
-            probs, feats = cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
-        for s, r, pr, ft in zip(samples, results, probs, feats):
-            yield ImageOutput(s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft)
+        roi = model.roi_head
+        rpn = model.rpn_head.predict(x, samples, rescale=False)
+        results = roi.predict(x, rpn, samples, rescale=rescale)
+        extractor, head = roi.bbox_roi_extractor, roi.bbox_head
+        if kind == "cascade":  # the final stage
+            extractor, head = extractor[-1], head[-1]
+        pooled = extractor(x[: extractor.num_inputs], bbox2roi(gt))
+        if getattr(roi, "with_shared_head", False):
+            pooled = roi.shared_head(pooled)
+        seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
+        handle = head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            cls_score = head(pooled)[0]
+        finally:
+            handle.remove()
+        counts = [len(b) for b in gt]
+        return results, cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
 
     def all_gather(self):
         return all_gather_object if get_world_size() > 1 else None
@@ -292,6 +361,28 @@ class _MMDetAdapter(Adapter):
 
     def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
         return write_retrain_config(self.runner.cfg, pruned, n_keep, n_total, run / "retrain.py")
+
+
+def _tensor(boxes) -> torch.Tensor:
+    """A box tensor from mmdet's box types (``HorizontalBoxes``) or a plain tensor."""
+    return getattr(boxes, "tensor", boxes)
+
+
+def _pipeline_types(node) -> set[str]:
+    """Every transform type named in any ``pipeline`` under a dataset config (wrappers included)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pipeline" and isinstance(value, (list, tuple)):
+                found |= {t.get("type", "") for t in value if isinstance(t, dict)}
+                for t in value:  # RandomChoice / RandomApply nest transforms
+                    found |= _pipeline_types({"pipeline": t.get("transforms", [])} if isinstance(t, dict) else {})
+            else:
+                found |= _pipeline_types(value)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            found |= _pipeline_types(v)
+    return found
 
 
 def check_dataset(cfg) -> tuple[str, dict]:

@@ -222,3 +222,45 @@ def test_a_proxy_that_diverges_writes_no_run(tmp_path):
     run = tmp_path / "out" / "prune"
     assert not (run / "subset.json").exists() and not (run / "retrain.yaml").exists()
     assert not (run / "meta.json").exists()
+
+
+def test_in_loop_capture_scores_each_object_once_per_epoch(tmp_path):
+    config, files, cfg = make_config(tmp_path, CAPTURE="in_loop", METHODS=["vps_iou", "csod"])
+    assert cfg.INPUT.RANDOM_FLIP == "horizontal"  # half the batches are mirrored: the frame must undo it
+    # Without aspect-ratio grouping the batches follow the sampler's permutations of the 7 images
+    # detectron2 trains on (image 6 has no object and is filtered); a period is 4 steps of 2 = 8
+    # draws, so period 1 holds every image and each image falls into at least 2 of the 3 periods.
+    proc = train_net("--config-file", config, "DATALOADER.ASPECT_RATIO_GROUPING", False)
+    run = tmp_path / "out" / "prune"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["capture"] == "in_loop" and meta["passes"] == 3
+    # no image was skipped (half of them flipped): every object is observed in 2 or 3 periods
+    objects = read_objects(run / "objects.csv")
+    assert objects and {int(r["passes"]) for r in objects.values()} <= {2, 3}
+    assert "in-loop period 1 after iteration 4: 7 images scored" in proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert log.count(" 0 skipped") == 3 and "scoring pass 1 " not in log  # no pass over the data ran
+    dets = [d for p in sorted((run / "passes").glob("pass_*.json")) for d in json.loads(p.read_text())]
+    sizes = {i["id"]: (i["width"], i["height"]) for i in json.loads(Path(files["train"]).read_text())["images"]}
+    for d in dets:  # mapped back to the file's images
+        x, y, w, h = d["bbox"]
+        width, height = sizes[d["image_id"]]
+        assert -1e-3 <= x and x + w <= width + 1e-3 and -1e-3 <= y and y + h <= height + 1e-3
+    assert (run / "prototypes.npz").is_file()  # from the final model's features-only pass
+    assert (run / "subset.json").is_file() and (run / "retrain.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "opts,msg",
+    [
+        (["INPUT.CROP.ENABLED", "True"], "PRUNE.CAPTURE in_loop needs the batch's boxes"),
+        (["PRUNE.CAPTURE", "every_step"], r"PRUNE.CAPTURE must be one of \['pass', 'in_loop'\]"),
+    ],
+)
+def test_in_loop_refusals(tmp_path, opts, msg):
+    config, _, _ = make_config(tmp_path, CAPTURE="in_loop")
+    proc = train_net("--config-file", config, *opts, check=False)
+    assert proc.returncode != 0
+    import re as _re
+
+    assert _re.search(r"\[prune_hooks\] " + msg, proc.stderr), proc.stderr[-2000:]

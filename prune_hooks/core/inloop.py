@@ -1,0 +1,91 @@
+"""In-loop capture: score the objects of each training batch from the training step's own features.
+
+A scoring pass runs the whole detector over every training image once per epoch. In-loop capture
+(``PRUNE.CAPTURE: in_loop`` / ``PruneHook(capture='in_loop')``) reuses what the training step already
+computed — the backbone (and neck) features of the augmented batch — and runs only the inference
+branch on them under ``no_grad`` in eval behaviour: proposals, box head, and the box head on the GT
+boxes the batch carries. Each image is seen once per epoch, so each object gets one observation per
+epoch, as in a pass (docs/methods.md, "In-loop capture").
+
+The core needs predictions in original image coordinates, objects in annotation-file order. The
+batch holds them in the augmented image's coordinates, after the data pipeline's resize and flip.
+:func:`original_frame` recovers that map from the batch's GT boxes and the file's: the scale is the
+ratio of the image sizes, the flip is whichever of the two readings puts the batch's boxes onto the
+file's. Where neither does (a crop shifted the image, a box was dropped, mosaic mixed images in) the
+image is skipped for that epoch and counted; pipelines that always do that are refused up front.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Frame", "original_frame", "BREAKING_TRANSFORMS"]
+
+# mmdet train-pipeline transforms after which a batch's boxes are never the file's boxes resized and
+# flipped (moved by a random offset, mixed with other images, cropped): in_loop is refused with them.
+BREAKING_TRANSFORMS = (
+    "Mosaic",
+    "CachedMosaic",
+    "MixUp",
+    "CachedMixUp",
+    "CopyPaste",
+    "RandomAffine",
+    "RandomCrop",
+    "MinIoURandomCrop",
+    "RandomCenterCropPad",
+    "Expand",
+    "RandomShift",
+)
+
+
+class Frame(NamedTuple):
+    """The map from an augmented image (``width`` pixels wide) to the original: scale, then mirror."""
+
+    sx: float
+    sy: float
+    flip: bool
+    width: float
+
+    def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Tensor[M, 4] xyxy in the augmented image -> the original image."""
+        if self.flip:
+            boxes = torch.stack([self.width - boxes[:, 2], boxes[:, 1], self.width - boxes[:, 0], boxes[:, 3]], dim=1)
+        return boxes * boxes.new_tensor([self.sx, self.sy, self.sx, self.sy])
+
+
+def original_frame(
+    batch_boxes: torch.Tensor,
+    file_boxes: torch.Tensor,
+    augmented_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> Frame | None:
+    """The frame that maps ``batch_boxes`` onto ``file_boxes`` row by row, or None when none does.
+
+    Args:
+        batch_boxes: Tensor[n, 4] xyxy, the image's GT boxes as the training batch holds them.
+        file_boxes: Tensor[n', 4] xyxy, the image's objects in the annotation file (non-crowd, file order).
+        augmented_size, original_size: (height, width) of the augmented image (before padding) and of
+            the file's image.
+
+    None when the counts differ (a box dropped or added) or when neither the plain nor the mirrored
+    reading puts every box within half a pixel (plus 1e-4 of the image size) of the file's box, both
+    clipped to the image as the pipelines clip them. With no object the flip cannot be read: None.
+    A box set symmetric about the vertical centre line reads as not flipped; its objects' IoUs are
+    the same either way.
+    """
+    n = len(file_boxes)
+    if n == 0 or len(batch_boxes) != n:
+        return None
+    (ha, wa), (ho, wo) = augmented_size, original_size
+    batch = batch_boxes.detach().to(file_boxes.device, torch.float64)
+    want = file_boxes.to(torch.float64).clone()
+    want[:, 0::2] = want[:, 0::2].clamp(0, wo)
+    want[:, 1::2] = want[:, 1::2].clamp(0, ho)
+    tol = 0.5 + 1e-4 * max(wo, ho)
+    for flip in (False, True):
+        frame = Frame(wo / wa, ho / ha, flip, float(wa))
+        if (frame.to_original(batch) - want).abs().max() <= tol:
+            return frame
+    return None
