@@ -318,7 +318,10 @@ class ScoringRun:
         cap = self.capture
         with inference_context(model, self.adapter.threshold_owners(model), self.score_thresh):
             for im in self.adapter.step_images(model):
-                frame = original_frame(im.gt_boxes, cap.gt_boxes(im.image_id), im.augmented_size, im.original_size)
+                file_boxes = cap.gt_boxes(im.image_id)
+                if not len(file_boxes) and not len(im.gt_boxes):
+                    continue  # no object to score (and no box to read the flip from)
+                frame = original_frame(im.gt_boxes, file_boxes, im.augmented_size, im.original_size)
                 if frame is None:
                     self.skipped += 1
                     continue

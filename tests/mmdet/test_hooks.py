@@ -218,3 +218,37 @@ def test_shape_methods_scored_at_start_beside_vps(tmp_path):
     subset = json.loads((run / "subset.json").read_text())
     assert subset["method"] == "cb_scs" and subset["n_images"] == 4
     assert (run / "retrain.py").exists()
+
+
+def test_in_loop_capture_scores_each_object_once_per_epoch(tmp_path):
+    hook = (
+        "dict(type='PruneHook', methods=['vps_iou', 'csod'], keep_ratio=0.5, capture='in_loop', dump_detections=True)"
+    )
+    config, files = write_config(tmp_path, hook=hook)
+    proc = train(config, tmp_path)
+    run = tmp_path / "work" / "prune"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["capture"] == "in_loop" and meta["passes"] == 3
+    # DefaultSampler: every image once per epoch; RandomFlip 0.5 mirrors half of them, none is skipped,
+    # so every object has one observation per epoch
+    with open(run / "objects.csv") as f:
+        header = f.readline().strip().split(",")
+        passes = {int(line.split(",")[header.index("passes")]) for line in f}
+    assert passes == {3}
+    log = proc.stdout + proc.stderr
+    assert log.count(" 0 skipped") == 3 and "scoring pass 1 " not in log
+    assert (run / "prototypes.npz").is_file() and (run / "retrain.py").is_file()
+
+
+def test_in_loop_refuses_pipelines_that_move_boxes(tmp_path):
+    hook = "dict(type='PruneHook', capture='in_loop')"
+    extra = (
+        "train_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'), "
+        "dict(type='LoadAnnotations', with_bbox=True), dict(type='RandomCrop', crop_size=(48, 48)), "
+        "dict(type='PackDetInputs')]))\n"
+    )
+    config, _ = write_config(tmp_path, hook=hook, extra=extra)
+    proc = train(config, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "[prune_hooks] PruneHook capture in_loop needs the batch's boxes" in proc.stderr + proc.stdout
+    assert "['RandomCrop']" in proc.stderr + proc.stdout
