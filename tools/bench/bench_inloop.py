@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""In-loop capture against scoring passes: proxy time, score agreement, retrained AP (detectron2).
+
+    python tools/bench/bench_inloop.py [--work runs/bench_inloop] [--epochs 6] [--repeats 2] [--keep 0.3 0.5]
+
+The quality benchmark's setting (Fashion-MNIST scenes 400 / 150, Faster R-CNN MobileNetV2-FPN, 6
+epochs): in one run, the proxy trained four times through tools/train_net.py — without the hook,
+with in-loop capture, with scoring passes, and with scoring passes at another training seed (how much
+two pass-mode proxies agree by themselves) — all with ``PRUNE.METHODS [vps_iou, vps_conf]`` (no
+prototypes: no features-only pass). Time: detectron2's own "Total training time" (the loop and every
+hook; the final evaluation excluded). Agreement: Spearman of the vps_iou:max image scores. Quality:
+the vps_iou:max subsets of the in-loop and the pass proxy at each keep ratio retrained with R training
+seeds (the quality benchmark's retraining, ``--min-schedule`` floor included). Resumable: rows are
+appended to WORK/results.jsonl and skipped when there. Writes bench_inloop.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_data  # noqa: E402
+from bench_quality import Detectron2Bench, fmt, last_ap, train_net  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PROXIES = {  # name: (PRUNE.ENABLED, PRUNE.CAPTURE, SEED)
+    "no_hook": (False, "pass", 0),
+    "in_loop": (True, "in_loop", 0),
+    "pass": (True, "pass", 0),
+    "pass_seed1": (True, "pass", 1),
+}
+
+
+def loop_seconds(log: Path) -> float:
+    """detectron2's "Total training time: H:MM:SS" (IterationTimer: the loop with every hook)."""
+    m = re.findall(r"Total training time: (\d+):(\d+):(\d+)", log.read_text())
+    if not m:
+        raise SystemExit(f"{log}: no 'Total training time' line")
+    h, mi, s = map(int, m[-1])
+    return 3600 * h + 60 * mi + s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=str(ROOT / "runs" / "bench_inloop"))
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=2, help="training seeds per retrained subset")
+    ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
+    ap.add_argument("--min-schedule", type=float, default=0.3, help="as bench_quality: retraining floor, x N images")
+    ap.add_argument("--proxies-only", action="store_true", help="time and agreement only, no retraining")
+    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    args = ap.parse_args()
+
+    from scipy.stats import spearmanr
+
+    from prune_hooks.cli import main as cli
+    from prune_hooks.core.rundir import read_images_csv
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    n_train, n_val = 400, 150
+    files = bench_data.make_fashion(work / "data", n_train, n_val, size=256)
+    bench = Detectron2Bench(work, files, n_train, args.epochs, len(bench_data.CLASSES), 256)
+    done_path = work / "results.jsonl"
+    rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        with open(done_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(row, flush=True)
+
+    def have(**key) -> bool:
+        return any(all(r.get(k) == v for k, v in key.items()) for r in rows)
+
+    for name, (enabled, capture, seed) in PROXIES.items():
+        if have(kind="proxy", name=name):
+            continue
+        cfg = bench.cfg.clone()
+        cfg.PRUNE.ENABLED, cfg.PRUNE.CAPTURE, cfg.SEED = enabled, capture, seed
+        cfg.PRUNE.METHODS = ["vps_iou", "vps_conf"]
+        cfg.OUTPUT_DIR = str(work / name)
+        yaml = work / f"{name}.yaml"
+        yaml.write_text(cfg.dump())
+        print(f"proxy {name}: {bench.iters} iterations", flush=True)
+        wall = train_net(yaml, work / f"{name}.log")
+        loop = loop_seconds(Path(cfg.OUTPUT_DIR) / "log.txt")
+        ap_ = last_ap(work / name)
+        record({"kind": "proxy", "name": name, "loop_seconds": loop, "wall_seconds": round(wall), **ap_})
+
+    proxies = {r["name"]: r for r in rows if r["kind"] == "proxy"}
+    scores = {n: read_images_csv(work / n / "prune") for n in ("in_loop", "pass", "pass_seed1")}
+
+    def rho(a: str, b: str) -> float:
+        x, y = scores[a]["vps_iou_max"], scores[b]["vps_iou_max"]
+        ok = ~(np.isnan(x) | np.isnan(y))
+        return float(spearmanr(x[ok], y[ok]).statistic)
+
+    agreement = {"in_loop vs pass": rho("in_loop", "pass"), "pass vs pass_seed1": rho("pass", "pass_seed1")}
+    agreement["in_loop vs pass_seed1"] = rho("in_loop", "pass_seed1")
+
+    if not args.proxies_only:
+        for keep in args.keep:
+            for name in ("in_loop", "pass"):
+                sel = work / "subsets" / f"{name}_k{keep:g}"
+                if not (sel / "subset.json").exists():
+                    argv = ["select", str(work / name / "prune"), "--method", "vps_iou", "--aggregation", "max"]
+                    if cli(argv + ["--keep", str(keep), "--out", str(sel)]) != 0:
+                        raise SystemExit(f"select failed: {sel}")
+                n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
+                for r in range(args.repeats):
+                    if have(kind="retrain", name=name, keep=keep, repeat=r):
+                        continue
+                    n_sched = math.ceil(args.min_schedule * n_train)
+                    secs, iters, m = bench.retrain(f"{name}_k{keep:g}{f'_r{r}' if r else ''}", sel, n_keep, r, n_sched)
+                    record({"kind": "retrain", "name": name, "keep": keep, "repeat": r, "kept": n_keep,
+                            "iters": iters, "seconds": round(secs), **m})  # fmt: skip
+
+    base = proxies["no_hook"]["loop_seconds"]
+    lines = [
+        "# In-loop capture vs scoring passes (detectron2)",
+        "",
+        f"`python tools/bench/bench_inloop.py {' '.join(sys.argv[1:])}`: Fashion-MNIST scenes {n_train} train / "
+        f"{n_val} val, Faster R-CNN MobileNetV2-FPN at 256 px, batch {bench.batch}, {bench.iters} iterations "
+        f"({args.epochs} epochs), PRUNE.METHODS [vps_iou, vps_conf], 2 CPU cores. Loop time: detectron2's 'Total "
+        "training time' (every hook included, final evaluation not).",
+        "",
+        "| proxy | loop s | × no hook | AP | AP50 |",
+        "|---|---|---|---|---|",
+    ]
+    for name in PROXIES:
+        p = proxies[name]
+        lines.append(
+            f"| {name} | {p['loop_seconds']} | {p['loop_seconds'] / base:.2f} | {p.get('AP', math.nan):.1f} | "
+            f"{p.get('AP50', math.nan):.1f} |"
+        )
+    lines += ["", "Spearman of vps_iou:max image scores:", ""]
+    lines += [f"- {k}: {v:.2f}" for k, v in agreement.items()]
+    retrains = [r for r in rows if r["kind"] == "retrain"]
+    if retrains:
+        lines += [
+            "",
+            f"Retrained from each proxy's vps_iou:max subset, {args.repeats} training seeds (mean ± std):",
+            "",
+            "| subset from | " + " | ".join(f"keep {k:g} AP / AP50" for k in args.keep) + " |",
+            "|---" * (len(args.keep) + 1) + "|",
+        ]
+        for name in ("in_loop", "pass"):
+            cells = []
+            for k in args.keep:
+                got = [r for r in retrains if r["name"] == name and r["keep"] == k]
+                cells.append(f"{fmt([r['AP'] for r in got])} / {fmt([r['AP50'] for r in got])}" if got else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    out = Path(args.out)
+    (out / "bench_inloop.json").write_text(json.dumps({"rows": rows, "agreement": agreement}, indent=1) + "\n")
+    (out / "bench_inloop.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    start = time.time()
+    rc = main()
+    print(f"total {time.time() - start:.0f}s")
+    sys.exit(rc)
