@@ -46,6 +46,30 @@ def toy(tmp_path_factory):
 
 @pytest.mark.parametrize("zoo", list(MATRIX))
 def test_zoo_config(zoo, toy, tmp_path):
+    run, files = run_zoo(zoo, toy, tmp_path, MATRIX[zoo])
+    assert_zoo_run(run, files["train"], MATRIX[zoo], 4)
+    assert "MAX_ITER: 4" in (run / "retrain.yaml").read_text()
+
+
+# in-loop capture on each head kind but the plain FPN box head (tests/detectron2/test_hooks.py)
+IN_LOOP = [
+    "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml",
+    "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+    "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml",
+]
+
+
+@pytest.mark.parametrize("zoo", IN_LOOP)
+def test_zoo_config_in_loop(zoo, toy, tmp_path):
+    methods = ["vps_iou", "vps_conf", "entropy", "csod"]
+    run, files = run_zoo(zoo, toy, tmp_path, methods, {"PRUNE.CAPTURE": "in_loop"})
+    assert_zoo_run(run, files["train"], methods, 4)
+    log = (run.parent / "log.txt").read_text()
+    assert log.count(" 0 skipped") == 2 and "scoring pass 1 " not in log
+
+
+def run_zoo(zoo, toy, tmp_path, methods, extra=None):
+    """Train the zoo config ``zoo`` on the toy set through tools/train_net.py; (run directory, toy files)."""
     root, files = toy
     out = tmp_path / "out"
     config = tmp_path / "proxy.yaml"
@@ -78,8 +102,9 @@ def test_zoo_config(zoo, toy, tmp_path):
         "DATASETS.TEST": "()",
         "OUTPUT_DIR": out,
         "PRUNE.ENABLED": True,
-        "PRUNE.METHODS": str(MATRIX[zoo]),
+        "PRUNE.METHODS": str(methods),
         "PRUNE.COCO_DATASETS": str([["zoo_train", str(files["train"]), str(root / "train")]]),
+        **(extra or {}),
     }
     argv = [x for k, v in opts.items() for x in (k, str(v))]
     proc = subprocess.run(
@@ -89,6 +114,4 @@ def test_zoo_config(zoo, toy, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = out / "prune"
-    assert_zoo_run(run, files["train"], MATRIX[zoo], 4)
-    assert "MAX_ITER: 4" in (run / "retrain.yaml").read_text()
+    return out / "prune", files

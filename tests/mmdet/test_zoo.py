@@ -10,6 +10,7 @@ directory with every method the model supports; DETR (no dense head, no RoI head
 asking it for csod is refused in one line before training.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def innermost(dataset):
     return dataset
 
 
-def zoo_config(entry, root, out, methods):
+def zoo_config(entry, root, out, methods, capture="pass"):
     name, _, wrap = entry.partition("+")
     cfg = Config.fromfile(str(ZOO / name))
     d = shrink(cfg.to_dict())
@@ -109,7 +110,7 @@ def zoo_config(entry, root, out, methods):
     d["custom_hooks"] = [
         h for h in d.get("custom_hooks", []) if h["type"] != "PipelineSwitchHook" and h["type"] != "YOLOXModeSwitchHook"
     ]
-    d["custom_hooks"].append(dict(type="PruneHook", methods=methods, keep_ratio=0.5))
+    d["custom_hooks"].append(dict(type="PruneHook", methods=methods, keep_ratio=0.5, capture=capture))
     d["custom_imports"] = dict(imports=["prune_hooks.compat", "prune_hooks.mmdet"], allow_failed_imports=False)
     d["work_dir"] = str(out)
     path = out.parent / "proxy.py"
@@ -159,3 +160,27 @@ def test_detr_refuses_csod_in_one_line(toy, tmp_path):
     assert proc.returncode != 0
     assert "[prune_hooks] PruneHook methods ['csod'] need GT-box RoI features" in proc.stderr + proc.stdout
     assert not (out / "prune").exists()
+
+
+# in-loop capture on each head kind: RoI (cascade: its final stage) and dense; the zoo's own pipelines
+IN_LOOP = ["cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py", "retinanet/retinanet_r50_fpn_1x_coco.py"]
+
+
+@pytest.mark.parametrize("entry", IN_LOOP)
+def test_zoo_config_in_loop(entry, toy, tmp_path):
+    root, files = toy
+    out = tmp_path / "work"
+    methods = ["vps_iou", "vps_conf", "entropy", "csod"]
+    proc = train(zoo_config(entry, root, out, methods, capture="in_loop"), out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_zoo_run(out / "prune", files["train"], methods, 4)
+    assert json.loads((out / "prune" / "meta.json").read_text())["capture"] == "in_loop"
+    assert (proc.stdout + proc.stderr).count(" 0 skipped") == 2  # the zoo's resize + flip undone on every image
+
+
+def test_zoo_mosaic_pipeline_refuses_in_loop(toy, tmp_path):
+    root, _ = toy
+    out = tmp_path / "work"
+    proc = train(zoo_config("yolox/yolox_tiny_8xb8-300e_coco.py", root, out, ["vps_iou"], capture="in_loop"), out)
+    assert proc.returncode != 0
+    assert "the train pipeline has ['Mosaic', 'MixUp', 'RandomAffine']" in proc.stderr + proc.stdout
