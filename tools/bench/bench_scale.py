@@ -99,6 +99,29 @@ def write_instance(tmp: Path, scale: float, dim: int, seed: int = 0) -> dict:
     }
 
 
+def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
+    (out / "bench_scale.json").write_text(json.dumps({"setting": setting, "rows": rows}, indent=1) + "\n")
+    lines = [
+        "# `select --method csod` from 0.25x to 10x COCO (whole process)",
+        "",
+        f"Keep {setting['keep']}, lambda {setting['lambda']}, {setting['machine']}. Peak = VmHWM of the select "
+        "process. `base`: `--method random --count 1` (annotation file, index, run directory; everything but the "
+        f"selection). Features {setting['dim']}-d below 10x; at 10x {setting['dim_10x']}-d, and the last column adds "
+        "what full width costs on top: the float32 scan copy and the memory-mapped float16 file grow with the width.",
+        "",
+        "| scale | images | annotations | prototypes | dim | gt.json MB | prototypes.npz MB | base s | base peak GB "
+        "| csod s | csod peak GB | csod peak GB at full width |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scale']:g}x | {r['images']} | {r['annotations']} | {r['prototypes']} | {r['dim']} | "
+            f"{r['gt_json_mb']} | {r['prototypes_mb']} | {r['base_seconds']} | {r['base_peak_gb']} | "
+            f"{r['csod_seconds']} | {r['csod_peak_gb']} | {r.get('csod_peak_gb_at_full_width', '')} |"
+        )
+    (out / "bench_scale.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 10.0])
@@ -110,8 +133,21 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
 
-    rows = []
+    out = Path(args.out)
+    setting = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "keep": args.keep,
+        "lambda": args.lam,
+        "dim": args.dim,
+        "dim_10x": args.dim_10x,
+    }
+    saved = out / "bench_scale.json"  # resumable: scales already measured in this setting are kept
+    rows = json.loads(saved.read_text())["rows"] if saved.exists() else []
+    if rows and json.loads(saved.read_text())["setting"] != setting:
+        raise SystemExit(f"{saved} holds another setting: move it away first")
     for scale in args.scales:
+        if any(r["scale"] == scale for r in rows):
+            continue
         dim = args.dim_10x if scale >= 10 else args.dim
         with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
             tmp = Path(tmp)
@@ -129,36 +165,8 @@ def main() -> int:
             row["csod_peak_gb_at_full_width"] = round(csod_gb + extra, 2)
         rows.append(row)
         print(row, flush=True)
-
-    out = Path(args.out)
-    setting = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "keep": args.keep,
-        "lambda": args.lam,
-        "dim": args.dim,
-        "dim_10x": args.dim_10x,
-    }
-    (out / "bench_scale.json").write_text(json.dumps({"setting": setting, "rows": rows}, indent=1) + "\n")
-    lines = [
-        "# `select --method csod` from 0.25x to 10x COCO (whole process)",
-        "",
-        f"Keep {args.keep}, lambda {args.lam}, {setting['machine']}. Peak = VmHWM of the select process. `base`:",
-        "`--method random --count 1` (annotation file, index, run directory; everything but the selection).",
-        f"Features {args.dim}-d below 10x; at 10x {args.dim_10x}-d, and the last column adds what full width",
-        "costs on top: the float32 scan copy and the memory-mapped float16 file grow with the width.",
-        "",
-        "| scale | images | annotations | prototypes | dim | gt.json MB | prototypes.npz MB | base s | base peak GB "
-        "| csod s | csod peak GB | csod peak GB at full width |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['scale']:g}x | {r['images']} | {r['annotations']} | {r['prototypes']} | {r['dim']} | "
-            f"{r['gt_json_mb']} | {r['prototypes_mb']} | {r['base_seconds']} | {r['base_peak_gb']} | "
-            f"{r['csod_seconds']} | {r['csod_peak_gb']} | {r.get('csod_peak_gb_at_full_width', '')} |"
-        )
-    (out / "bench_scale.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        write_tables(out, setting, sorted(rows, key=lambda r: r["scale"]))
+    print((out / "bench_scale.md").read_text())
     return 0
 
 
