@@ -193,7 +193,7 @@ def _issue_grid(plt, kind: str, rows: list[dict[str, Any]], index, root: str | N
     from matplotlib.patches import Rectangle
     from PIL import Image
 
-    files = {int(im["id"]): im["file_name"] for im in index.dataset["images"]}
+    files = {int(im["id"]): im["file_name"] for im in index.images}
     names = {c["id"]: c["name"] for c in index.categories}
     top = sorted(rows, key=lambda r: -float(r["score"]))[:12]
     cols = min(4, len(top))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from .errors import PruneHooksError
-from .io import no_gc, read_json, write_json
+from .io import atomic_writer, no_gc, read_json
 
 __all__ = ["CocoIndex", "Detections", "load_coco", "load_detections", "write_pruned_coco", "sha256_file"]
 
@@ -47,6 +50,230 @@ def _check_bbox(where: str, bbox: Any) -> tuple[float, float, float, float]:
     return x, y, w, h
 
 
+class _JsonObjectStream:
+    """The members of a file holding one JSON object, read in windows: the members named in ``arrays``
+    element by element, every other member whole. A COCO file's ``images`` and ``annotations`` are
+    never held as one parsed list (a parsed annotation costs ~1 KB of Python objects: 8.6 M of them
+    would not fit a 24 GB machine)."""
+
+    WINDOW = 1 << 22  # characters read at a time
+
+    def __init__(self, f: Any, src: str) -> None:
+        self.f, self.src = f, src
+        self.buf, self.pos, self.eof = "", 0, False
+        self.decode = json.JSONDecoder().raw_decode
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.f.read(max(self.WINDOW, len(self.buf) - self.pos))  # grows for one long value
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf, self.pos = self.buf[self.pos :] + chunk, 0
+        return True
+
+    def _peek(self) -> str:
+        """The next non-blank character, '' at the end of the file."""
+        while True:
+            end = len(self.buf)
+            while self.pos < end and self.buf[self.pos] in " \t\n\r":
+                self.pos += 1
+            if self.pos < end or not self._more():
+                return self.buf[self.pos : self.pos + 1]
+
+    def _expect(self, chars: str) -> str:
+        ch = self._peek()
+        if not ch or ch not in chars:
+            raise json.JSONDecodeError(f"expected one of {chars!r}", self.buf, self.pos)
+        self.pos += 1
+        return ch
+
+    def _value(self) -> Any:
+        self._peek()
+        while True:
+            try:
+                value, end = self.decode(self.buf, self.pos)
+            except json.JSONDecodeError:
+                if self._more():
+                    continue  # the value runs past the window
+                raise
+            if end > len(self.buf) - 64 and self._more():
+                continue  # a number cut by the window ("1." of "1.5") decodes: read on and decode again
+            self.pos = end
+            return value
+
+    def members(self, arrays: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+        """(key, value) in file order; for a key of ``arrays`` whose value is a list, value is an
+        iterator over its elements that must be consumed before the next member is asked for."""
+        if self._peek() != "{":
+            value = self._value()  # not an object: whatever it is, report its type
+            raise PruneHooksError(
+                f"{self.src}: not a COCO file: top level must be an object, got {type(value).__name__}"
+            )
+        self.pos += 1
+        if self._peek() == "}":
+            self.pos += 1
+        else:
+            while True:
+                key = self._value()
+                if not isinstance(key, str):
+                    raise json.JSONDecodeError("expected a member name", self.buf, self.pos)
+                self._expect(":")
+                if key in arrays and self._peek() == "[":
+                    self.pos += 1
+                    yield key, self._elements()
+                else:
+                    yield key, self._value()
+                if self._expect(",}") == "}":
+                    break
+        if self._peek():
+            raise json.JSONDecodeError("extra data after the object", self.buf, self.pos)
+
+    def _elements(self) -> Iterator[Any]:
+        if self._peek() == "]":
+            self.pos += 1
+            return
+        while True:
+            yield self._value()
+            if self._expect(",]") == "]":
+                return
+
+
+def _open_stream(path: str, what: str):
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise PruneHooksError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise PruneHooksError(f"{what} is a directory, expected a file: {path}") from None
+    except PermissionError:
+        raise PruneHooksError(f"{what} is not readable: {path}") from None
+
+
+class _IndexBuilder:
+    """Validates a COCO file's images, categories and annotations as they come, in any member order.
+
+    Checks that need another member (an annotation's image and category exist, annotation ids are
+    unique) run at the end on arrays; the first failing annotation in file order is reported."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.images: list[dict] | None = None
+        self.categories: list[dict] | None = None
+        self.header: dict[str, Any] = {}  # top-level members other than images and annotations
+        self.image_ids: list[int] = []
+        self.cat_ids: set[int] = set()
+        self.n_ann: int | None = None  # None: no 'annotations' member (yet)
+        self.ints = array("q")  # per annotation: file position, id, image id, category id, crowd
+        self.boxes = array("d")  # per annotation: x0, y0, x1, y1
+
+    def add_images(self, images: Iterable[Any]) -> None:
+        src, seen, ids, kept = self.src, set(), self.image_ids, []
+        for k, img in enumerate(images):
+            iid = img.get("id") if isinstance(img, dict) else None
+            if not _is_int(iid):
+                raise PruneHooksError(f"{src}: images[{k}].id must be an integer, got {iid!r}")
+            if iid in seen:
+                raise PruneHooksError(f"{src}: images[{k}].id {iid} is a duplicate image id")
+            seen.add(int(iid))
+            ids.append(int(iid))
+            kept.append(img)
+        self.images = kept
+
+    def add_categories(self, categories: Iterable[Any]) -> None:
+        kept = []
+        for k, cat in enumerate(categories):
+            cid = cat.get("id") if isinstance(cat, dict) else None
+            if not _is_int(cid):
+                raise PruneHooksError(f"{self.src}: categories[{k}].id must be an integer, got {cid!r}")
+            if cid in self.cat_ids:
+                raise PruneHooksError(f"{self.src}: categories[{k}].id {cid} is a duplicate category id")
+            self.cat_ids.add(int(cid))
+            kept.append(cat)
+        self.categories = kept
+
+    def add_annotations(self, annotations: Iterable[Any]) -> None:
+        src, ints, boxes = self.src, self.ints, self.boxes
+        k = -1
+        for k, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise PruneHooksError(f"{src}: annotations[{k}] must be an object, got {type(ann).__name__}")
+            aid = ann.get("id")
+            if not _is_int(aid):
+                raise PruneHooksError(f"{src}: annotations[{k}].id must be an integer, got {aid!r}")
+            iid, cid = ann.get("image_id"), ann.get("category_id")
+            if not _is_int(iid):
+                raise PruneHooksError(f"{src}: annotations[{k}] (id {aid}): image_id {iid!r} is not in 'images'")
+            if not _is_int(cid):
+                raise PruneHooksError(f"{src}: annotations[{k}] (id {aid}): category_id {cid!r} is not in 'categories'")
+            bbox = ann.get("bbox")
+            x, y, w, h = _check_bbox(f"{src}: annotations[{k}] (id {aid})", bbox)
+            crowd = ann.get("iscrowd", 0)
+            if crowd not in (0, 1, False, True):
+                raise PruneHooksError(f"{src}: annotations[{k}] (id {aid}): iscrowd must be 0 or 1, got {crowd!r}")
+            if not crowd and (w <= 0 or h <= 0):
+                raise PruneHooksError(
+                    f"{src}: annotations[{k}] (id {aid}): bbox width and height must be > 0, got width {w} height {h}"
+                )
+            ints.extend((k, int(aid), int(iid), int(cid), 1 if crowd else 0))
+            boxes.extend((x, y, x + w, y + h))
+        self.n_ann = k + 1
+
+    def finish(self, path: str | None, dataset: dict | None) -> CocoIndex:
+        src = self.src
+        for key, value in (("images", self.images), ("annotations", self.n_ann), ("categories", self.categories)):
+            if value is None:
+                raise PruneHooksError(f"{src}: not a COCO file: missing '{key}'")
+        n = self.n_ann
+        ints = np.frombuffer(self.ints, dtype=np.int64).reshape(n, 5)
+        boxes = np.frombuffer(self.boxes, dtype=np.float64).reshape(n, 4)
+        k, aid, iid, cid, crowd = ints.T
+        img_arr = np.array(self.image_ids, dtype=np.int64)
+        cat_arr = np.array(sorted(self.cat_ids), dtype=np.int64)
+
+        # Cross-member checks: (first failing position, check order, message).
+        failures = []
+        by_id = np.argsort(aid, kind="stable")
+        dup = np.flatnonzero(aid[by_id][1:] == aid[by_id][:-1]) + 1
+        if dup.size:
+            r = int(by_id[dup].min())
+            failures.append((r, 0, "duplicate annotation id"))
+        img_order = np.argsort(img_arr, kind="stable")
+        img_pos = np.searchsorted(img_arr, iid, sorter=img_order)
+        img_pos = img_order[np.minimum(img_pos, max(len(img_arr) - 1, 0))] if len(img_arr) else np.zeros(n, np.int64)
+        bad = np.flatnonzero(img_arr[img_pos] != iid) if len(img_arr) else np.arange(n)
+        if bad.size:
+            r = int(bad[0])
+            failures.append((r, 1, f"image_id {int(iid[r])} is not in 'images'"))
+        bad = np.flatnonzero(~np.isin(cid, cat_arr))
+        if bad.size:
+            r = int(bad[0])
+            failures.append((r, 2, f"category_id {int(cid[r])} is not in 'categories'"))
+        if failures:
+            r, _, what = min(failures)
+            raise PruneHooksError(f"{src}: annotations[{r}] (id {int(aid[r])}): {what}")
+
+        objects = np.flatnonzero(crowd == 0)  # crowd regions are never objects (docs/methods.md, "Words")
+        objects = objects[np.lexsort((k[objects], img_pos[objects]))]  # by image in file order, then file order
+        counts = np.bincount(img_pos[objects], minlength=len(img_arr))
+        return CocoIndex(
+            path=path,
+            image_ids=img_arr,
+            category_ids=cat_arr,
+            ann_ids=aid[objects].copy(),
+            obj_image_ids=iid[objects].copy(),
+            obj_category_ids=cid[objects].copy(),
+            obj_boxes=boxes[objects].copy(),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            obj_rows=k[objects].copy(),
+            images=self.images,
+            category_list=self.categories,
+            header=self.header,
+            _dataset=dataset,
+        )
+
+
 @dataclass
 class CocoIndex:
     """A validated COCO instances file as arrays.
@@ -56,17 +283,19 @@ class CocoIndex:
     ``offsets[i]:offsets[i + 1]``.
 
     Attributes:
-        dataset: the parsed JSON (unchanged).
+        images: the file's image entries (parsed); category_list: its categories.
+        header: its top-level members other than images and annotations (info, licenses, categories).
         image_ids: ndarray[I] int64, file order.
         category_ids: ndarray[C] int64, ascending.
         ann_ids, obj_image_ids, obj_category_ids: ndarray[N] int64.
         obj_boxes: ndarray[N, 4] float64, xyxy.
-        obj_rows: ndarray[N] int64, each object's position in ``dataset["annotations"]``.
+        obj_rows: ndarray[N] int64, each object's position in the file's ``annotations``.
         offsets: ndarray[I + 1] int64.
+        dataset: the whole parsed JSON, read from ``path`` when first asked for (a file's annotation
+            entries are not kept by ``load_coco``: only the few readers that need them pay for them).
     """
 
     path: str | None
-    dataset: dict
     image_ids: np.ndarray
     category_ids: np.ndarray
     ann_ids: np.ndarray
@@ -75,6 +304,21 @@ class CocoIndex:
     obj_boxes: np.ndarray
     offsets: np.ndarray
     obj_rows: np.ndarray
+    images: list[dict]
+    category_list: list[dict]
+    header: dict[str, Any]
+    _dataset: dict | None = None
+
+    @property
+    def dataset(self) -> dict:
+        if self._dataset is None:
+            self._dataset = read_json(self.path, "annotation file")
+        return self._dataset
+
+    @property
+    def source(self) -> dict | str:
+        """What ``write_pruned_coco`` reads: the parsed dataset when held, else the file."""
+        return self._dataset if self._dataset is not None or self.path is None else self.path
 
     @property
     def num_images(self) -> int:
@@ -86,7 +330,7 @@ class CocoIndex:
 
     @property
     def categories(self) -> list[dict]:
-        return [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.dataset["categories"]]
+        return [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.category_list]
 
     def image_position(self) -> dict[int, int]:
         return {int(i): p for p, i in enumerate(self.image_ids)}
@@ -103,84 +347,34 @@ class CocoIndex:
         for key in ("images", "annotations", "categories"):
             if key not in dataset:
                 raise PruneHooksError(f"{src}: not a COCO file: missing '{key}'")
+        build = _IndexBuilder(src)
+        build.header = {k: v for k, v in dataset.items() if k not in ("images", "annotations")}
+        for key in ("images", "categories", "annotations"):
             if not isinstance(dataset[key], list):
                 raise PruneHooksError(f"{src}: '{key}' must be a list, got {type(dataset[key]).__name__}")
-
-        image_ids: list[int] = []
-        seen: set[int] = set()
-        for k, img in enumerate(dataset["images"]):
-            iid = img.get("id") if isinstance(img, dict) else None
-            if not _is_int(iid):
-                raise PruneHooksError(f"{src}: images[{k}].id must be an integer, got {iid!r}")
-            if iid in seen:
-                raise PruneHooksError(f"{src}: images[{k}].id {iid} is a duplicate image id")
-            seen.add(int(iid))
-            image_ids.append(int(iid))
-
-        cat_ids: set[int] = set()
-        for k, cat in enumerate(dataset["categories"]):
-            cid = cat.get("id") if isinstance(cat, dict) else None
-            if not _is_int(cid):
-                raise PruneHooksError(f"{src}: categories[{k}].id must be an integer, got {cid!r}")
-            if cid in cat_ids:
-                raise PruneHooksError(f"{src}: categories[{k}].id {cid} is a duplicate category id")
-            cat_ids.add(int(cid))
-
-        pos = {iid: p for p, iid in enumerate(image_ids)}
-        ann_seen: set[int] = set()
-        rows: list[tuple[int, int, int, int, float, float, float, float]] = []
-        for k, ann in enumerate(dataset["annotations"]):
-            if not isinstance(ann, dict):
-                raise PruneHooksError(f"{src}: annotations[{k}] must be an object, got {type(ann).__name__}")
-            aid = ann.get("id")
-            if not _is_int(aid):
-                raise PruneHooksError(f"{src}: annotations[{k}].id must be an integer, got {aid!r}")
-            where = f"{src}: annotations[{k}] (id {aid})"
-            if aid in ann_seen:
-                raise PruneHooksError(f"{where}: duplicate annotation id")
-            ann_seen.add(int(aid))
-            iid, cid = ann.get("image_id"), ann.get("category_id")
-            if not _is_int(iid) or int(iid) not in pos:
-                raise PruneHooksError(f"{where}: image_id {iid!r} is not in 'images'")
-            if not _is_int(cid) or int(cid) not in cat_ids:
-                raise PruneHooksError(f"{where}: category_id {cid!r} is not in 'categories'")
-            x, y, w, h = _check_bbox(where, ann.get("bbox"))
-            crowd = ann.get("iscrowd", 0)
-            if crowd not in (0, 1, False, True):
-                raise PruneHooksError(f"{where}: iscrowd must be 0 or 1, got {crowd!r}")
-            if crowd:
-                continue  # crowd regions are never objects (docs/methods.md, "Words"); the pruned file keeps them
-            if w <= 0 or h <= 0:
-                raise PruneHooksError(f"{where}: bbox width and height must be > 0, got width {w} height {h}")
-            rows.append((pos[int(iid)], k, int(aid), int(cid), x, y, x + w, y + h))
-
-        rows.sort(key=lambda r: (r[0], r[1]))
-        n = len(rows)
-        arr = np.array([r[:4] for r in rows], dtype=np.int64).reshape(n, 4)
-        boxes = np.array([r[4:] for r in rows], dtype=np.float64).reshape(n, 4)
-        img_arr = np.array(image_ids, dtype=np.int64)
-        counts = np.bincount(arr[:, 0], minlength=len(image_ids)) if n else np.zeros(len(image_ids), np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(
-            path=path,
-            dataset=dataset,
-            image_ids=img_arr,
-            category_ids=np.array(sorted(cat_ids), dtype=np.int64),
-            ann_ids=arr[:, 2].copy(),
-            obj_image_ids=img_arr[arr[:, 0]] if n else np.zeros(0, np.int64),
-            obj_category_ids=arr[:, 3].copy(),
-            obj_boxes=boxes,
-            offsets=offsets,
-            obj_rows=arr[:, 1].copy() if n else np.zeros(0, np.int64),
-        )
+            getattr(build, f"add_{key}")(dataset[key])
+        return build.finish(path, dataset)
 
 
 def load_coco(path: str | os.PathLike) -> CocoIndex:
-    """Read and validate a COCO instances file; every problem is a PruneHooksError naming the field."""
+    """Read and validate a COCO instances file; every problem is a PruneHooksError naming the field.
+
+    The file is read member by member: its annotation entries are validated into the index's arrays
+    and not kept (``index.dataset`` parses the file again when a reader needs them)."""
     path = str(path)
-    dataset = read_json(path, "annotation file")
-    with no_gc():
-        return CocoIndex.from_dataset(dataset, path=path)
+    build = _IndexBuilder(path)
+    with _open_stream(path, "annotation file") as f, no_gc():
+        try:
+            for key, value in _JsonObjectStream(f, path).members(("images", "annotations")):
+                if key not in ("images", "annotations"):
+                    build.header[key] = value
+                if key in ("images", "annotations", "categories"):
+                    if not isinstance(value, (list, Iterator)):
+                        raise PruneHooksError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
+                    getattr(build, f"add_{key}")(value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PruneHooksError(f"annotation file {path} is not valid JSON: {e}") from None
+    return build.finish(path, None)
 
 
 @dataclass
@@ -245,19 +439,54 @@ def load_detections(path: str | os.PathLike, index: CocoIndex) -> Detections:
     return Detections.from_results(read_json(path, "detections file"), index, src=str(path))
 
 
-def write_pruned_coco(dataset: dict, keep_image_ids: Iterable[int], path: str | os.PathLike) -> Path:
-    """Write the COCO file restricted to ``keep_image_ids``.
+def write_pruned_coco(
+    source: dict | str | os.PathLike,
+    keep_image_ids: Iterable[int],
+    path: str | os.PathLike,
+    replace: dict | None = None,
+) -> Path:
+    """Write the COCO file ``source`` (a parsed dataset, or a file read member by member: never held
+    whole) restricted to ``keep_image_ids``.
 
     Kept: those images (file order), all their annotations (crowd regions included), every category,
-    and every other top-level key (``info``, ``licenses``, ...) unchanged.
+    and every other top-level member (``info``, ``licenses``, ...) unchanged in the source's order;
+    ``replace`` gives new values for top-level members other than images and annotations (a member
+    the source lacks comes last). The same source gives the same bytes either way.
     """
     keep = {int(i) for i in keep_image_ids}
-    out = {k: v for k, v in dataset.items() if k not in ("images", "annotations")}
-    out["images"] = [img for img in dataset["images"] if int(img["id"]) in keep]
-    out["annotations"] = [a for a in dataset["annotations"] if int(a["image_id"]) in keep]
-    # Same key order as the source file, for people who diff the two.
-    ordered = {k: out[k] for k in dataset}
-    return write_json(path, ordered, indent=None)
+    replace = dict(replace or {})
+    if {"images", "annotations"} & set(replace):
+        raise ValueError("write_pruned_coco: images and annotations are not replaceable")
+    if isinstance(source, dict):
+        members: Iterator[tuple[str, Any]] = iter(list(source.items()))
+        name = None
+    else:
+        name = str(source)
+    with contextlib.ExitStack() as stack:
+        if name is not None:
+            f = stack.enter_context(_open_stream(name, "annotation file"))
+            members = _JsonObjectStream(f, name).members(("images", "annotations"))
+        out = stack.enter_context(atomic_writer(path))
+        dumps, sep = json.dumps, "{"
+        for key, value in members:
+            out.write(f"{sep}{dumps(key)}: ".encode())
+            sep = ", "
+            if key in ("images", "annotations"):
+                field = "id" if key == "images" else "image_id"
+                first = True
+                out.write(b"[")
+                for item in value:
+                    if int(item[field]) in keep:
+                        out.write((dumps(item) if first else ", " + dumps(item)).encode())
+                        first = False
+                out.write(b"]")
+            else:
+                out.write(dumps(replace.pop(key, value)).encode())
+        for key, value in replace.items():
+            out.write(f"{sep}{dumps(key)}: {dumps(value)}".encode())
+            sep = ", "
+        out.write(b"}\n")
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

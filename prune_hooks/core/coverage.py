@@ -99,7 +99,7 @@ def group_labels(index: CocoIndex, spec: str) -> np.ndarray:
             raise PruneHooksError(
                 f"--group-by: the regular expression needs exactly one capture group, got {rx.groups}"
             )
-    images = {int(im["id"]): im for im in index.dataset["images"]}
+    images = {int(im["id"]): im for im in index.images}
     labels, found = [], 0
     for i in index.image_ids.tolist():
         v = images[i].get(field)

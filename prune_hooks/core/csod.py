@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import PruneHooksError
+from .prototypes import row_chunks
 
 __all__ = ["CSODResult", "csod_select"]
 
@@ -98,7 +99,7 @@ def csod_select(
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    feature = np.asarray(feature)
+    feature = feature if isinstance(feature, np.ndarray) else np.asarray(feature)  # a memmap stays one
 
     images, img_of_row = np.unique(image_id, return_inverse=True)  # ascending ids
     classes, cls_of_row = np.unique(category_id, return_inverse=True)
@@ -123,13 +124,14 @@ def csod_select(
     u = torch.empty((p, dim), dtype=torch.float32)
     sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
     nonneg = True
-    for start in range(0, p, 32768):
-        part = order[start : start + 32768]
-        rows = np.asarray(feature[part], dtype=np.float64)
+    where = np.empty_like(order)
+    where[order] = np.arange(p)  # each file row's place in class order
+    for start, rows in row_chunks(feature, np.float64, 32768):  # file order: a mapped file is read once, in order
+        part = slice(start, start + len(rows))
         nonneg = nonneg and bool((rows >= 0).all())
         norm64[part] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
         rows /= norm64[part, None]
-        u[start : start + len(part)] = torch.from_numpy(rows)
+        u[torch.from_numpy(where[part])] = torch.from_numpy(rows).float()
         c_part = cls_of_row[part]
         for c in np.unique(c_part):
             sums64[c, 0] += rows[c_part == c].sum(0)

@@ -11,10 +11,11 @@ float32 (earlier versions) load the same way.
 
 from __future__ import annotations
 
+import mmap
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import atomic_writer
 
-__all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features"]
+__all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features", "row_chunks"]
 
 
 class PrototypeCollector:
@@ -120,6 +121,31 @@ def _mapped_member(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray | No
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
+def row_chunks(feature: np.ndarray, dtype: Any = None, chunk: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, rows copied as ``dtype``) over ``feature`` in order, ``chunk`` rows at a time.
+
+    Rows of a memory-mapped file are released from this process once copied: a reader that goes
+    over a 10x-COCO file once does not keep its pages resident (they stay in the page cache)."""
+    chunk = chunk or CHUNK
+    mapped = getattr(feature, "_mmap", None) if isinstance(feature, np.memmap) else None
+    for a in range(0, len(feature), chunk):
+        block = feature[a : a + chunk]
+        rows = np.array(block, dtype=dtype or block.dtype)
+        if mapped is not None and hasattr(mapped, "madvise") and block.flags.c_contiguous and len(block):
+            start = block.ctypes.data - _mmap_address(mapped)  # byte offset of the block in the mapping
+            lo = start - start % mmap.PAGESIZE
+            try:
+                mapped.madvise(mmap.MADV_DONTNEED, lo, start + block.nbytes - lo)
+            except (OSError, ValueError):  # advice only: nothing is lost when the kernel declines
+                mapped = None
+        yield a, rows
+
+
+def _mmap_address(mapped: mmap.mmap) -> int:
+    """Address of the first byte of ``mapped`` (numpy's view of it at offset 0)."""
+    return np.frombuffer(mapped, dtype=np.uint8, count=1).ctypes.data
+
+
 def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> dict[str, np.ndarray]:
     """Read and validate ``prototypes.npz`` (against ``index`` when given); ``feature`` memory-mapped."""
     path = Path(path)
@@ -153,9 +179,9 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         (lambda x: ~np.isfinite(x).all(axis=1), "has NaN or inf"),
         (lambda x: ~(x != 0).any(axis=1), "is a zero vector: its cosine is undefined"),
     )
-    for a in range(0, len(feature), CHUNK):
+    for a, rows in row_chunks(feature):
         for test, what in checks:
-            mask = test(feature[a : a + CHUNK])
+            mask = test(rows)
             if mask.any():  # the error path counts the offending rows of the whole file
                 r = a + int(np.flatnonzero(mask)[0])
                 total = sum(int(test(feature[b : b + CHUNK]).sum()) for b in range(a, len(feature), CHUNK))
@@ -176,7 +202,11 @@ def image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
     ids, inverse = np.unique(protos["image_id"], return_inverse=True)
     order = np.argsort(inverse, kind="stable")
-    unit = np.asarray(protos["feature"][order], dtype=np.float32)
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))  # each file row's place in image order
+    unit = np.empty(protos["feature"].shape, dtype=np.float32)
+    for a, rows in row_chunks(protos["feature"], np.float32):
+        unit[where[a : a + len(rows)]] = rows
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     starts = np.searchsorted(inverse[order], np.arange(len(ids)))
     sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)

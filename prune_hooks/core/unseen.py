@@ -68,11 +68,10 @@ def write_folds(annotations: str | os.PathLike, k: int, seed: int, out: str | os
         rest = np.setdiff1d(index.image_ids, part)
         pair = []
         for role, ids in (("train", part), ("score", rest)):
-            dataset = dict(index.dataset)
-            info = dict(dataset.get("info") or {})
+            info = dict(index.header.get("info") or {})
             info[FOLD_KEY] = {"source_sha256": source, "k": k, "seed": seed, "fold": i, "role": role}
-            dataset["info"] = info
-            pair.append(write_pruned_coco(dataset, ids.tolist(), Path(out) / f"fold_{i}_{role}.json"))
+            out_file = Path(out) / f"fold_{i}_{role}.json"
+            pair.append(write_pruned_coco(index.source, ids.tolist(), out_file, replace={"info": info}))
         written.append((pair[0], pair[1]))
     return written
 

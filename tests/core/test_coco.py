@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from prune_hooks.core import CocoIndex, Detections, PruneHooksError, load_coco, write_pruned_coco
+from prune_hooks.core import CocoIndex, Detections, PruneHooksError, coco, load_coco, write_pruned_coco
 from tests.conftest import tiny_coco
 
 
@@ -62,9 +62,86 @@ def mutate(fn):
         (mutate(lambda d: d["annotations"][1].__setitem__("id", 10)), "duplicate annotation id"),
     ],
 )
-def test_malformed_coco_errors_name_the_field(data, msg):
+def test_malformed_coco_errors_name_the_field(data, msg, tmp_path, monkeypatch):
     with pytest.raises(PruneHooksError, match=msg):
         CocoIndex.from_dataset(data, "gt.json")
+    # The same message when the file is read member by member, through windows of a few characters.
+    monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", 5)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PruneHooksError, match=msg):
+        load_coco(path)
+
+
+def big_coco(n_images=60, seed=0):
+    """Images with 0-4 boxes (long floats, crowd regions, non-ASCII names), members in an unusual order."""
+    rng = np.random.default_rng(seed)
+    images = [
+        {"id": int(i), "file_name": f"bild_{i}_ü.png", "width": 640, "height": 480}
+        for i in rng.permutation(1000)[:n_images]
+    ]
+    anns, aid = [], 7
+    for im in images:
+        for _ in range(rng.integers(0, 5)):
+            x, y = rng.uniform(0, 300, 2)
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": im["id"],
+                    "category_id": int(rng.integers(1, 4)),
+                    "bbox": [float(x), float(y), float(rng.uniform(1, 99)), 12],
+                    "iscrowd": int(rng.random() < 0.1),
+                }
+            )
+            aid += int(rng.integers(1, 5))
+    rng.shuffle(anns)  # annotations of one image are not together
+    categories = [{"id": c, "name": f"c{c}"} for c in (3, 1, 2)]
+    return {"annotations": anns, "info": {"version": 1.25}, "categories": categories, "images": images}
+
+
+@pytest.mark.parametrize("window", [3, 17, 1 << 22])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_file_read_member_by_member_equals_parsed_dataset(tmp_path, monkeypatch, window, indent):
+    data = big_coco()
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", window)
+    streamed, parsed = load_coco(path), CocoIndex.from_dataset(json.loads(path.read_text()), str(path))
+    for field in ("image_ids", "category_ids", "ann_ids", "obj_image_ids", "obj_category_ids", "obj_boxes", "offsets",
+                  "obj_rows"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(parsed, field), err_msg=field)
+    assert streamed.images == data["images"] and streamed.categories == parsed.categories
+    assert streamed.header == {"info": {"version": 1.25}, "categories": data["categories"]}
+    assert streamed._dataset is None and streamed.dataset == data  # parsed when first asked for
+    # Every non-crowd box is an object of its own image, in file order within the image.
+    objects = [a for a in data["annotations"] if not a["iscrowd"]]
+    assert sorted(streamed.ann_ids.tolist()) == sorted(a["id"] for a in objects)
+    assert all(np.all(np.diff(streamed.obj_rows[a:b]) > 0) for a, b in zip(streamed.offsets[:-1], streamed.offsets[1:]))
+
+
+def test_pruned_file_streamed_from_the_source_file_has_the_same_bytes(tmp_path, monkeypatch):
+    data = big_coco()
+    src = tmp_path / "gt.json"
+    src.write_text(json.dumps(data))
+    monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", 11)
+    keep = [im["id"] for im in data["images"][::3]]
+    from_file = write_pruned_coco(load_coco(src).source, keep, tmp_path / "a.json", replace={"info": {"x": 1}})
+    from_dict = write_pruned_coco(data, keep, tmp_path / "b.json", replace={"info": {"x": 1}})
+    assert from_file.read_bytes() == from_dict.read_bytes()
+    out = json.loads(from_file.read_text())
+    assert list(out) == list(data) and out["info"] == {"x": 1}
+    assert [im["id"] for im in out["images"]] == keep
+    assert out["annotations"] == [a for a in data["annotations"] if a["image_id"] in set(keep)]
+    added = json.loads(write_pruned_coco(src, keep, tmp_path / "c.json", replace={"fold": 2}).read_text())
+    assert list(added) == [*data, "fold"] and added["fold"] == 2
+
+
+@pytest.mark.parametrize("text", ['{"images": [], "annotations": [', '{"images": [] "x": 1}', '{"images": []} []', ""])
+def test_broken_json_file_is_one_error_naming_the_file(tmp_path, text):
+    path = tmp_path / "gt.json"
+    path.write_text(text)
+    with pytest.raises(PruneHooksError, match=f"annotation file {path} is not valid JSON"):
+        load_coco(path)
 
 
 def test_detections_grouped_and_validated(coco_file, caplog):

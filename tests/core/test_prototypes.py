@@ -4,7 +4,7 @@ import torch
 
 from prune_hooks.core.coco import load_coco
 from prune_hooks.core.errors import PruneHooksError
-from prune_hooks.core.prototypes import PrototypeCollector, load_prototypes, save_prototypes
+from prune_hooks.core.prototypes import PrototypeCollector, load_prototypes, row_chunks, save_prototypes
 
 
 def test_collector_means_per_image_and_class_in_file_order(coco_file):
@@ -90,3 +90,30 @@ def test_save_creates_the_run_directory(tmp_path):
     arrays = {"image_id": np.array([1]), "category_id": np.array([1]), "feature": np.ones((1, 3), np.float32)}
     path = save_prototypes(tmp_path / "out" / "prune" / "prototypes.npz", arrays)
     assert load_prototypes(path)["feature"].shape == (1, 3)
+
+
+def _rss_file_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="needs madvise")
+def test_row_chunks_copy_every_row_and_leave_a_mapped_file_unresident(tmp_path):
+    rng = np.random.default_rng(0)
+    feature = rng.random((40_000, 400)).astype(np.float16)  # 32 MB
+    ids = np.arange(len(feature))
+    save_prototypes(tmp_path / "p.npz", {"image_id": ids, "category_id": ids % 3, "feature": feature})
+    mapped = load_prototypes(tmp_path / "p.npz")["feature"]
+    assert isinstance(mapped, np.memmap)
+    unit = feature.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    before = _rss_file_kb()
+    got = [(a, rows) for a, rows in row_chunks(mapped, np.float32, chunk=3_000)]
+    grown_mb = (_rss_file_kb() - before) / 1024
+    assert [a for a, _ in got] == list(range(0, 40_000, 3_000))
+    assert all(r.dtype == np.float32 for _, r in got)
+    np.testing.assert_allclose(np.concatenate([r for _, r in got]), unit, atol=1e-3)
+    assert grown_mb < 8, f"the mapped file stayed resident: +{grown_mb:.0f} MB of 32"
+    # Arrays in memory go through unchanged.
+    plain = [(a, r) for a, r in row_chunks(unit, chunk=7_000)]
+    np.testing.assert_array_equal(np.concatenate([r for _, r in plain]), unit)
