@@ -105,7 +105,7 @@ class _JsonObjectStream:
 
     def members(self, arrays: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
         """(key, value) in file order; for a key of ``arrays`` whose value is a list, value is an
-        iterator over its elements that must be consumed before the next member is asked for."""
+        iterator over its elements, valid until the next member is asked for."""
         if self._peek() != "{":
             value = self._value()  # not an object: whatever it is, report its type
             raise PruneHooksError(
@@ -122,7 +122,10 @@ class _JsonObjectStream:
                 self._expect(":")
                 if key in arrays and self._peek() == "[":
                     self.pos += 1
-                    yield key, self._elements()
+                    elements = self._elements()
+                    yield key, elements
+                    for _ in elements:  # what the caller left unread
+                        pass
                 else:
                     yield key, self._value()
                 if self._expect(",}") == "}":
@@ -331,6 +334,24 @@ class CocoIndex:
     @property
     def categories(self) -> list[dict]:
         return [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.category_list]
+
+    def object_values(self, key: str) -> list[Any]:
+        """``key`` of each object's annotation entry (None where absent), in object order; read from
+        the file, one entry at a time, when the parsed dataset is not held."""
+        if self._dataset is not None or self.path is None:
+            anns = self.dataset["annotations"]
+            return [anns[k].get(key) for k in self.obj_rows.tolist()]
+        order = np.argsort(self.obj_rows, kind="stable")
+        rows, values, j = self.obj_rows[order].tolist(), [None] * self.num_objects, 0
+        with _open_stream(self.path, "annotation file") as f, no_gc():
+            for name, value in _JsonObjectStream(f, self.path).members(("images", "annotations")):
+                if name != "annotations":
+                    continue
+                for k, ann in enumerate(value):
+                    if j < len(rows) and rows[j] == k:
+                        values[order[j]] = ann.get(key)
+                        j += 1
+        return values
 
     def image_position(self) -> dict[int, int]:
         return {int(i): p for p, i in enumerate(self.image_ids)}

@@ -208,8 +208,8 @@ def shape_scores(index: CocoIndex, workers: int | None = None) -> ShapeScores:
 
 
 def _shape_scores(index: CocoIndex, workers: int | None) -> ShapeScores:
-    anns, images = index.dataset["annotations"], index.images
-    segs = [anns[k].get("segmentation") or None for k in index.obj_rows.tolist()]
+    images = index.images
+    segs = [seg or None for seg in index.object_values("segmentation")]
     hw = np.array([(int(im.get("height", 0) or 0), int(im.get("width", 0) or 0)) for im in images], dtype=np.int64)
     pos = np.repeat(np.arange(index.num_images), np.diff(index.offsets))  # each object's image position
     sizes = hw.reshape(-1, 2)[pos]

@@ -112,6 +112,8 @@ def test_file_read_member_by_member_equals_parsed_dataset(tmp_path, monkeypatch,
         np.testing.assert_array_equal(getattr(streamed, field), getattr(parsed, field), err_msg=field)
     assert streamed.images == data["images"] and streamed.categories == parsed.categories
     assert streamed.header == {"info": {"version": 1.25}, "categories": data["categories"]}
+    assert streamed.object_values("bbox") == parsed.object_values("bbox")  # streamed: the dataset is not held
+    assert streamed.object_values("area") == [None] * streamed.num_objects
     assert streamed._dataset is None and streamed.dataset == data  # parsed when first asked for
     # Every non-crowd box is an object of its own image, in file order within the image.
     objects = [a for a in data["annotations"] if not a["iscrowd"]]

@@ -10,9 +10,10 @@ Two processes per scale, peak resident memory from /proc (VmHWM): ``random --cou
 file, index, run directory: everything but the selection) and ``csod --keep 0.5``.
 
 10x is measured at ``--dim-10x`` (default 1/10 of the width) so that it finishes on 2 cores; the
-feature-proportional memory of a full-width run is then estimated from the measured one: the
-float32 scan copy (4 bytes per value) plus the memory-mapped float16 file (2 bytes per value, page
-cache that the kernel can drop) grow by the width ratio; the rest does not depend on the width.
+feature-proportional memory of a full-width run is then estimated from the measured one: CSOD's
+float32 scan copy (4 bytes per value) and its per-class candidate buffers (at most 256 rows per
+class plus 1/16 of the rows) grow by the width ratio. The memory-mapped float16 file is read in
+order and its pages released as read, so it is not resident; the rest does not depend on the width.
 Writes bench_scale.md and .json.
 """
 
@@ -161,7 +162,8 @@ def main() -> int:
         row = {"scale": scale, **size, "base_seconds": round(base_s, 1), "base_peak_gb": round(base_gb, 2),
                "csod_seconds": round(csod_s, 1), "csod_peak_gb": round(csod_gb, 2)}  # fmt: skip
         if dim != args.dim:  # the feature-proportional part at full width
-            extra = size["prototypes"] * (args.dim - dim) * (4 + 2) / 2**30
+            rows_held = size["prototypes"] * (1 + 1 / 16) + 256 * 80
+            extra = rows_held * (args.dim - dim) * 4 / 2**30
             row["csod_peak_gb_at_full_width"] = round(csod_gb + extra, 2)
         rows.append(row)
         print(row, flush=True)
