@@ -36,7 +36,17 @@ from .methods import MASKS, PROTOTYPES, REGISTRY, SOFT_LABELS, needs_of
 from .scores import AGGREGATIONS
 from .select import write_hook_run
 
-__all__ = ["Adapter", "CAPTURES", "ImageOutput", "ScoringRun", "StepImage", "check_options", "inference_context"]
+__all__ = [
+    "Adapter",
+    "CAPTURES",
+    "COVERAGE",
+    "ImageOutput",
+    "ScoringRun",
+    "StepImage",
+    "check_coverage",
+    "check_options",
+    "inference_context",
+]
 
 CAPTURES = ("pass", "in_loop")  # scoring passes over the training set / the training batches (core.inloop)
 
@@ -178,6 +188,47 @@ def check_options(
     return methods
 
 
+COVERAGE = ("stratify", "group_by", "per_group_max", "dedup")  # the hooks' coverage options (docs/methods.md)
+
+
+def check_coverage(
+    coverage: dict[str, Any], methods: Sequence[str], labels: dict[str, str], index: CocoIndex
+) -> dict[str, Any]:
+    """Validate the hooks' coverage options (``COVERAGE``: ``stratify`` bool, ``group_by`` image field
+    or FIELD:REGEX, ``per_group_max`` int, ``dedup`` cosine; None = off) before training, each named
+    as the user wrote it (``labels``); returns them as ``select``'s keyword arguments."""
+    stratify, group_by = coverage.get("stratify") or False, coverage.get("group_by") or None
+    per_group_max, dedup = coverage.get("per_group_max"), coverage.get("dedup")
+    if not isinstance(stratify, bool):
+        raise _fail(f"{labels['stratify']} must be True or False, got {stratify!r}")
+    if stratify and not REGISTRY[methods[0]].is_score:
+        raise _fail(
+            f"{labels['stratify']} needs a score method first in {labels['methods']}, {methods[0]} ranks without scores"
+        )
+    if group_by is not None:
+        if not isinstance(group_by, str):
+            raise _fail(f"{labels['group_by']} must be an image field or FIELD:REGEX, got {group_by!r}")
+        from .coverage import group_labels
+
+        try:
+            group_labels(index, group_by)
+        except PruneHooksError as e:
+            raise _fail(str(e).replace("--group-by", labels["group_by"], 1)) from None
+    if per_group_max is not None:
+        if isinstance(per_group_max, bool) or not isinstance(per_group_max, int) or per_group_max < 1:
+            raise _fail(f"{labels['per_group_max']} must be an integer >= 1, got {per_group_max!r}")
+        if group_by is None:
+            raise _fail(f"{labels['per_group_max']} needs {labels['group_by']}")
+    if dedup is not None and (isinstance(dedup, bool) or not isinstance(dedup, (int, float)) or not -1 <= dedup <= 1):
+        raise _fail(f"{labels['dedup']} must be a cosine in [-1, 1], got {dedup!r}")
+    return {
+        "stratify": stratify,
+        "group_by": group_by,
+        "per_group_max": per_group_max,
+        "dedup_threshold": None if dedup is None else float(dedup),
+    }
+
+
 def _fail(msg: str) -> PruneHooksError:
     return PruneHooksError(f"[prune_hooks] {msg}")
 
@@ -216,6 +267,8 @@ class ScoringRun:
             fold proxies): no retraining config is written then.
         capture: ``pass`` (scoring passes over the training set) or ``in_loop`` (the training batches,
             :meth:`observe_step` after each step and :meth:`close_period` at each epoch end).
+        coverage: the subset's coverage options, as :func:`check_coverage` returns them (``dedup``
+            reads prototypes: they are taken even when no method needs them).
     """
 
     def __init__(
@@ -232,8 +285,10 @@ class ScoringRun:
         out_dir: str | Path,
         scores_training_set: bool = True,
         capture: str = "pass",
+        coverage: dict[str, Any] | None = None,
     ) -> None:
         self.adapter, self.index = adapter, index
+        self.coverage = dict(coverage or {})
         self.capture_mode = capture
         self.skipped = 0  # in-loop: images of the current period whose batch boxes were not the file's
         self.methods, self.keep_ratio, self.aggregation = list(methods), float(keep_ratio), aggregation
@@ -242,7 +297,7 @@ class ScoringRun:
         self.scores_training_set = bool(scores_training_set)
         self.capture = VPSCapture(index, device=device, record=self.dump)
         needs = needs_of(self.methods)
-        self.want_prototypes = PROTOTYPES in needs
+        self.want_prototypes = PROTOTYPES in needs or self.coverage.get("dedup_threshold") is not None
         self._lut: torch.Tensor | None = None
         # shape scores need no pass: scored once, now (one process: forking a trainer is not safe)
         self.shape = None
@@ -260,6 +315,11 @@ class ScoringRun:
         what = {PROTOTYPES: "GT-box RoI features", SOFT_LABELS: "class distributions on GT boxes"}
         for need in (PROTOTYPES, SOFT_LABELS):
             users = [m for m in self.methods if need in REGISTRY[m].needs]
+            if need == PROTOTYPES and self.want_prototypes and not users and need not in has:
+                raise _fail(
+                    f"the coverage option dedup compares images by their GT-box RoI features, which this adapter "
+                    f"cannot read from the model ({type(model).__name__}: {self.adapter.gt_description(model)})"
+                )
             if users and need not in has:
                 raise _fail(
                     f"{methods_label} {users} need {what[need]}, which this adapter cannot read from "
@@ -387,6 +447,7 @@ class ScoringRun:
             self.keep_ratio,
             self.aggregation,
             objects=self.shape.columns if self.shape is not None else None,
+            coverage=self.coverage,
         )
         report_or_warn(run, meta.get("image_root"))
         if subset is None:

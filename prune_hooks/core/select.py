@@ -239,10 +239,11 @@ def write_hook_run(
     keep_ratio: float,
     aggregation: str,
     objects: dict[str, np.ndarray] | None = None,
+    coverage: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any] | None, Path | None, int]:
     """What every hook writes when training ends: the run files, ``state.pt``, the subset of
     ``method`` at ``keep_ratio`` and its pruned COCO file. ``objects``: further per-object columns
-    scored without passes (shape scores). Returns (subset record, pruned file, kept); (None, None, 0)
+    scored without passes (shape scores); ``coverage``: ``select``'s coverage arguments. Returns (subset record, pruned file, kept); (None, None, 0)
     with an error logged when the method's score cannot rank the images (constant)."""
     index = capture.index
     write_run(
@@ -266,6 +267,6 @@ def write_hook_run(
     if why:
         logger.error("no subset written: %s", why)
         return None, None, 0
-    subset = select(method, inputs, n_keep=n_keep, keep_ratio=ratio, aggregation=agg)
+    subset = select(method, inputs, n_keep=n_keep, keep_ratio=ratio, aggregation=agg, **(coverage or {}))
     _, pruned = write_subset(run, subset, index)
     return subset, pruned, n_keep

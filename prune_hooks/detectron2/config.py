@@ -15,6 +15,14 @@ def add_prune_config(cfg: CN) -> CN:
     cfg.PRUNE.METHODS = ["vps_iou", "vps_conf"]
     cfg.PRUNE.KEEP_RATIO = 0.5
     cfg.PRUNE.AGGREGATION = "max"
+    # Coverage of the subset written at the end (docs/methods.md, "Coverage options"; the CLI's
+    # --stratify, --group-by, --per-group-max, --dedup): CCS strata over the first method's score;
+    # spread over an image field or FIELD:REGEX (None = off), at most PER_GROUP_MAX per group (None =
+    # round robin); skip images whose mean prototype has this cosine with a kept one (None = off).
+    cfg.PRUNE.STRATIFY = False
+    cfg.PRUNE.GROUP_BY = None
+    cfg.PRUNE.PER_GROUP_MAX = None
+    cfg.PRUNE.DEDUP = None
     # Iterations between scoring passes; 0 = one epoch = ceil(images / SOLVER.IMS_PER_BATCH).
     cfg.PRUNE.PERIOD = 0
     # How objects are scored each epoch: "pass" (a scoring pass over the training set with the test

@@ -23,7 +23,7 @@ from detectron2.utils import comm
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
 from ..core.io import atomic_write_text
-from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_options
+from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_coverage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
@@ -44,6 +44,10 @@ OPTION_LABELS = {
     "aggregation": "PRUNE.AGGREGATION",
     "capture": "PRUNE.CAPTURE",
     "other_set": "PRUNE.SCORE_DATASET",
+    "stratify": "PRUNE.STRATIFY",
+    "group_by": "PRUNE.GROUP_BY",
+    "per_group_max": "PRUNE.PER_GROUP_MAX",
+    "dedup": "PRUNE.DEDUP",
 }
 
 
@@ -82,6 +86,7 @@ class PruneHook(HookBase):
             out_dir=Path(cfg.OUTPUT_DIR) / "prune",
             scores_training_set=self.dataset == self.train_dataset,
             capture=p.CAPTURE,
+            coverage=_coverage(cfg, index),
         )
         self.in_loop = p.CAPTURE == "in_loop"
         self._stash: dict[str, Any] = {}
@@ -289,13 +294,21 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     train_index = _coco_index(train, "DATASETS.TRAIN")
     scored = p.SCORE_DATASET
     if not scored or scored == train:
+        _coverage(cfg, train_index)
         return train, train_index
     index = _coco_index(scored, "PRUNE.SCORE_DATASET")
     try:
         check_score_set(train_index, index, bool(p.SCORE_ALLOW_OVERLAP), "PRUNE.SCORE_DATASET", warn=logger.warning)
     except PruneHooksError as e:
         raise _fail(str(e)) from None
+    _coverage(cfg, index)
     return scored, index
+
+
+def _coverage(cfg: CfgNode, index) -> dict[str, Any]:
+    p = cfg.PRUNE
+    options = {"stratify": p.STRATIFY, "group_by": p.GROUP_BY, "per_group_max": p.PER_GROUP_MAX, "dedup": p.DEDUP}
+    return check_coverage(options, list(p.METHODS), OPTION_LABELS, index)
 
 
 def _coco_index(dataset: str, what: str = "DATASETS.TRAIN"):

@@ -25,7 +25,7 @@ from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
 from ..core.inloop import BREAKING_TRANSFORMS
 from ..core.io import atomic_write_text
-from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_options
+from ..core.lifecycle import COVERAGE, Adapter, ImageOutput, ScoringRun, StepImage, check_coverage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
 from ..core.schedule import cap_warmup, drop_late_milestones
 from ..core.unseen import check_score_set
@@ -39,6 +39,7 @@ OPTION_LABELS = {
     "aggregation": "PruneHook aggregation",
     "capture": "PruneHook capture",
     "other_set": "PruneHook score_ann_file",
+    **{name: f"PruneHook {name}" for name in COVERAGE},
 }
 
 
@@ -74,6 +75,11 @@ class PruneHook(Hook):
             (each training batch after its step, from the features the step computed; docs/methods.md,
             "In-loop capture"). in_loop is refused with train pipelines that move or mix boxes
             (:data:`~prune_hooks.core.inloop.BREAKING_TRANSFORMS`) and with ``score_ann_file``.
+        stratify, group_by, per_group_max, dedup: coverage of the subset written at the end
+            (docs/methods.md, "Coverage options"; the CLI's --stratify, --group-by, --per-group-max,
+            --dedup): CCS strata over the first method's score; spread over an image field or
+            FIELD:REGEX, at most ``per_group_max`` per group (None: round robin); skip images whose mean
+            prototype has cosine >= ``dedup`` with a kept one. None / False = off.
     """
 
     priority = "BELOW_NORMAL"
@@ -90,7 +96,12 @@ class PruneHook(Hook):
         score_data_prefix: str | dict | None = None,
         score_allow_overlap: bool = False,
         capture: str = "pass",
+        stratify: bool = False,
+        group_by: str | None = None,
+        per_group_max: int | None = None,
+        dedup: float | None = None,
     ) -> None:
+        self.coverage = {"stratify": stratify, "group_by": group_by, "per_group_max": per_group_max, "dedup": dedup}
         self.methods = check_options(
             methods, keep_ratio, aggregation, OPTION_LABELS, capture, other_set=bool(score_ann_file)
         )
@@ -145,6 +156,7 @@ class PruneHook(Hook):
             out_dir=Path(runner.work_dir) / "prune",
             scores_training_set=not self.score_ann_file,
             capture="in_loop" if self.in_loop else "pass",
+            coverage=check_coverage(self.coverage, self.methods, OPTION_LABELS, index),
         )
         self.run.check_model(model, "PruneHook methods")
         if self.in_loop:

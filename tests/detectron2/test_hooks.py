@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 import prune_hooks.detectron2  # noqa: F401,E402
 from prune_hooks.cli import main as cli  # noqa: E402
 from prune_hooks.core.coco import load_coco  # noqa: E402
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.rundir import pruned_name, read_images_csv  # noqa: E402
 from prune_hooks.core.select import RunInputs  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco  # noqa: E402
@@ -150,6 +150,10 @@ def test_resume_continues_statistics(tmp_path):
             ["DATASETS.TRAIN", "('cityscapes_fine_instance_seg_train',)"],
             "DATASETS.TRAIN 'cityscapes_fine_instance_seg_train' is not COCO-registered",
         ),
+        (["PRUNE.PER_GROUP_MAX", "2"], "PRUNE.PER_GROUP_MAX needs PRUNE.GROUP_BY"),
+        (["PRUNE.GROUP_BY", "video_id"], "PRUNE.GROUP_BY 'video_id': no image has a matching 'video_id' field"),
+        (["PRUNE.METHODS", "['csod']", "PRUNE.STRATIFY", "True"], "PRUNE.STRATIFY needs a score method first"),
+        (["PRUNE.DEDUP", "1.5"], r"PRUNE.DEDUP must be a cosine in \[-1, 1\], got 1.5"),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, opts, msg):
@@ -159,6 +163,23 @@ def test_bad_config_fails_at_start(tmp_path, opts, msg):
     import re as _re
 
     assert _re.search(r"\[prune_hooks\] " + msg, proc.stderr), proc.stderr[-2000:]
+
+
+def test_coverage_options_shape_the_hooks_subset_as_the_cli_does(tmp_path):
+    group_by = "file_name:_0000(0[1-4])"  # images 1-4: groups of their own; 5-8: one each as well (no match)
+    options = dict(METHODS=["vps_iou"], STRATIFY=True, GROUP_BY=group_by, PER_GROUP_MAX=1, DEDUP=0.95)
+    config, files, cfg = make_config(tmp_path, **options)
+    train_net("--config-file", config)
+    run = tmp_path / "out" / "prune"
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["stratify"]["strata"] >= 1 and subset["group_by"] == group_by and subset["dedup"] == 0.95
+    assert (run / "prototypes.npz").exists()  # dedup reads prototypes: taken although no method needs them
+    ref = tmp_path / "ref"
+    argv = ["select", str(run), "--method", "vps_iou", "--keep", "0.5", "--out", str(ref), "--stratify"]
+    assert cli(argv + ["--group-by", group_by, "--per-group-max", "1", "--dedup", "0.95"]) == 0
+    assert subset["image_ids"] == json.loads((ref / "subset.json").read_text())["image_ids"]
+    pruned = json.loads((run / pruned_name(files["train"])).read_text())  # streamed from the training file
+    assert [im["id"] for im in pruned["images"]] == sorted(subset["image_ids"])
 
 
 def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):

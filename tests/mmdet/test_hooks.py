@@ -158,6 +158,8 @@ def test_resume_continues_statistics(tmp_path):
             "train_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', datasets=[_toy, _toy]))\n",
             r"train_dataloader.dataset is a ConcatDataset of 2 datasets: PruneHook prunes one COCO file",
         ),
+        ("dict(type='PruneHook', group_by='video_id')", "", "PruneHook group_by 'video_id': no image has a matching"),
+        ("dict(type='PruneHook', methods=['csod'], stratify=True)", "", "PruneHook stratify needs a score method"),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, hook, extra, msg):
@@ -166,6 +168,20 @@ def test_bad_config_fails_at_start(tmp_path, hook, extra, msg):
     assert proc.returncode != 0
     assert re.search(r"\[prune_hooks\] " + msg, proc.stderr + proc.stdout), (proc.stdout + proc.stderr)[-2000:]
     assert not (tmp_path / "work" / "epoch_1.pth").exists()
+
+
+def test_coverage_options_shape_the_hooks_subset_as_the_cli_does(tmp_path):
+    hook = "dict(type='PruneHook', methods=['vps_conf'], stratify=True, group_by='file_name:(train)_', dedup=0.9)"
+    config, files = write_config(tmp_path, hook=hook)
+    train(config, tmp_path)
+    run = tmp_path / "work" / "prune"
+    subset = json.loads((run / "subset.json").read_text())
+    assert subset["stratify"]["strata"] >= 1 and subset["group_by"] == "file_name:(train)_" and subset["dedup"] == 0.9
+    assert (run / "prototypes.npz").exists()  # dedup reads prototypes: taken although no method needs them
+    ref = tmp_path / "ref"
+    argv = ["select", str(run), "--method", "vps_conf", "--keep", "0.5", "--out", str(ref), "--stratify"]
+    assert cli(argv + ["--group-by", "file_name:(train)_", "--dedup", "0.9"]) == 0
+    assert subset["image_ids"] == json.loads((ref / "subset.json").read_text())["image_ids"]
 
 
 def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
