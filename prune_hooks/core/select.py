@@ -243,8 +243,9 @@ def write_hook_run(
 ) -> tuple[dict[str, Any] | None, Path | None, int]:
     """What every hook writes when training ends: the run files, ``state.pt``, the subset of
     ``method`` at ``keep_ratio`` and its pruned COCO file. ``objects``: further per-object columns
-    scored without passes (shape scores); ``coverage``: ``select``'s coverage arguments. Returns (subset record, pruned file, kept); (None, None, 0)
-    with an error logged when the method's score cannot rank the images (constant)."""
+    scored without passes (shape scores); ``coverage``: ``select``'s coverage arguments. Returns
+    (subset record, pruned file, kept); (None, None, 0) with an error logged when the method's score
+    cannot rank the images (constant)."""
     index = capture.index
     write_run(
         run,
