@@ -11,9 +11,10 @@ file, index, run directory: everything but the selection) and ``csod --keep 0.5`
 
 10x is measured at ``--dim-10x`` (default 1/10 of the width) so that it finishes on 2 cores; the
 feature-proportional memory of a full-width run is then estimated from the measured one: CSOD's
-float32 scan copy (4 bytes per value) and its per-class candidate buffers (at most 256 rows per
-class plus 1/16 of the rows) grow by the width ratio. The memory-mapped float16 file is read in
-order and its pages released as read, so it is not resident; the rest does not depend on the width.
+float32 scan copy (4 bytes per value), its per-class candidate buffers (at most 256 rows per
+class plus 1/16 of the rows) and its per-chunk conversion buffers grow with the width. The
+memory-mapped float16 file is read in order and its pages released as read, so it is not resident;
+the rest does not depend on the width.
 Writes bench_scale.md and .json.
 """
 
@@ -100,6 +101,14 @@ def write_instance(tmp: Path, scale: float, dim: int, seed: int = 0) -> dict:
     }
 
 
+def width_extra_gb(prototypes: int, dim: int, full: int) -> float:
+    """What CSOD holds in addition at ``full`` width instead of ``dim``: the float32 scan copy and the
+    per-class candidate buffers (at most 256 rows per class + 1/16 of the rows), 4 bytes per value,
+    and the conversion's per-chunk buffers (32,768 rows in float64 and float32)."""
+    rows_held = prototypes * (1 + 1 / 16) + 256 * 80
+    return (rows_held * 4 + 32768 * 12) * (full - dim) / 2**30
+
+
 def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
     (out / "bench_scale.json").write_text(json.dumps({"setting": setting, "rows": rows}, indent=1) + "\n")
     lines = [
@@ -108,7 +117,9 @@ def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
         f"Keep {setting['keep']}, lambda {setting['lambda']}, {setting['machine']}. Peak = VmHWM of the select "
         "process. `base`: `--method random --count 1` (annotation file, index, run directory; everything but the "
         f"selection). Features {setting['dim']}-d below 10x; at 10x {setting['dim_10x']}-d, and the last column adds "
-        "what full width costs on top: the float32 scan copy and the memory-mapped float16 file grow with the width.",
+        "an estimate at full width: CSOD's float32 scan copy, its candidate buffers and its per-chunk conversion "
+        "buffers grow with the width (`width_extra_gb`); the memory-mapped float16 file is read in order and its "
+        "pages released, so it is not resident.",
         "",
         "| scale | images | annotations | prototypes | dim | gt.json MB | prototypes.npz MB | base s | base peak GB "
         "| csod s | csod peak GB | csod peak GB at full width |",
@@ -162,9 +173,7 @@ def main() -> int:
         row = {"scale": scale, **size, "base_seconds": round(base_s, 1), "base_peak_gb": round(base_gb, 2),
                "csod_seconds": round(csod_s, 1), "csod_peak_gb": round(csod_gb, 2)}  # fmt: skip
         if dim != args.dim:  # the feature-proportional part at full width
-            rows_held = size["prototypes"] * (1 + 1 / 16) + 256 * 80
-            extra = rows_held * (args.dim - dim) * 4 / 2**30
-            row["csod_peak_gb_at_full_width"] = round(csod_gb + extra, 2)
+            row["csod_peak_gb_at_full_width"] = round(csod_gb + width_extra_gb(size["prototypes"], dim, args.dim), 2)
         rows.append(row)
         print(row, flush=True)
         write_tables(out, setting, sorted(rows, key=lambda r: r["scale"]))
