@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ def _check_bbox(where: str, bbox: Any) -> tuple[float, float, float, float]:
     return x, y, w, h
 
 
+_BLANK = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
 class _JsonObjectStream:
     """The members of a file holding one JSON object, read in windows: the members named in ``arrays``
     element by element, every other member whole. A COCO file's ``images`` and ``annotations`` are
@@ -76,10 +80,8 @@ class _JsonObjectStream:
     def _peek(self) -> str:
         """The next non-blank character, '' at the end of the file."""
         while True:
-            end = len(self.buf)
-            while self.pos < end and self.buf[self.pos] in " \t\n\r":
-                self.pos += 1
-            if self.pos < end or not self._more():
+            self.pos = _BLANK.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self._more():
                 return self.buf[self.pos : self.pos + 1]
 
     def _expect(self, chars: str) -> str:

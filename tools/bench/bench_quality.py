@@ -546,8 +546,9 @@ def main() -> int:
         )
         + "). 2 CPU cores."
         + (
-            f" Every subset and the full set trained with {args.repeats} training seeds (SEED 0..{args.repeats - 1}); "
-            f"random: {args.seeds} subset seeds × {args.repeats} training seeds."
+            f" This invocation trains its methods with {args.repeats} training seeds (SEED 0..{args.repeats - 1}; "
+            f"random: {args.seeds} subset seeds × {args.repeats}); cells of other invocations in the same results "
+            "keep their own count: n per cell is in the table of differences."
             if args.repeats > 1
             else ""
         )
