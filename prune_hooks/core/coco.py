@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .errors import PruneHooksError
-from .io import atomic_writer, no_gc, read_json
+from .io import atomic_writer, no_gc, open_text, read_json
 
 __all__ = ["CocoIndex", "Detections", "load_coco", "load_detections", "write_pruned_coco", "sha256_file"]
 
@@ -145,15 +145,15 @@ class _JsonObjectStream:
                 return
 
 
-def _open_stream(path: str, what: str):
-    try:
-        return open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise PruneHooksError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise PruneHooksError(f"{what} is a directory, expected a file: {path}") from None
-    except PermissionError:
-        raise PruneHooksError(f"{what} is not readable: {path}") from None
+@contextlib.contextmanager
+def _file_members(path: str) -> Iterator[Iterator[tuple[str, Any]]]:
+    """The top-level members of the annotation file ``path``, ``images`` and ``annotations`` element by
+    element (``_JsonObjectStream.members``); bad JSON is one PruneHooksError naming the file."""
+    with open_text(path, "annotation file") as f, no_gc():
+        try:
+            yield _JsonObjectStream(f, path).members(("images", "annotations"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PruneHooksError(f"annotation file {path} is not valid JSON: {e}") from None
 
 
 class _IndexBuilder:
@@ -273,7 +273,6 @@ class _IndexBuilder:
             offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             obj_rows=k[objects].copy(),
             images=self.images,
-            category_list=self.categories,
             header=self.header,
             _dataset=dataset,
         )
@@ -288,7 +287,7 @@ class CocoIndex:
     ``offsets[i]:offsets[i + 1]``.
 
     Attributes:
-        images: the file's image entries (parsed); category_list: its categories.
+        images: the file's image entries (parsed).
         header: its top-level members other than images and annotations (info, licenses, categories).
         image_ids: ndarray[I] int64, file order.
         category_ids: ndarray[C] int64, ascending.
@@ -310,7 +309,6 @@ class CocoIndex:
     offsets: np.ndarray
     obj_rows: np.ndarray
     images: list[dict]
-    category_list: list[dict]
     header: dict[str, Any]
     _dataset: dict | None = None
 
@@ -335,7 +333,7 @@ class CocoIndex:
 
     @property
     def categories(self) -> list[dict]:
-        return [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.category_list]
+        return [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in self.header["categories"]]
 
     def object_values(self, key: str) -> list[Any]:
         """``key`` of each object's annotation entry (None where absent), in object order; read from
@@ -345,8 +343,8 @@ class CocoIndex:
             return [anns[k].get(key) for k in self.obj_rows.tolist()]
         order = np.argsort(self.obj_rows, kind="stable")
         rows, values, j = self.obj_rows[order].tolist(), [None] * self.num_objects, 0
-        with _open_stream(self.path, "annotation file") as f, no_gc():
-            for name, value in _JsonObjectStream(f, self.path).members(("images", "annotations")):
+        with _file_members(self.path) as members:
+            for name, value in members:
                 if name != "annotations":
                     continue
                 for k, ann in enumerate(value):
@@ -386,17 +384,14 @@ def load_coco(path: str | os.PathLike) -> CocoIndex:
     and not kept (``index.dataset`` parses the file again when a reader needs them)."""
     path = str(path)
     build = _IndexBuilder(path)
-    with _open_stream(path, "annotation file") as f, no_gc():
-        try:
-            for key, value in _JsonObjectStream(f, path).members(("images", "annotations")):
-                if key not in ("images", "annotations"):
-                    build.header[key] = value
-                if key in ("images", "annotations", "categories"):
-                    if not isinstance(value, (list, Iterator)):
-                        raise PruneHooksError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
-                    getattr(build, f"add_{key}")(value)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PruneHooksError(f"annotation file {path} is not valid JSON: {e}") from None
+    with _file_members(path) as members:
+        for key, value in members:
+            if key not in ("images", "annotations"):
+                build.header[key] = value
+            if key in ("images", "annotations", "categories"):
+                if not isinstance(value, (list, Iterator)):
+                    raise PruneHooksError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
+                getattr(build, f"add_{key}")(value)
     return build.finish(path, None)
 
 
@@ -480,16 +475,8 @@ def write_pruned_coco(
     replace = dict(replace or {})
     if {"images", "annotations"} & set(replace):
         raise ValueError("write_pruned_coco: images and annotations are not replaceable")
-    if isinstance(source, dict):
-        members: Iterator[tuple[str, Any]] = iter(list(source.items()))
-        name = None
-    else:
-        name = str(source)
-    with contextlib.ExitStack() as stack:
-        if name is not None:
-            f = stack.enter_context(_open_stream(name, "annotation file"))
-            members = _JsonObjectStream(f, name).members(("images", "annotations"))
-        out = stack.enter_context(atomic_writer(path))
+    opened = contextlib.nullcontext(source.items()) if isinstance(source, dict) else _file_members(str(source))
+    with opened as members, atomic_writer(path) as out:
         dumps, sep = json.dumps, "{"
         for key, value in members:
             out.write(f"{sep}{dumps(key)}: ".encode())

@@ -82,23 +82,22 @@ def allocate(sizes: list[int], budget: int) -> list[int]:
     return takes
 
 
-def group_labels(index: CocoIndex, spec: str) -> np.ndarray:
+def group_labels(index: CocoIndex, spec: str, option: str = "--group-by") -> np.ndarray:
     """A group label (str) for every image of ``index`` (file order) from ``spec``: an image field
     (``video_id``) or ``FIELD:REGEX`` whose one capture group is the label (``file_name:^(.*)_\\d+\\.jpg$``).
-    Images lacking the field, or whose value the regex does not match, are each their own group."""
+    Images lacking the field, or whose value the regex does not match, are each their own group.
+    ``option``: the option's name in error messages (the hooks' config keys, the CLI's flag)."""
     field, _, pattern = spec.partition(":")
     if not field:
-        raise PruneHooksError(f"--group-by: expected FIELD or FIELD:REGEX, got {spec!r}")
+        raise PruneHooksError(f"{option}: expected FIELD or FIELD:REGEX, got {spec!r}")
     rx = None
     if pattern:
         try:
             rx = re.compile(pattern)
         except re.error as e:
-            raise PruneHooksError(f"--group-by: bad regular expression {pattern!r}: {e}") from None
+            raise PruneHooksError(f"{option}: bad regular expression {pattern!r}: {e}") from None
         if rx.groups != 1:
-            raise PruneHooksError(
-                f"--group-by: the regular expression needs exactly one capture group, got {rx.groups}"
-            )
+            raise PruneHooksError(f"{option}: the regular expression needs exactly one capture group, got {rx.groups}")
     images = {int(im["id"]): im for im in index.images}
     labels, found = [], 0
     for i in index.image_ids.tolist():
@@ -110,7 +109,7 @@ def group_labels(index: CocoIndex, spec: str) -> np.ndarray:
         labels.append(m.group(1) if m is not None else str(v))
         found += 1
     if not found:
-        raise PruneHooksError(f"--group-by {spec!r}: no image has a matching {field!r} field")
+        raise PruneHooksError(f"{option} {spec!r}: no image has a matching {field!r} field")
     return np.array(labels, dtype=object)
 
 

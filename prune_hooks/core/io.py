@@ -12,7 +12,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
-__all__ = ["atomic_writer", "atomic_write_bytes", "atomic_write_text", "write_json", "write_csv", "read_json", "no_gc"]
+__all__ = [
+    "atomic_writer",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_json",
+    "write_csv",
+    "open_text",
+    "read_json",
+    "no_gc",
+]
 
 
 @contextlib.contextmanager
@@ -62,21 +71,29 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Pat
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Load JSON, turning a missing file or bad JSON into a PruneHooksError naming the file."""
+def open_text(path: str | os.PathLike, what: str = "file") -> io.TextIOWrapper:
+    """Open a UTF-8 text file; a missing, directory or unreadable path is a PruneHooksError naming it."""
     from .errors import PruneHooksError
 
     try:
-        with open(path, encoding="utf-8") as f, no_gc():
-            return json.load(f)
+        return open(path, encoding="utf-8")
     except FileNotFoundError:
         raise PruneHooksError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise PruneHooksError(f"{what} is a directory, expected a file: {path}") from None
     except PermissionError:
         raise PruneHooksError(f"{what} is not readable: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PruneHooksError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Load JSON, turning a missing file or bad JSON into a PruneHooksError naming the file."""
+    from .errors import PruneHooksError
+
+    with open_text(path, what) as f, no_gc():
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PruneHooksError(f"{what} {path} is not valid JSON: {e}") from None
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:

@@ -211,9 +211,9 @@ def check_coverage(
         from .coverage import group_labels
 
         try:
-            group_labels(index, group_by)
+            group_labels(index, group_by, option=labels["group_by"])
         except PruneHooksError as e:
-            raise _fail(str(e).replace("--group-by", labels["group_by"], 1)) from None
+            raise _fail(str(e)) from None
     if per_group_max is not None:
         if isinstance(per_group_max, bool) or not isinstance(per_group_max, int) or per_group_max < 1:
             raise _fail(f"{labels['per_group_max']} must be an integer >= 1, got {per_group_max!r}")
@@ -315,16 +315,16 @@ class ScoringRun:
         what = {PROTOTYPES: "GT-box RoI features", SOFT_LABELS: "class distributions on GT boxes"}
         for need in (PROTOTYPES, SOFT_LABELS):
             users = [m for m in self.methods if need in REGISTRY[m].needs]
-            if need == PROTOTYPES and self.want_prototypes and not users and need not in has:
-                raise _fail(
-                    f"the coverage option dedup compares images by their GT-box RoI features, which this adapter "
-                    f"cannot read from the model ({type(model).__name__}: {self.adapter.gt_description(model)})"
-                )
             if users and need not in has:
                 raise _fail(
                     f"{methods_label} {users} need {what[need]}, which this adapter cannot read from "
                     f"the model ({type(model).__name__}: {self.adapter.gt_description(model)})"
                 )
+        if self.want_prototypes and PROTOTYPES not in has:  # no method needs them: dedup does
+            raise _fail(
+                f"the coverage option dedup compares images by their GT-box RoI features, which this adapter "
+                f"cannot read from the model ({type(model).__name__}: {self.adapter.gt_description(model)})"
+            )
         if SOFT_LABELS not in has:
             self.adapter.log(
                 f"no class distributions on GT boxes from this model ({self.adapter.gt_description(model)}): "
