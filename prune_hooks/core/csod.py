@@ -11,12 +11,13 @@ candidates in one contiguous mat-vec, about one full scan over all prototypes pe
 Lazy evaluation (the default for non-negative features): choosing image j changes the score of a
 class-c candidate i by -(lam + 1) u_i . u_j. When no feature is negative every cosine is >= 0, scores
 only decrease, and a score computed earlier is an upper bound of the current one. A class rescan
-(one contiguous mat-vec over the class block) ranks its candidates and copies the best ``hot`` rows
-(1/16 of the class, at least 256) into a contiguous buffer, in rank order, with their scores then as
-bounds. A pick rescores a prefix of that buffer (64 rows, doubled as needed) and stops as soon as its
-best current score beats the bound of the first row outside the prefix: every row further down can
-only score less (exact). When the prefix would outgrow the buffer, the class is rescanned. Rows are
-never gathered one by one, so a rescored row costs what it costs in a full scan.
+(one contiguous mat-vec over the class block) scores every candidate and copies the best ``hot`` rows
+(1/16 of the class, at least 256) into a contiguous buffer with their scores as bounds; the first row
+left out gives the bound of every row outside the buffer. A pick rescores the buffer rows of highest
+bound (64, doubled as needed), keeps each new score as that row's bound for the picks that follow,
+and stops as soon as its best current score beats every bound it has not rescored: those rows can
+only score less (exact). When a row outside the buffer could still win, or the pick would rescore
+more than half the buffer, the class is rescanned.
 
 Precision: scans run in float32, the sums are kept in float64. Candidates within 1e-5 (relative) of
 the best are rescored in float64 before the pick (the prefix only stops once no row beyond it can be
@@ -41,7 +42,7 @@ from .prototypes import row_chunks
 __all__ = ["CSODResult", "csod_select"]
 
 logger = logging.getLogger("prune_hooks")
-PREFIX = 64  # rows of the hot buffer a pick rescores first (doubled while not conclusive)
+PREFIX = 64  # buffer rows a pick rescores first (doubled while not conclusive)
 HOT_MIN, HOT_DIV = 256, 16  # hot buffer: the best max(HOT_MIN, class rows / HOT_DIV) rows of a class rescan
 # Scores closer than this (relative to lam * |sum P| + |sum Q|) are ties, broken by the lowest image id.
 TIE_RTOL = 1e-12
@@ -144,12 +145,32 @@ def csod_select(
     img_o = img_of_row[order]
     left = np.diff(bounds)  # unchosen images per class
     chosen = np.zeros(len(images), dtype=bool)
-    # Per class hot buffer: class-local row indices in rank order, their rows (contiguous), their bounds.
+    rows_scored = 0
+    if lazy:
+        # Each class's mean direction g (its unit rows summed, normalised) and every row's component
+        # along it, a = u . g (lowered by a margin over float32 rounding); the rest of the row is at
+        # most sqrt(1 - a^2) long. ``outer``: per class the smallest a and the longest rest.
+        g64 = sums64[:, 0] / np.linalg.norm(sums64[:, 0], axis=1, keepdims=True)
+        along = np.empty(p)
+        for c in range(len(classes)):
+            lo, hi = bounds[c], bounds[c + 1]
+            along[lo:hi] = (u[lo:hi] @ torch.as_tensor(g64[c], dtype=torch.float32, device=device)).cpu().numpy()
+        rows_scored += p
+        along = np.clip(along - 1e-5, 0.0, 1.0)
+        across = np.sqrt(1.0 - along**2)
+        outer = np.array(
+            [(along[lo:hi].min(), across[lo:hi].max()) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        ).reshape(-1, 2)
+    # Per class, from its last rescan: the rescan's w; the hot buffer: class-local rows, their unit rows
+    # (contiguous), their (a, rest), their scores then and their bounds since; the best score then
+    # of the rows left out (-inf: none left out).
+    w_then: list[np.ndarray | None] = [None] * len(classes)
     hot_idx: list[np.ndarray | None] = [None] * len(classes)
     hot_u: list[torch.Tensor | None] = [None] * len(classes)
+    hot_ar: list[np.ndarray | None] = [None] * len(classes)
+    hot_then: list[np.ndarray | None] = [None] * len(classes)
     hot_bound: list[np.ndarray | None] = [None] * len(classes)
-    rest = np.full(len(classes), -np.inf)  # bound of every class row outside its hot buffer
-    rows_scored = 0
+    rest = np.full(len(classes), -np.inf)
     refreshes = 0
     rechecks = 0
     picks: list[int] = []
@@ -167,12 +188,12 @@ def csod_select(
         if big:
             torch.set_num_threads(threads)
         try:
-            return (block @ w).double().cpu().numpy() + bias_rows
+            return (block @ w).cpu().numpy().astype(np.float64) + bias_rows
         finally:
             if big:
                 torch.set_num_threads(1)
 
-    def refresh(c: int, w: torch.Tensor) -> np.ndarray:
+    def refresh(c: int, w: torch.Tensor, w64: np.ndarray) -> np.ndarray:
         """Rescan class c: every current score (-inf once chosen); refills its hot buffer and rest bound."""
         nonlocal refreshes
         refreshes += 1
@@ -181,30 +202,68 @@ def csod_select(
         s[chosen[img_o[lo:hi]]] = -np.inf
         if lazy:
             hot = min(hi - lo, max(HOT_MIN, (hi - lo) // HOT_DIV))
-            top = np.argpartition(-s, hot)[: hot + 1] if hot < hi - lo else np.arange(hi - lo)
-            top = top[np.lexsort((top, -s[top]))]  # best first; ties: lowest row = lowest image id
-            rest[c] = s[top[hot]] if hot < hi - lo else -np.inf
-            top = top[:hot][s[top[:hot]] > -np.inf]
-            hot_idx[c], hot_bound[c] = top, s[top]
+            if hot < hi - lo:
+                top = np.argpartition(-s, hot)
+                rest[c] = s[top[hot]]
+                top = np.sort(top[:hot])  # class order: the copy below reads u in order
+            else:
+                top, rest[c] = np.arange(hi - lo), -np.inf
+            top = top[s[top] > -np.inf]
+            hot_idx[c], hot_then[c], hot_bound[c] = top, s[top], s[top]
+            hot_ar[c] = np.stack([along[lo + top], -across[lo + top]], axis=1)
             hot_u[c] = u[lo + torch.as_tensor(top, device=device)]
+            w_then[c] = w64
         return s
 
-    def prefix(c: int, w: torch.Tensor, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """Rescore a prefix of c's hot buffer until no row beyond it can be within ``tol`` of its best:
-        (class-local rows, current scores), or None when the whole buffer is not conclusive."""
-        idx, bound, lo = hot_idx[c], hot_bound[c], bounds[c]
-        k, s = 0, np.empty(0)
+    def moved(c: int, w64: np.ndarray) -> np.ndarray:
+        """(g . D, |D'|) for D, the sum of c's unit rows chosen since c's rescan, D' = D - (g . D) g.
+
+        Since the rescan w moved by -(lam + 1) D, so a row's score fell by (lam + 1) u . D. With
+        u = a g + u', u . D >= a (g . D) - |u'| |D'|, and u . D >= 0 for non-negative rows: a bound
+        of how much every row lost, from its a alone. Picks move a class's rows together along g,
+        which scores kept from the rescan do not see; this bound does."""
+        d = (w_then[c] - w64) / (lam + 1)
+        along_d = float(g64[c] @ d)
+        return np.array([along_d, math.sqrt(max(float(d @ d) - along_d * along_d, 0.0))])
+
+    def settle(c: int, w: torch.Tensor, w64: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Rescore c's buffer rows of highest bound until no bound left over is within ``tol`` of the best
+        current score: (class-local rows, current scores), or None when only a rescan can decide."""
+        idx, bound, lo, size = hot_idx[c], hot_bound[c], bounds[c], bounds[c + 1] - bounds[c]
+        m = (lam + 1) * moved(c, w64)
+        np.minimum(bound, hot_then[c] - np.maximum(hot_ar[c] @ m, 0.0), out=bound)
+        outside = rest[c] - max(outer[c, 0] * m[0] - outer[c, 1] * m[1], 0.0)
+        open_ = bound.copy()  # bounds of the rows not rescored by this pick
+        pos: list[np.ndarray] = []
+        got: list[np.ndarray] = []
+        best, k, done = -np.inf, PREFIX, 0
         while True:
-            k, done = min(max(PREFIX, 2 * k), len(idx)), k  # rescore rows done..k, keep the rest
-            more = scores(hot_u[c][done:k], w, bias_o[lo + idx[done:k]])
-            more[chosen[img_o[lo + idx[done:k]]]] = -np.inf
-            s = np.concatenate([s, more])
-            best = s.max(initial=-np.inf)
-            beyond = bound[k] if k < len(idx) else rest[c]
-            if best > -np.inf and best - tol > beyond or k == len(idx) and beyond == -np.inf:
-                return idx[:k], s
-            if k == len(idx) or 2 * k > len(idx) // 2 and len(idx) > PREFIX:
-                return None  # a rescan (sorted again, fresh bounds) is cheaper than going on
+            top = int(open_.argmax())
+            beyond = open_[top]
+            if best > -np.inf and best - tol > max(beyond, outside):
+                break
+            if outside > -np.inf and outside >= beyond or done + k > max(PREFIX, min(len(idx), size // 2)):
+                return None  # a row outside the buffer may win, or a rescan is cheaper than going on
+            if beyond == -np.inf:
+                break  # every candidate of the buffer is chosen and none is left outside
+            k = min(k, len(idx) - done)
+            take = np.argpartition(-open_, k - 1)[:k] if k < len(idx) else np.arange(len(idx))
+            take.sort()  # gather in buffer order
+            take = take[open_[take] > -np.inf]
+            rows = lo + idx[take]
+            s = scores(hot_u[c].index_select(0, torch.from_numpy(take).to(device)), w, bias_o[rows])
+            s[chosen[img_o[rows]]] = -np.inf
+            bound[take] = s  # fresh, and scores only decrease: the row's bound from now on
+            open_[take] = -np.inf
+            pos.append(take)
+            got.append(s)
+            best = max(best, s.max(initial=-np.inf))
+            done += k
+            k *= 2
+        if not pos:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        take = np.concatenate(pos)
+        return idx[take], np.concatenate(got)
 
     def pick(c: int) -> int | None:
         """Class-local row index of the best candidate of class c, or None when it has none left."""
@@ -212,15 +271,13 @@ def csod_select(
         if not left[c]:
             return None
         w64 = lam * sums64[c, 0] - sums64[c, 1]
-        w = torch.as_tensor(w64, dtype=torch.float32, device=device)
+        w = torch.from_numpy(w64.astype(np.float32)).to(device)
         scale = lam * math.sqrt(sums64[c, 0] @ sums64[c, 0]) + math.sqrt(sums64[c, 1] @ sums64[c, 1]) + bias_scale
         tol = 1e-5 * scale
-        found = prefix(c, w, tol) if lazy and hot_idx[c] is not None else None
-        if found is None:
-            full = refresh(c, w)
-            found = prefix(c, w, tol) if lazy else None
-            if found is None:  # near-ties reach beyond the hot buffer: decide on the whole class
-                found = np.arange(len(full)), full
+        found = settle(c, w, w64, tol) if lazy and hot_idx[c] is not None else None
+        if found is None:  # every current score of the class, from one rescan
+            full = refresh(c, w, w64)
+            found = np.arange(len(full)), full
         idx, s = found
         best = s.max(initial=-np.inf)
         if best == -np.inf:

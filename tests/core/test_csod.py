@@ -108,6 +108,26 @@ def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
     assert lazy.rows_scored < exact.rows_scored
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("lam", [0.05, 1.0])
+def test_lazy_with_small_buffers_equals_direct_eq4(monkeypatch, seed, lam):
+    """Buffers far smaller than a class: picks settled in the buffer, rows outside it, rescans, exact ties."""
+    import prune_hooks.core.csod as csod
+
+    monkeypatch.setattr(csod, "HOT_MIN", 3)
+    monkeypatch.setattr(csod, "HOT_DIV", 4)
+    monkeypatch.setattr(csod, "PREFIX", 2)
+    rng = np.random.default_rng(100 + seed)
+    ids, cats, feat = random_instance(rng, 60, 3, 5)
+    copies = rng.choice(len(ids), size=len(ids) // 4, replace=False)
+    feat[copies] = feat[copies[0]]  # identical prototypes: ties that only the image id breaks
+    for n in (10, 35, 60):
+        want = direct_eq4(ids, cats, feat, n, lam)
+        res = csod_select(ids, cats, feat, n, lam, device="cpu", lazy=True)
+        assert res.image_ids.tolist() == want, n
+    assert res.stats["refreshes"] < len(want)  # some picks were settled inside a buffer
+
+
 def test_fill_beyond_images_with_prototypes_is_ascending_ids():
     ids = np.array([5, 5, 9])
     cats = np.array([1, 2, 1])
