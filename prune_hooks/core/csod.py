@@ -44,6 +44,7 @@ __all__ = ["CSODResult", "csod_select"]
 logger = logging.getLogger("prune_hooks")
 PREFIX = 64  # buffer rows a pick rescores first (doubled while not conclusive)
 HOT_MIN, HOT_DIV = 256, 16  # hot buffer: the best max(HOT_MIN, class rows / HOT_DIV) rows of a class rescan
+GATHER = 4  # a pick gathers k buffer rows to rescore while GATHER * k < buffer rows, else rescores the whole buffer
 # Scores closer than this (relative to lam * |sum P| + |sum Q|) are ties, broken by the lowest image id.
 TIE_RTOL = 1e-12
 # The greedy runs on one CPU thread; only products over at least SMALL_ROWS rows (big class rescans) use
@@ -215,7 +216,7 @@ def csod_select(
             w_then[c] = w64
         return s
 
-    def moved(c: int, w64: np.ndarray) -> np.ndarray:
+    def moved(c: int, w64: np.ndarray) -> tuple[float, float]:
         """(g . D, |D'|) for D, the sum of c's unit rows chosen since c's rescan, D' = D - (g . D) g.
 
         Since the rescan w moved by -(lam + 1) D, so a row's score fell by (lam + 1) u . D. With
@@ -224,15 +225,16 @@ def csod_select(
         which scores kept from the rescan do not see; this bound does."""
         d = (w_then[c] - w64) / (lam + 1)
         along_d = float(g64[c] @ d)
-        return np.array([along_d, math.sqrt(max(float(d @ d) - along_d * along_d, 0.0))])
+        return along_d, math.sqrt(max(float(d @ d) - along_d * along_d, 0.0))
 
     def settle(c: int, w: torch.Tensor, w64: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray] | None:
         """Rescore c's buffer rows of highest bound until no bound left over is within ``tol`` of the best
         current score: (class-local rows, current scores), or None when only a rescan can decide."""
         idx, bound, lo, size = hot_idx[c], hot_bound[c], bounds[c], bounds[c + 1] - bounds[c]
-        m = (lam + 1) * moved(c, w64)
-        np.minimum(bound, hot_then[c] - np.maximum(hot_ar[c] @ m, 0.0), out=bound)
-        outside = rest[c] - max(outer[c, 0] * m[0] - outer[c, 1] * m[1], 0.0)
+        g_d, rest_d = moved(c, w64)
+        loss = hot_ar[c] @ np.array([(lam + 1) * g_d, (lam + 1) * rest_d])
+        np.minimum(bound, hot_then[c] - np.maximum(loss, 0.0), out=bound)
+        outside = rest[c] - (lam + 1) * max(outer[c, 0] * g_d - outer[c, 1] * rest_d, 0.0)
         open_ = bound.copy()  # bounds of the rows not rescored by this pick
         pos: list[np.ndarray] = []
         got: list[np.ndarray] = []
@@ -247,11 +249,17 @@ def csod_select(
             if beyond == -np.inf:
                 break  # every candidate of the buffer is chosen and none is left outside
             k = min(k, len(idx) - done)
-            take = np.argpartition(-open_, k - 1)[:k] if k < len(idx) else np.arange(len(idx))
-            take.sort()  # gather in buffer order
-            take = take[open_[take] > -np.inf]
+            if GATHER * k < len(idx):
+                take = np.sort(np.argpartition(-open_, k - 1)[:k])  # gathered in buffer order
+                take = take[open_[take] > -np.inf]
+                block = hot_u[c].index_select(0, torch.from_numpy(take).to(device))
+            else:  # a gather copies each row once more: rescore the whole buffer instead
+                take, block = np.arange(len(idx)), hot_u[c]
+                k = len(idx) - done
+                pos.clear()
+                got.clear()
             rows = lo + idx[take]
-            s = scores(hot_u[c].index_select(0, torch.from_numpy(take).to(device)), w, bias_o[rows])
+            s = scores(block, w, bias_o[rows])
             s[chosen[img_o[rows]]] = -np.inf
             bound[take] = s  # fresh, and scores only decrease: the row's bound from now on
             open_[take] = -np.inf

@@ -101,9 +101,9 @@ def test_bias_equals_direct_eq4_plus_bias(seed):
 
 def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
     rng = np.random.default_rng(7)
-    ids, cats, feat = random_instance(rng, 400, 6, 16)
-    lazy = csod_select(ids, cats, feat, 200, 0.05, device="cpu", lazy=True)
-    exact = csod_select(ids, cats, feat, 200, 0.05, device="cpu", lazy=False)
+    ids, cats, feat = random_instance(rng, 3000, 4, 16)  # classes of ~2,000 rows: buffers of 256
+    lazy = csod_select(ids, cats, feat, 1500, 0.05, device="cpu", lazy=True)
+    exact = csod_select(ids, cats, feat, 1500, 0.05, device="cpu", lazy=False)
     assert lazy.image_ids.tolist() == exact.image_ids.tolist()
     assert lazy.rows_scored < exact.rows_scored
 
