@@ -13,15 +13,17 @@ class-c candidate i by -(lam + 1) u_i . u_j. When no feature is negative every c
 only decrease, and a score computed earlier is an upper bound of the current one. A class rescan
 (one contiguous mat-vec over the class block) scores every candidate and copies the best ``hot`` rows
 (1/16 of the class, at least 256) into a contiguous buffer with their scores as bounds; the first row
-left out gives the bound of every row outside the buffer. A pick rescores the buffer rows of highest
-bound (64, doubled as needed), keeps each new score as that row's bound for the picks that follow,
-and stops as soon as its best current score beats every bound it has not rescored: those rows can
-only score less (exact). When a row outside the buffer could still win, or the pick would rescore
-more than half the buffer, the class is rescanned.
+left out gives the bound of every row outside the buffer. Each bound is also lowered by what every
+row has surely lost since the rescan, read from its component along the class's mean direction
+(``moved``). A pick rescores the buffer rows of highest bound (64, doubled as needed; the whole
+buffer once a quarter of it is needed), keeps each new score as that row's bound for the picks that
+follow, and stops as soon as its best current score beats every bound it has not rescored: those rows
+can only score less (exact). When a row outside the buffer could still win, or the pick would rescore
+more than half the class, the class is rescanned.
 
 Precision: scans run in float32, the sums are kept in float64. Candidates within 1e-5 (relative) of
-the best are rescored in float64 before the pick (the prefix only stops once no row beyond it can be
-within that band), so the picks equal the float64 formula even at lam = 1e10, where ties in the lam
+the best are rescored in float64 before the pick (a pick only stops once no bound it did not rescore
+is within that band), so the picks equal the float64 formula even at lam = 1e10, where ties in the lam
 term are structural (two candidates left: both lam terms are 1 + cos(u_1, u_2)) and only the
 chosen-set term decides. Scores within ``TIE_RTOL`` of each other count as tied (lowest image id
 wins): such ties are exact in real arithmetic, not in floating point.
