@@ -110,22 +110,42 @@ def test_lazy_and_exact_paths_agree_and_lazy_scores_fewer_rows():
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("lam", [0.05, 1.0])
-def test_lazy_with_small_buffers_equals_direct_eq4(monkeypatch, seed, lam):
-    """Buffers far smaller than a class: picks settled in the buffer, rows outside it, rescans, exact ties."""
+@pytest.mark.parametrize("rescan", ["often", "never"])
+def test_lazy_settling_and_rescans_equal_direct_eq4(monkeypatch, seed, lam, rescan):
+    """Picks settled on bounds alone (a class rescanned once, then never) or rescanned as soon as two
+    rows could win; identical prototypes make ties that only the image id breaks."""
     import prune_hooks.core.csod as csod
 
-    monkeypatch.setattr(csod, "HOT_MIN", 3)
-    monkeypatch.setattr(csod, "HOT_DIV", 4)
-    monkeypatch.setattr(csod, "PREFIX", 2)
+    monkeypatch.setattr(csod, "PREFIX", 1 if rescan == "often" else 10**9)
+    monkeypatch.setattr(csod, "RESCAN_DIV", 10**9 if rescan == "often" else 1)
     rng = np.random.default_rng(100 + seed)
     ids, cats, feat = random_instance(rng, 60, 3, 5)
     copies = rng.choice(len(ids), size=len(ids) // 4, replace=False)
-    feat[copies] = feat[copies[0]]  # identical prototypes: ties that only the image id breaks
+    feat[copies] = feat[copies[0]]
     for n in (10, 35, 60):
         want = direct_eq4(ids, cats, feat, n, lam)
         res = csod_select(ids, cats, feat, n, lam, device="cpu", lazy=True)
         assert res.image_ids.tolist() == want, n
-    assert res.stats["refreshes"] < len(want)  # some picks were settled inside a buffer
+    n_classes = len(np.unique(cats))
+    if rescan == "never":
+        assert res.stats["refreshes"] == n_classes  # one rescan per class, every later pick on bounds
+    else:
+        assert n_classes < res.stats["refreshes"] < len(want)  # some picks on bounds, some rescanned
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float16_features_as_stored_equal_direct_eq4(monkeypatch, seed):
+    """prototypes.npz holds float16 rows: the compiled greedy reads them as their bits and decodes them."""
+    import prune_hooks.core.csod as csod
+
+    monkeypatch.setattr(csod, "PREFIX", 2)
+    rng = np.random.default_rng(200 + seed)
+    ids, cats, feat = random_instance(rng, 80, 3, 6)
+    half = (feat / np.linalg.norm(feat, axis=1, keepdims=True)).astype(np.float16)
+    half[::7, 0] = np.float16(6e-8)  # subnormal halves decode too
+    for n in (20, 80):
+        want = direct_eq4(ids, cats, half.astype(np.float64), n, 0.05)
+        assert csod_select(ids, cats, half, n, 0.05, device="cpu").image_ids.tolist() == want, n
 
 
 def test_fill_beyond_images_with_prototypes_is_ascending_ids():
