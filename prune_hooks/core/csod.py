@@ -8,8 +8,8 @@ With unit vectors u, sum_j cos(p_i, p_j) = u_i . sum_j u_j, so the state is two 
 Two greedies, the same picks:
 - lazy (the default for non-negative features, which every post-ReLU box head emits): choosing an
   image lowers every other score of its classes (all cosines >= 0), so scores computed earlier are
-  upper bounds; a pick rescores a few rows of a per-class buffer and the class is rescanned only when
-  its bounds cannot decide. Compiled (``csod_lazy.py``, numba), on the CPU.
+  upper bounds; a pick rescores only the rows whose bound could still win, and the class is rescanned
+  only when too many could. Compiled (``csod_lazy.py``, numba), on the CPU.
 - plain (features with negative entries, or ``lazy=False``): each class turn rescores that class's
   candidates in one contiguous mat-vec (torch, on ``device``), about one full scan over all prototypes
   per round of classes.

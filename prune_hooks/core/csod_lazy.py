@@ -1,23 +1,23 @@
 """CSOD's lazy greedy, compiled (numba): the loop of ``csod.csod_select`` for non-negative features.
 
-Why compiled: at COCO scale the greedy makes ~59,000 picks. Each pick rescores only a few dozen rows
-(the bounds below keep the rest out), so in Python the picks cost more in interpreter and per-call
-overhead (~0.4 ms each) than every mat-vec of the selection together. Here a pick costs what its
-arithmetic costs, and a buffer row is read in place (no gathered copy).
+Why compiled: at COCO scale the greedy makes ~59,000 picks. Each pick rescores only the rows whose
+bound could still win, so in Python the picks cost more in interpreter and per-call overhead
+(~0.4 ms each) than their arithmetic. Here a pick costs what its arithmetic costs, and a row is
+rescored in place (no gathered copy).
 
 The state and the bounds, per class c (docs/methods.md, "CSOD"):
 - ``sums[c, 0]`` / ``sums[c, 1]``: float64 sums of the unit rows of c's unchosen / chosen images;
   the scores of c's candidates are u . w + bias with w = lam * sums[c, 0] - sums[c, 1].
-- A *rescan* scores every row of c (one contiguous pass) and keeps the best ``cap[c]`` rows as c's
-  buffer with their scores as bounds; ``rest[c]``, the best score left out, bounds every other row.
-  Choosing image j lowers every c-candidate's score by (lam + 1) u . u_j >= 0: bounds stay bounds.
+- A *rescan* scores every row of c (one contiguous pass); each score is the row's bound. Choosing
+  image j lowers every c-candidate's score by (lam + 1) u . u_j >= 0: bounds stay bounds, and a
+  chosen image's rows get -inf.
 - ``moved``: since the rescan w moved by -(lam + 1) D. With u = a g + u' (g: c's mean direction,
-  a >= 0 its component, |u'| <= r = sqrt(1 - a^2)), u . D >= a (g . D) - r |D'|: each buffer row's
-  bound is lowered by that much from its rescan score, the rows left out by the class's worst case.
-- A pick rescores buffer rows in decreasing order of bound until the best current score beats every
-  bound not rescored by more than ``tol`` (then the rows within ``tol`` were all rescored: near ties
-  are rechecked in float64 from the exact rows, ties go to the lowest image id). If a row left out
-  could win, or the pick would rescore more than half the class, the class is rescanned.
+  a >= 0 its component, |u'| <= r = sqrt(1 - a^2)), u . D >= a (g . D) - r |D'|: each pick lowers
+  every bound of c to at most its rescan score minus that much (two numbers per row, no row read).
+- A pick rescores the row of highest bound, then, highest bound first, every row whose bound is
+  within ``tol`` of the best score so far: the rows left cannot win nor tie. Near ties are rechecked
+  in float64 from the exact rows; ties go to the lowest image id. When more rows than
+  max(prefix, class rows / rescan_div) would need rescoring, the class is rescanned instead.
 
 Scores accumulate float32 rows times the float64 w in float64; exact rows (sums, rechecks) are the
 source features divided by their float64 norms, as in the plain path (float16 sources are passed as

@@ -86,6 +86,20 @@ def test_nan_row_named_after_the_first_chunk(tmp_path):
         load_prototypes(path)
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [([np.inf, 1], "has NaN or inf"), ([1, -np.inf], "has NaN or inf"), ([-0.0, 0.0], "zero vector")],
+)
+def test_float16_rows_checked_on_their_bits(tmp_path, row, message):
+    feat = np.array([[1, 6e-8], [0, 1], [0.5, 0.5]], np.float16)  # a subnormal half is not zero
+    np.savez(tmp_path / "ok.npz", image_id=np.arange(3), category_id=np.ones(3, np.int64), feature=feat)
+    assert load_prototypes(tmp_path / "ok.npz")["feature"].dtype == np.float16
+    feat[1] = row
+    np.savez(tmp_path / "p.npz", image_id=np.arange(3), category_id=np.ones(3, np.int64), feature=feat)
+    with pytest.raises(PruneHooksError, match=f"feature row 1 .*{message}"):
+        load_prototypes(tmp_path / "p.npz")
+
+
 def test_save_creates_the_run_directory(tmp_path):
     arrays = {"image_id": np.array([1]), "category_id": np.array([1]), "feature": np.ones((1, 3), np.float32)}
     path = save_prototypes(tmp_path / "out" / "prune" / "prototypes.npz", arrays)
