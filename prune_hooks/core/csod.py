@@ -9,7 +9,7 @@ Two greedies, the same picks:
 - lazy (the default for non-negative features, which every post-ReLU box head emits): choosing an
   image lowers every other score of its classes (all cosines >= 0), so scores computed earlier are
   upper bounds; a pick rescores only the rows whose bound could still win, and the class is rescanned
-  only when too many could. Compiled (``csod_lazy.py``, numba), on the CPU.
+  only when too many could. Compiled (``csod_kernels.py``, numba), on the CPU.
 - plain (features with negative entries, or ``lazy=False``): each class turn rescores that class's
   candidates in one contiguous mat-vec (torch, on ``device``), about one full scan over all prototypes
   per round of classes.
@@ -114,23 +114,20 @@ def csod_select(
         bias_o = bias[order]
     bias_scale = float(np.abs(bias_o).max(initial=0.0))
 
-    # Unit rows in class order: float32 for the scans, float64 norms for the exact sums and rechecks.
+    from .csod_kernels import HALVES, lazy_greedy, unit_rows  # numba, imported when CSOD runs
+
+    # Unit rows in class order: float32 for the scans, float64 inverse norms for the exact sums and rechecks.
     dim = feature.shape[1] if p else 0
-    norm64 = np.empty(p)
+    inv64 = np.empty(p)  # 1 / norm: an exact unit row is its source row times this, wherever it is read
     u = np.empty((p, dim), dtype=np.float32)
     sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
-    nonneg = True
     where = np.empty_like(order)
     where[order] = np.arange(p)  # each file row's place in class order
-    for start, rows in row_chunks(feature, np.float64, 32768):  # file order: a mapped file is read once, in order
-        part = slice(start, start + len(rows))
-        nonneg = nonneg and bool((rows >= 0).all())
-        norm64[part] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-        rows /= norm64[part, None]
-        u[where[part]] = rows
-        c_part = cls_of_row[part]
-        for c in np.unique(c_part):
-            sums64[c, 0] += rows[c_part == c].sum(0)
+    nonneg = True
+    for start, rows in row_chunks(feature, chunk=32768, copy=False):  # file order: a mapped file is read once
+        if rows.dtype == np.float16:
+            rows = rows.view(np.uint16)  # decoded exactly in the compiled code (numba has no float16 there)
+        nonneg &= unit_rows(rows, start, HALVES, where, cls_of_row, u, inv64, sums64)
     lazy = nonneg if lazy is None else lazy
     if lazy and not nonneg:
         raise PruneHooksError(
@@ -138,20 +135,18 @@ def csod_select(
         )
     img_o = img_of_row[order]
     if lazy:
-        from .csod_lazy import lazy_greedy  # numba: compiled on first use, then cached
-
         source = np.asarray(feature)  # a mapped file stays mapped
         if source.dtype == np.float16:
             source = source.view(np.uint16)  # decoded exactly in the compiled loop (no float16 there)
         picked, counts = lazy_greedy(
-            u, source, norm64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
+            u, source, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
             sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
         )  # fmt: skip
         picks = picked.tolist()
         rows_scored, refreshes, rechecks = (int(x) for x in counts)
     else:
         picks, rows_scored, refreshes, rechecks = _plain_greedy(
-            torch.from_numpy(u).to(device), feature, norm64, order, cls_of_row, by_image, img_bounds, img_o,
+            torch.from_numpy(u).to(device), feature, inv64, order, cls_of_row, by_image, img_bounds, img_o,
             bounds, bias_o, bias_scale, sums64, n, float(lam),
         )  # fmt: skip
     ids = images[np.asarray(picks, dtype=np.int64)]
@@ -171,7 +166,7 @@ def csod_select(
     )
 
 
-def _plain_greedy(u, feature, norm64, order, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, bias_scale,
+def _plain_greedy(u, feature, inv64, order, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, bias_scale,
                   sums64, n, lam):  # fmt: skip
     """Every class turn rescores all of the class's candidates (one contiguous mat-vec on u's device).
     Returns (picks: image indices, rows scored, class scans, float64 rechecks)."""
@@ -183,7 +178,7 @@ def _plain_greedy(u, feature, norm64, order, cls_of_row, by_image, img_bounds, i
 
     def unit64(rows: np.ndarray) -> np.ndarray:
         """Exact unit vectors of prototype rows (file row indices)."""
-        return np.asarray(feature[rows], dtype=np.float64) / norm64[rows, None]
+        return np.asarray(feature[rows], dtype=np.float64) * inv64[rows, None]
 
     def pick(c: int) -> int | None:
         """Class-local row index of the best candidate of class c, or None when it has none left."""

@@ -121,16 +121,21 @@ def _mapped_member(path: Path, z: zipfile.ZipFile, name: str) -> np.ndarray | No
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-def row_chunks(feature: np.ndarray, dtype: Any = None, chunk: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, rows copied as ``dtype``) over ``feature`` in order, ``chunk`` rows at a time.
+def row_chunks(
+    feature: np.ndarray, dtype: Any = None, chunk: int = 0, copy: bool = True
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, rows copied as ``dtype``) over ``feature`` in order, ``chunk`` rows at a time;
+    ``copy=False``: the rows themselves (a view, to be used before the next chunk is asked for).
 
-    Rows of a memory-mapped file are released from this process once copied: a reader that goes
+    Rows of a memory-mapped file are released from this process once used: a reader that goes
     over a 10x-COCO file once does not keep its pages resident (they stay in the page cache)."""
     chunk = chunk or CHUNK
     mapped = getattr(feature, "_mmap", None) if isinstance(feature, np.memmap) else None
     for a in range(0, len(feature), chunk):
         block = feature[a : a + chunk]
-        rows = np.array(block, dtype=dtype or block.dtype)
+        rows = np.array(block, dtype=dtype or block.dtype) if copy else np.asarray(block)
+        if not copy:
+            yield a, rows
         if mapped is not None and hasattr(mapped, "madvise") and block.flags.c_contiguous and len(block):
             start = block.ctypes.data - _mmap_address(mapped)  # byte offset of the block in the mapping
             lo = start - start % mmap.PAGESIZE
@@ -138,7 +143,8 @@ def row_chunks(feature: np.ndarray, dtype: Any = None, chunk: int = 0) -> Iterat
                 mapped.madvise(mmap.MADV_DONTNEED, lo, start + block.nbytes - lo)
             except (OSError, ValueError):  # advice only: nothing is lost when the kernel declines
                 mapped = None
-        yield a, rows
+        if copy:
+            yield a, rows
 
 
 def _mmap_address(mapped: mmap.mmap) -> int:

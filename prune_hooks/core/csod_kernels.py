@@ -1,4 +1,5 @@
-"""CSOD's lazy greedy, compiled (numba): the loop of ``csod.csod_select`` for non-negative features.
+"""CSOD's compiled parts (numba): the unit rows of the source features (``unit_rows``) and the lazy
+greedy of ``csod.csod_select`` for non-negative features (``lazy_greedy``).
 
 Why compiled: at COCO scale the greedy makes ~59,000 picks. Each pick rescores only the rows whose
 bound could still win, so in Python the picks cost more in interpreter and per-call overhead
@@ -20,7 +21,7 @@ The state and the bounds, per class c (docs/methods.md, "CSOD"):
   max(prefix, class rows / rescan_div) would need rescoring, the class is rescanned instead.
 
 Scores accumulate float32 rows times the float64 w in float64; exact rows (sums, rechecks) are the
-source features divided by their float64 norms, as in the plain path (float16 sources are passed as
+source features times their float64 inverse norms, as in the plain path (float16 sources are passed as
 their bits and decoded exactly).
 """
 
@@ -70,6 +71,47 @@ def _f64_impl(x):
     return lambda x: np.float64(x)
 
 
+def _decode(x, table):
+    """A source value as float64: float16 bits through ``table`` (all 65,536 halves), others cast."""
+
+
+@overload(_decode)
+def _decode_impl(x, table):
+    if isinstance(x, types.Integer) and x.bitwidth == 16:
+        return lambda x, table: table[x]
+    return lambda x, table: np.float64(x)
+
+
+HALVES = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64)
+
+
+@_jit(fastmath={"reassoc", "contract"})
+def unit_rows(block, start, table, where, cls_of_row, u, inv64, sums):
+    """Rows ``start`` .. of the source (``block``: float32/64 rows, or float16 rows as their bits) into
+    u (float32 unit rows, at their class-order place ``where``), their float64 inverse norms, and each
+    class's sum of unit rows (``sums[c, 0]``). An exact unit row is x * inv64, here and wherever the
+    greedies read one. Returns whether no value is negative."""
+    nonneg = True
+    x = np.empty(block.shape[1])
+    for r in range(block.shape[0]):
+        fr = start + r
+        for k in range(block.shape[1]):
+            x[k] = _decode(block[r, k], table)
+        acc, neg = 0.0, 0
+        for k in range(block.shape[1]):
+            acc += x[k] * x[k]
+            neg += x[k] < 0
+        nonneg = nonneg and neg == 0
+        inv = 1.0 / math.sqrt(acc)
+        inv64[fr] = inv
+        total, unit = sums[cls_of_row[fr], 0], u[where[fr]]
+        for k in range(block.shape[1]):
+            v = x[k] * inv
+            unit[k] = v
+            total[k] += v
+    return nonneg
+
+
 @_jit(fastmath={"reassoc", "contract"})
 def _dot(u, i, w):
     """u[i] . w, float32 row, float64 vector and accumulator (vectorised: reassociation allowed)."""
@@ -80,24 +122,24 @@ def _dot(u, i, w):
 
 
 @_jit()
-def _exact_dot(feature, norm64, fr, w):
+def _exact_dot(feature, inv64, fr, w):
     """Exact unit row ``fr`` of the source features . w (float64)."""
     acc = 0.0
     for k in range(w.shape[0]):
-        acc += (_f64(feature[fr, k]) / norm64[fr]) * w[k]
+        acc += (_f64(feature[fr, k]) * inv64[fr]) * w[k]
     return acc
 
 
 @_jit()
 def lazy_greedy(
-    u, feature, norm64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam,
+    u, feature, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam,
     bias_scale, rescan_div, prefix, tie_rtol,
 ):  # fmt: skip
     """Pick up to ``n`` images; returns (picks: image indices in pick order, counts [rows scored,
     rescans, float64 rechecks]). ``sums`` is updated in place.
 
-    u: float32 [P, D] unit rows in class order; feature / norm64: the source rows and their float64
-    norms (file order); order / where: class order -> file row and back; cls_of_row: file row -> class
+    u: float32 [P, D] unit rows in class order; feature / inv64: the source rows and their float64
+    inverse norms (file order); order / where: class order -> file row and back; cls_of_row: file row -> class
     index; by_image / img_bounds: each image's file rows; img_o: class order -> image index; bounds:
     each class's block of u; bias_o: per class-order row, added to its score. A pick that would rescore
     more than max(prefix, class rows / rescan_div) rows rescans the class instead."""
@@ -217,7 +259,7 @@ def lazy_greedy(
                 exact_best = NEG
                 for j in range(n_cand):
                     if cand_s[j] >= best - tol:
-                        cand_s[j] = _exact_dot(feature, norm64, order[cand_idx[j]], w) + bias_o[cand_idx[j]]
+                        cand_s[j] = _exact_dot(feature, inv64, order[cand_idx[j]], w) + bias_o[cand_idx[j]]
                         exact_best = max(exact_best, cand_s[j])
                     else:
                         cand_s[j] = NEG
@@ -235,7 +277,7 @@ def lazy_greedy(
                 cc = cls_of_row[fr]
                 bound[where[fr]] = NEG
                 for k in range(d):
-                    v = _f64(feature[fr, k]) / norm64[fr]
+                    v = _f64(feature[fr, k]) * inv64[fr]
                     sums[cc, 0, k] -= v
                     sums[cc, 1, k] += v
                 left[cc] -= 1
