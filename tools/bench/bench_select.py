@@ -385,9 +385,10 @@ def main() -> int:
     lines += [
         "",
         "Both variants pick the same images in the same order (checked in the run). The lazy greedy is compiled "
-        f"(numba): its first call in a process took {first_call:.1f}s here (machine code loaded from numba's cache; "
-        "compiling it, once per installation and feature dtype, takes ~7-9 s on these cores). In the CLI rows the "
-        "prototypes are stored as prune-hooks writes them (float16 unit rows, memory-mapped).",
+        f"(numba): its first call in this process took {first_call:.1f}s (numba compiles it once per installation, "
+        "source change and feature dtype, ~7 s on these cores, and loads it from its cache after that, ~0.5 s). "
+        "In the CLI rows the prototypes are stored as prune-hooks writes them (float16 unit rows, memory-mapped); "
+        "the first csod row ran with an empty numba cache.",
         f"Literal Eq. 4 (every cosine one by one, python loops) on a {args.literal_subsample}-image subsample "
         f"({literal['prototypes']} prototypes, keep {args.keep}): {literal['reference_seconds']}s vs "
         f"{literal['csod_seconds']}s, "
