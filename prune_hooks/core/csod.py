@@ -80,7 +80,7 @@ def csod_select(
             greedy runs on the CPU.
         lazy: the lazy greedy (exact for non-negative features, which every post-ReLU box head
             emits; refused otherwise). Default: lazy when no feature is negative. At COCO scale it
-            scores ~6x fewer rows than the plain greedy (tools/bench/results/bench_select.md).
+            scores ~13x fewer rows than the plain greedy (tools/bench/results/bench_select.md).
         bias: ndarray[P] finite, a constant added to each prototype row's score (the ``vps_csod``
             hybrid: the image's VPS). Constant per row, so scores still only decrease and the lazy
             greedy stays exact.

@@ -11,10 +11,9 @@ file, index, run directory: everything but the selection) and ``csod --keep 0.5`
 
 10x is measured at ``--dim-10x`` (default 1/10 of the width) so that it finishes on 2 cores; the
 feature-proportional memory of a full-width run is then estimated from the measured one: CSOD's
-float32 scan copy (4 bytes per value), its per-class candidate buffers (at most 256 rows per
-class plus 1/16 of the rows) and its per-chunk conversion buffers grow with the width. The
-memory-mapped float16 file is read in order and its pages released as read, so it is not resident;
-the rest does not depend on the width.
+float32 scan copy (4 bytes per value) grows with the width; its per-row bounds and per-class sums
+do not (or by kilobytes). The memory-mapped float16 file is read in order and its pages released
+as read, so it is not resident; the rest does not depend on the width.
 Writes bench_scale.md and .json.
 """
 
@@ -102,11 +101,8 @@ def write_instance(tmp: Path, scale: float, dim: int, seed: int = 0) -> dict:
 
 
 def width_extra_gb(prototypes: int, dim: int, full: int) -> float:
-    """What CSOD holds in addition at ``full`` width instead of ``dim``: the float32 scan copy and the
-    per-class candidate buffers (at most 256 rows per class + 1/16 of the rows), 4 bytes per value,
-    and the conversion's per-chunk buffers (32,768 rows in float64 and float32)."""
-    rows_held = prototypes * (1 + 1 / 16) + 256 * 80
-    return (rows_held * 4 + 32768 * 12) * (full - dim) / 2**30
+    """What CSOD holds in addition at ``full`` width instead of ``dim``: the float32 scan copy, 4 bytes per value."""
+    return prototypes * 4 * (full - dim) / 2**30
 
 
 def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
@@ -117,8 +113,8 @@ def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
         f"Keep {setting['keep']}, lambda {setting['lambda']}, {setting['machine']}. Peak = VmHWM of the select "
         "process. `base`: `--method random --count 1` (annotation file, index, run directory; everything but the "
         f"selection). Features {setting['dim']}-d below 10x; at 10x {setting['dim_10x']}-d, and the last column adds "
-        "an estimate at full width: CSOD's float32 scan copy, its candidate buffers and its per-chunk conversion "
-        "buffers grow with the width (`width_extra_gb`); the memory-mapped float16 file is read in order and its "
+        "an estimate at full width: CSOD's float32 scan copy grows with the width (`width_extra_gb`); the "
+        "memory-mapped float16 file is read in order and its "
         "pages released, so it is not resident.",
         "",
         "| scale | images | annotations | prototypes | dim | gt.json MB | prototypes.npz MB | base s | base peak GB "
