@@ -139,7 +139,7 @@ def csod_select(
         if source.dtype == np.float16:
             source = source.view(np.uint16)  # decoded exactly in the compiled loop (no float16 there)
         picked, counts = lazy_greedy(
-            u, source, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
+            u, source, HALVES, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
             sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
         )  # fmt: skip
         picks = picked.tolist()

@@ -22,7 +22,7 @@ The state and the bounds, per class c (docs/methods.md, "CSOD"):
 
 Scores accumulate float32 rows times the float64 w in float64; exact rows (sums, rechecks) are the
 source features times their float64 inverse norms, as in the plain path (float16 sources are passed as
-their bits and decoded exactly).
+their bits and decoded exactly through a table of all 65,536 halves).
 """
 
 from __future__ import annotations
@@ -49,28 +49,6 @@ def _jit(**opts):
     return wrap
 
 
-def _f64(x):
-    """A source feature value as float64 (float16 sources arrive as their uint16 bits)."""
-
-
-@overload(_f64)
-def _f64_impl(x):
-    if isinstance(x, types.Integer) and x.bitwidth == 16:  # IEEE half bits: numba has no float16 on the CPU
-
-        def half(x):
-            h = np.int64(x)
-            sign = -1.0 if h & 0x8000 else 1.0
-            e, m = (h >> 10) & 0x1F, h & 0x3FF
-            if e == 0:
-                return sign * m * 2.0**-24
-            if e == 31:
-                return sign * np.inf if m == 0 else np.nan
-            return sign * (1024 + m) * 2.0 ** (e - 25)
-
-        return half
-    return lambda x: np.float64(x)
-
-
 def _decode(x, table):
     """A source value as float64: float16 bits through ``table`` (all 65,536 halves), others cast."""
 
@@ -85,7 +63,7 @@ def _decode_impl(x, table):
 HALVES = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64)
 
 
-@_jit(fastmath={"reassoc", "contract"})
+@_jit(fastmath={"reassoc"})  # the norm's sum vectorised; no contraction: every unit value is x * inv, rounded once
 def unit_rows(block, start, table, where, cls_of_row, u, inv64, sums):
     """Rows ``start`` .. of the source (``block``: float32/64 rows, or float16 rows as their bits) into
     u (float32 unit rows, at their class-order place ``where``), their float64 inverse norms, and each
@@ -122,26 +100,27 @@ def _dot(u, i, w):
 
 
 @_jit()
-def _exact_dot(feature, inv64, fr, w):
+def _exact_dot(feature, table, inv64, fr, w):
     """Exact unit row ``fr`` of the source features . w (float64)."""
     acc = 0.0
     for k in range(w.shape[0]):
-        acc += (_f64(feature[fr, k]) * inv64[fr]) * w[k]
+        acc += (_decode(feature[fr, k], table) * inv64[fr]) * w[k]
     return acc
 
 
 @_jit()
 def lazy_greedy(
-    u, feature, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam,
+    u, feature, table, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam,
     bias_scale, rescan_div, prefix, tie_rtol,
 ):  # fmt: skip
     """Pick up to ``n`` images; returns (picks: image indices in pick order, counts [rows scored,
     rescans, float64 rechecks]). ``sums`` is updated in place.
 
-    u: float32 [P, D] unit rows in class order; feature / inv64: the source rows and their float64
-    inverse norms (file order); order / where: class order -> file row and back; cls_of_row: file row -> class
-    index; by_image / img_bounds: each image's file rows; img_o: class order -> image index; bounds:
-    each class's block of u; bias_o: per class-order row, added to its score. A pick that would rescore
+    u: float32 [P, D] unit rows in class order; feature / inv64: the source rows (float16 ones as
+    their bits, decoded through ``table``) and their float64 inverse norms (file order); order /
+    where: class order -> file row and back; cls_of_row: file row -> class index; by_image /
+    img_bounds: each image's file rows; img_o: class order -> image index; bounds: each class's block
+    of u; bias_o: per class-order row, added to its score. A pick that would rescore
     more than max(prefix, class rows / rescan_div) rows rescans the class instead."""
     p, d = u.shape
     n_cls = bounds.shape[0] - 1
@@ -259,7 +238,7 @@ def lazy_greedy(
                 exact_best = NEG
                 for j in range(n_cand):
                     if cand_s[j] >= best - tol:
-                        cand_s[j] = _exact_dot(feature, inv64, order[cand_idx[j]], w) + bias_o[cand_idx[j]]
+                        cand_s[j] = _exact_dot(feature, table, inv64, order[cand_idx[j]], w) + bias_o[cand_idx[j]]
                         exact_best = max(exact_best, cand_s[j])
                     else:
                         cand_s[j] = NEG
@@ -277,7 +256,7 @@ def lazy_greedy(
                 cc = cls_of_row[fr]
                 bound[where[fr]] = NEG
                 for k in range(d):
-                    v = _f64(feature[fr, k]) * inv64[fr]
+                    v = _decode(feature[fr, k], table) * inv64[fr]
                     sums[cc, 0, k] -= v
                     sums[cc, 1, k] += v
                 left[cc] -= 1
