@@ -123,10 +123,11 @@ def csod_select(
     sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
     where = np.empty_like(order)
     where[order] = np.arange(p)  # each file row's place in class order
+    # float16 rows go to the compiled code as their bits (numba has no float16 there), decoded exactly
+    # through HALVES; a view of a mapped file stays mapped
+    source = feature.view(np.uint16) if feature.dtype == np.float16 else feature
     nonneg = True
-    for start, rows in row_chunks(feature, chunk=32768, copy=False):  # file order: a mapped file is read once
-        if rows.dtype == np.float16:
-            rows = rows.view(np.uint16)  # decoded exactly in the compiled code (numba has no float16 there)
+    for start, rows in row_chunks(source, chunk=32768, copy=False):  # file order: a mapped file is read once
         nonneg &= unit_rows(rows, start, HALVES, where, cls_of_row, u, inv64, sums64)
     lazy = nonneg if lazy is None else lazy
     if lazy and not nonneg:
@@ -135,11 +136,8 @@ def csod_select(
         )
     img_o = img_of_row[order]
     if lazy:
-        source = np.asarray(feature)  # a mapped file stays mapped
-        if source.dtype == np.float16:
-            source = source.view(np.uint16)  # decoded exactly in the compiled loop (no float16 there)
         picked, counts = lazy_greedy(
-            u, source, HALVES, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
+            u, np.asarray(source), HALVES, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
             sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
         )  # fmt: skip
         picks = picked.tolist()
