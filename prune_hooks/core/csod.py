@@ -9,16 +9,20 @@ Two greedies, the same picks:
 - lazy (the default for non-negative features, which every post-ReLU box head emits): choosing an
   image lowers every other score of its classes (all cosines >= 0), so scores computed earlier are
   upper bounds; a pick rescores only the rows whose bound could still win, and the class is rescanned
-  only when too many could. Compiled (``csod_kernels.py``, numba), on the CPU.
+  only when too many could. Compiled (``csod_kernels.py``, numba), on the CPU; it reads the rows where
+  they are (the memory-mapped file: no normalised copy), a class's rows one contiguous block when the
+  file is in the order the hooks write (by category, then image id).
 - plain (features with negative entries, or ``lazy=False``): each class turn rescores that class's
   candidates in one contiguous mat-vec (torch, on ``device``), about one full scan over all prototypes
   per round of classes.
 
-Precision: scans run on float32 rows, the sums are kept in float64. Candidates within 1e-5 (relative) of
-the best are rescored in float64 before the pick (the lazy greedy only stops once no bound it did not
-rescore is within that band), so the picks equal the float64 formula even at lam = 1e10, where ties in
-the lam term are structural (two candidates left: both lam terms are 1 + cos(u_1, u_2)) and only the
-chosen-set term decides. Scores within ``TIE_RTOL`` of each other count as tied (lowest image id
+Precision: the lazy greedy's scores are exact unit rows (source row times its float64 inverse norm)
+summed in float64; the plain greedy scans float32 unit rows; the sums are kept in float64. Candidates
+within 1e-5 (relative) of the best are rescored in float64, summed in order, before the pick (the lazy
+greedy only stops once no bound it did not rescore is within that band), so the picks equal the
+float64 formula even at lam = 1e10, where ties in the lam term are structural (two candidates left:
+both lam terms are 1 + cos(u_1, u_2)) and only the chosen-set term decides. Scores within
+``TIE_RTOL`` of each other count as tied (lowest image id
 wins): such ties are exact in real arithmetic, not in floating point.
 """
 
@@ -114,38 +118,43 @@ def csod_select(
         bias_o = bias[order]
     bias_scale = float(np.abs(bias_o).max(initial=0.0))
 
-    from .csod_kernels import HALVES, lazy_greedy, unit_rows  # numba, imported when CSOD runs
+    from .csod_kernels import lazy_greedy, row_norms  # numba, imported when CSOD runs
 
-    # Unit rows in class order: float32 for the scans, float64 inverse norms for the exact sums and rechecks.
+    # One pass in file order (a mapped file is read once): float64 inverse norms (an exact unit row is
+    # its source row times this, wherever it is read) and per class the sums of unit rows. float16 rows
+    # go to the compiled code as their bits (numba has no float16 there); a view of a mapped file stays mapped.
     dim = feature.shape[1] if p else 0
-    inv64 = np.empty(p)  # 1 / norm: an exact unit row is its source row times this, wherever it is read
-    u = np.empty((p, dim), dtype=np.float32)
+    inv64 = np.empty(p)
     sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
-    where = np.empty_like(order)
-    where[order] = np.arange(p)  # each file row's place in class order
-    # float16 rows go to the compiled code as their bits (numba has no float16 there), decoded exactly
-    # through HALVES; a view of a mapped file stays mapped
     source = feature.view(np.uint16) if feature.dtype == np.float16 else feature
     nonneg = True
-    for start, rows in row_chunks(source, chunk=32768, copy=False):  # file order: a mapped file is read once
-        nonneg &= unit_rows(rows, start, HALVES, where, cls_of_row, u, inv64, sums64)
+    for start, rows in row_chunks(source, chunk=32768, copy=False):
+        ok, bad = row_norms(rows, start, cls_of_row, inv64, sums64)
+        nonneg &= ok
+        if bad >= 0:
+            raise PruneHooksError(
+                f"csod: feature row {bad} (image {image_id[bad]}, category {category_id[bad]}) is not finite or "
+                "is a zero vector"
+            )
     lazy = nonneg if lazy is None else lazy
     if lazy and not nonneg:
         raise PruneHooksError(
             "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
         )
     img_o = img_of_row[order]
-    if lazy:
+    if lazy:  # rows read in place: no normalised copy
+        where = np.empty_like(order)
+        where[order] = np.arange(p)  # each file row's place in class order
         picked, counts = lazy_greedy(
-            u, np.asarray(source), HALVES, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
+            np.asarray(source), inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
             sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
         )  # fmt: skip
         picks = picked.tolist()
         rows_scored, refreshes, rechecks = (int(x) for x in counts)
     else:
         picks, rows_scored, refreshes, rechecks = _plain_greedy(
-            torch.from_numpy(u).to(device), feature, inv64, order, cls_of_row, by_image, img_bounds, img_o,
-            bounds, bias_o, bias_scale, sums64, n, float(lam),
+            _unit_rows(feature, order, inv64, device), feature, inv64, order, cls_of_row, by_image, img_bounds,
+            img_o, bounds, bias_o, bias_scale, sums64, n, float(lam),
         )  # fmt: skip
     ids = images[np.asarray(picks, dtype=np.int64)]
     n_greedy = len(ids)
@@ -162,6 +171,16 @@ def csod_select(
     return CSODResult(
         ids, n_greedy, rows_scored, {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "prototypes": p}
     )
+
+
+def _unit_rows(feature: np.ndarray, order: np.ndarray, inv64: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 unit rows in class order on ``device`` (the plain greedy's scans): x * inv64, rounded once."""
+    u = torch.empty((len(order), feature.shape[1] if len(order) else 0), dtype=torch.float32, device=device)
+    for a in range(0, len(order), 8192):
+        rows = order[a : a + 8192]
+        block = np.asarray(feature[rows], dtype=np.float64) * inv64[rows, None]
+        u[a : a + len(rows)] = torch.from_numpy(block.astype(np.float32)).to(device)
+    return u
 
 
 def _plain_greedy(u, feature, inv64, order, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, bias_scale,

@@ -143,9 +143,14 @@ def test_float16_features_as_stored_equal_direct_eq4(monkeypatch, seed):
     ids, cats, feat = random_instance(rng, 80, 3, 6)
     half = (feat / np.linalg.norm(feat, axis=1, keepdims=True)).astype(np.float16)
     half[::7, 0] = np.float16(6e-8)  # subnormal halves decode too
+    half[1::5, 1] = np.float16(-0.0)  # non-negative: the lazy greedy reads -0 as +0
+    # the order the hooks write (by class, then image) and the generated one (by image)
+    by_class = np.lexsort((ids, cats))
     for n in (20, 80):
         want = direct_eq4(ids, cats, half.astype(np.float64), n, 0.05)
-        assert csod_select(ids, cats, half, n, 0.05, device="cpu").image_ids.tolist() == want, n
+        for o in (np.arange(len(ids)), by_class):
+            got = csod_select(ids[o], cats[o], half[o], n, 0.05, device="cpu")
+            assert got.stats["lazy"] and got.image_ids.tolist() == want, n
 
 
 def test_fill_beyond_images_with_prototypes_is_ascending_ids():
@@ -156,6 +161,18 @@ def test_fill_beyond_images_with_prototypes_is_ascending_ids():
     assert res.n_greedy == 2
     assert sorted(res.image_ids[:2].tolist()) == [5, 9]
     assert res.image_ids[2:].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("value", [np.inf, np.nan, 0.0])
+def test_non_finite_or_zero_row_named(dtype, value):
+    ids, cats = np.array([1, 2, 3]), np.array([1, 1, 2])
+    feat = np.ones((3, 4), dtype)
+    feat[1] = value if value == 0 else [1, value, 1, 1]
+    with pytest.raises(
+        PruneHooksError, match=r"feature row 1 \(image 2, category 1\) is not finite or is a zero vector"
+    ):
+        csod_select(ids, cats, feat, 2, 1.0, device="cpu")
 
 
 @pytest.mark.parametrize("lam", [0, -1.0, float("nan"), float("inf")])

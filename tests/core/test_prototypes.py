@@ -117,9 +117,10 @@ def test_row_chunks_copy_every_row_and_leave_a_mapped_file_unresident(tmp_path):
     feature = rng.random((40_000, 400)).astype(np.float16)  # 32 MB
     ids = np.arange(len(feature))
     save_prototypes(tmp_path / "p.npz", {"image_id": ids, "category_id": ids % 3, "feature": feature})
-    mapped = load_prototypes(tmp_path / "p.npz")["feature"]
+    loaded = load_prototypes(tmp_path / "p.npz")
+    mapped = loaded["feature"]
     assert isinstance(mapped, np.memmap)
-    unit = feature.astype(np.float64)
+    unit = feature[loaded["image_id"]].astype(np.float64)  # the file's row order
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     before = _rss_file_kb()
     got = [(a, rows) for a, rows in row_chunks(mapped, np.float32, chunk=3_000)]
@@ -131,3 +132,16 @@ def test_row_chunks_copy_every_row_and_leave_a_mapped_file_unresident(tmp_path):
     # Arrays in memory go through unchanged.
     plain = [(a, r) for a, r in row_chunks(unit, chunk=7_000)]
     np.testing.assert_array_equal(np.concatenate([r for _, r in plain]), unit)
+
+
+def test_rows_stored_by_category_then_image(tmp_path):
+    # what CSOD scans as one contiguous block per class; rows keep their own image, category and feature
+    arrays = {
+        "image_id": np.array([3, 1, 1, 2]),
+        "category_id": np.array([1, 2, 1, 1]),
+        "feature": np.array([[1, 0], [0, 1], [1, 1], [2, 1]], np.float32),
+    }
+    got = load_prototypes(save_prototypes(tmp_path / "p.npz", arrays))
+    assert got["category_id"].tolist() == [1, 1, 1, 2] and got["image_id"].tolist() == [1, 2, 3, 1]
+    s = 1 / np.sqrt(2)
+    np.testing.assert_allclose(got["feature"], [[s, s], [2 / np.sqrt(5), 1 / np.sqrt(5)], [1, 0], [0, 1]], atol=1e-3)
