@@ -1,8 +1,8 @@
 """Framework-free core: matching, accumulators, scores, the method registry (``methods``), the hook
 lifecycle (``lifecycle``), selection, schedule scaling, file writers.
 
-Imports numpy, torch, torchvision and the standard library only; the framework adapters turn their
-objects into plain tensors and call these functions.
+Imports numpy, torch and the standard library (torchvision's RoI ops in ``dense``, which only the
+adapters import); the framework adapters turn their objects into plain tensors and call these functions.
 """
 
 from .capture import VPSCapture

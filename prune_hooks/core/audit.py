@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from .errors import PruneHooksError
 from .io import no_gc
-from .matching import NEAR_IOU
+from .matching import NEAR_IOU, box_iou
 from .softlabels import entropy, outliers, suspects
 
 __all__ = [

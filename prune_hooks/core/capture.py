@@ -13,13 +13,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from .audit import LabelAudit, unexplained
 from .coco import CocoIndex
 from .errors import PruneHooksError
 from .io import write_json
-from .matching import cipa_match, learned, near_prediction
+from .matching import box_iou, cipa_match, learned, near_prediction
 from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
 from .softlabels import SoftLabels

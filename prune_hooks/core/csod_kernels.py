@@ -145,6 +145,18 @@ def _exact_dot(src, r, inv, w, buf):
     return acc
 
 
+@_jit(fastmath={"nnan", "nsz", "reassoc"})  # no NaN here (-inf: chosen rows): the max vectorised
+def _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r):
+    """Lower the bounds of rows lo..hi to their rescan score minus what they surely lost (``moved``);
+    returns the highest."""
+    top = NEG
+    for i in range(lo, hi):
+        b = min(bound[i], then[i] - max(along[i] * l_a - across[i] * l_r, 0.0))
+        bound[i] = b
+        top = max(top, b)
+    return top
+
+
 @_jit()
 def lazy_greedy(
     src, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam, bias_scale,
@@ -212,13 +224,10 @@ def lazy_greedy(
                     g_d += g[c, k] * dd[k]
                 rest_d = math.sqrt(max(np.sum(dd * dd) - g_d * g_d, 0.0))
                 l_a, l_r = (lam + 1.0) * g_d, (lam + 1.0) * rest_d
-                top, top_b = -1, NEG
-                for i in range(lo, hi):
-                    if bound[i] > NEG:
-                        b = min(bound[i], then[i] - max(along[i] * l_a - across[i] * l_r, 0.0))
-                        bound[i] = b
-                        if b > top_b:
-                            top, top_b = i, b
+                top_b = _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r)
+                top = lo
+                while bound[top] < top_b:
+                    top += 1
                 # The best bound's row first; then, best bound first, every row whose bound is within tol
                 # of the best score so far (a row whose bound is not cannot win, nor tie).
                 best = _dot(src, order[top], w, buf) * inv_o[top] + bias_o[top]

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_iou
 
-__all__ = ["LEARNED_IOU", "NEAR_IOU", "cipa_match", "learned", "near_prediction"]
+__all__ = ["LEARNED_IOU", "NEAR_IOU", "box_iou", "cipa_match", "learned", "near_prediction"]
 
 # An object counts as learned at a pass when CIPA matched it to a same-class prediction with IoU >= 0.5.
 LEARNED_IOU = 0.5
 # A prediction is near an object when their IoU reaches this (label audit: where the model puts the object).
 NEAR_IOU = 0.1
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (x1, y1, x2, y2): Tensor[N, M].
+    Here rather than torchvision's so that the CLI does not import torchvision (~1 s)."""
+    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(dim=2)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 def cipa_match(

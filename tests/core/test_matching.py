@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from prune_hooks.core import cipa_match
+from prune_hooks.core.matching import box_iou
 
 
 def t(x, dtype=torch.float32):
@@ -103,3 +104,15 @@ def test_matches_naive_loop_on_random_images():
         assert idx.tolist() == [w[2] for w in want], trial
         assert iou.tolist() == pytest.approx([w[0] for w in want], abs=1e-6)
         assert conf.tolist() == pytest.approx([w[1] for w in want])
+
+
+def test_box_iou_equals_torchvision():
+    from torchvision.ops import box_iou as reference
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(40, 2, generator=g) * 100
+    a = torch.cat([xy, xy + torch.rand(40, 2, generator=g) * 50], 1)
+    b = torch.cat([a[:10] + 3, a[10:20]])  # overlapping, identical; the rest of a disjoint from some
+    torch.testing.assert_close(box_iou(a, b), reference(a, b))
+    torch.testing.assert_close(box_iou(a.double(), b.double()), reference(a.double(), b.double()))
+    assert box_iou(a, b[:0]).shape == (40, 0)
