@@ -244,11 +244,10 @@ def lazy_greedy(
                 if n_queue < 0:
                     n_cand = -1  # too many rows could still win: a rescan is cheaper
                 else:
-                    by_bound = np.argsort(-bound[queue[:n_queue]], kind="mergesort")
-                    for q in range(n_queue):
-                        i = queue[by_bound[q]]
+                    for q in range(n_queue):  # in row order: the reads run forward through the class's block
+                        i = queue[q]
                         if bound[i] < best - tol:
-                            break
+                            continue
                         s = _dot(src, order[i], w, buf) * inv_o[i] + bias_o[i]
                         bound[i] = s
                         cand_idx[n_cand], cand_s[n_cand] = i, s
