@@ -10,10 +10,11 @@ Two processes per scale, peak resident memory from /proc (VmHWM): ``random --cou
 file, index, run directory: everything but the selection) and ``csod --keep 0.5``.
 
 10x is measured at ``--dim-10x`` (default 1/10 of the width) so that it finishes on 2 cores; the
-feature-proportional memory of a full-width run is then estimated from the measured one: CSOD's
-float32 scan copy (4 bytes per value) grows with the width; its per-row bounds and per-class sums
-do not (or by kilobytes). The memory-mapped float16 file is read in order and its pages released
-as read, so it is not resident; the rest does not depend on the width.
+feature-proportional memory of a full-width run is then estimated from the measured one: CSOD reads
+the memory-mapped float16 file in place (no copy), and the pages its greedy reads stay mapped, at
+most the whole file (2 bytes per value; file-backed pages the kernel can drop and re-read under
+memory pressure, but counted in the peak); its per-row bounds and per-class sums do not grow with
+the width (or by kilobytes), nor does the rest.
 Writes bench_scale.md and .json.
 """
 
@@ -101,8 +102,8 @@ def write_instance(tmp: Path, scale: float, dim: int, seed: int = 0) -> dict:
 
 
 def width_extra_gb(prototypes: int, dim: int, full: int) -> float:
-    """What CSOD holds in addition at ``full`` width instead of ``dim``: the float32 scan copy, 4 bytes per value."""
-    return prototypes * 4 * (full - dim) / 2**30
+    """What CSOD holds in addition at ``full`` width instead of ``dim``: the mapped float16 file, 2 bytes per value."""
+    return prototypes * 2 * (full - dim) / 2**30
 
 
 def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
@@ -113,9 +114,9 @@ def write_tables(out: Path, setting: dict, rows: list[dict]) -> None:
         f"Keep {setting['keep']}, lambda {setting['lambda']}, {setting['machine']}. Peak = VmHWM of the select "
         "process. `base`: `--method random --count 1` (annotation file, index, run directory; everything but the "
         f"selection). Features {setting['dim']}-d below 10x; at 10x {setting['dim_10x']}-d, and the last column adds "
-        "an estimate at full width: CSOD's float32 scan copy grows with the width (`width_extra_gb`); the "
-        "memory-mapped float16 file is read in order and its "
-        "pages released, so it is not resident.",
+        "an estimate at full width: CSOD reads the memory-mapped float16 file in place, and what its greedy reads "
+        "stays mapped (at most the file, 2 bytes per value: `width_extra_gb`; file pages the kernel can drop under "
+        "memory pressure, counted in the peak all the same).",
         "",
         "| scale | images | annotations | prototypes | dim | gt.json MB | prototypes.npz MB | base s | base peak GB "
         "| csod s | csod peak GB | csod peak GB at full width |",
