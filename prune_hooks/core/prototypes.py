@@ -220,15 +220,22 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
 
 
 def image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes."""
+    """(image ids ndarray[I], features ndarray[I, D]): mean of each image's unit prototypes.
+
+    Rows are gathered image by image, a chunk of whole images at a time, whatever the file's row order
+    (the hooks write it by class), and only the means are held."""
+    feature = protos["feature"]
     ids, inverse = np.unique(protos["image_id"], return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    where = np.empty_like(order)
-    where[order] = np.arange(len(order))  # each file row's place in image order
-    unit = np.empty(protos["feature"].shape, dtype=np.float32)
-    for a, rows in row_chunks(protos["feature"], np.float32):
-        unit[where[a : a + len(rows)]] = rows
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    starts = np.searchsorted(inverse[order], np.arange(len(ids)))
-    sums = np.add.reduceat(unit, starts, axis=0, dtype=np.float64)
-    return ids, (sums / np.bincount(inverse)[:, None]).astype(np.float32)
+    order = np.argsort(inverse, kind="stable")  # rows in image order
+    counts = np.bincount(inverse, minlength=len(ids))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = np.empty((len(ids), feature.shape[1]), dtype=np.float32)
+    i = 0
+    while i < len(ids):
+        j = max(int(np.searchsorted(starts, starts[i] + CHUNK, side="right")) - 1, i + 1)  # images i..j-1
+        rows = np.asarray(feature[order[starts[i] : starts[j]]], dtype=np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        sums = np.add.reduceat(rows, starts[i:j] - starts[i], axis=0, dtype=np.float64)
+        out[i:j] = sums / counts[i:j, None]
+        i = j
+    return ids, out

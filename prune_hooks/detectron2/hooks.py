@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -66,12 +67,12 @@ class PruneHook(HookBase):
     """
 
     def __init__(self, cfg: CfgNode) -> None:
-        self.dataset, index = check_prune_config(cfg)  # the scored set: the training set unless SCORE_DATASET
+        # the scored set: the training set unless SCORE_DATASET; train_net.py's check, when it made one
+        self.dataset, index, n_train = _LAST_CHECK.pop(_check_key(cfg), None) or _check(cfg)
         self.train_dataset = cfg.DATASETS.TRAIN[0]
         p = cfg.PRUNE
         self.cfg = cfg.clone()
         self.image_root = getattr(MetadataCatalog.get(self.dataset), "image_root", "")
-        n_train = index.num_images if self.dataset == self.train_dataset else _coco_index(self.train_dataset).num_images
         self.period = int(p.PERIOD) or math.ceil(n_train / cfg.SOLVER.IMS_PER_BATCH)
         self.index = index
         self.run = ScoringRun(
@@ -276,8 +277,31 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     """Validate ``cfg.PRUNE`` and the datasets; returns (the scored dataset's name, its CocoIndex): the
     training set, or ``PRUNE.SCORE_DATASET`` (UNSEEN's fold proxies score images they never train on).
 
-    Call it before the trainer loads data (``tools/train_net.py`` does) so a bad config fails at once.
+    Call it before the trainer loads data (``tools/train_net.py`` does) so a bad config fails at once;
+    the hook built from the same config (and unchanged annotation files) takes this result instead of
+    reading the files again.
     """
+    result = _check(cfg)
+    _LAST_CHECK.clear()
+    _LAST_CHECK[_check_key(cfg)] = result
+    return result[:2]
+
+
+# check_prune_config's last result, for the hook built from the same config: (scored set, its index, training images)
+_LAST_CHECK: dict[tuple, tuple[str, Any, int]] = {}
+
+
+def _check_key(cfg: CfgNode) -> tuple:
+    """The config and the size and time of each annotation file it names."""
+    files = []
+    for name in (*cfg.DATASETS.TRAIN, cfg.PRUNE.SCORE_DATASET):
+        path = getattr(MetadataCatalog.get(name), "json_file", None) if name else None
+        st = os.stat(path) if path and os.path.isfile(path) else None
+        files.append((path, st and (st.st_mtime_ns, st.st_size)))
+    return cfg.dump(), tuple(files)
+
+
+def _check(cfg: CfgNode) -> tuple[str, Any, int]:
     p = cfg.PRUNE
     other = bool(p.SCORE_DATASET) and tuple(cfg.DATASETS.TRAIN) != (p.SCORE_DATASET,)
     check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS, p.CAPTURE, other_set=other)
@@ -295,14 +319,14 @@ def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:
     scored = p.SCORE_DATASET
     if not scored or scored == train:
         _coverage(cfg, train_index)
-        return train, train_index
+        return train, train_index, train_index.num_images
     index = _coco_index(scored, "PRUNE.SCORE_DATASET")
     try:
         check_score_set(train_index, index, bool(p.SCORE_ALLOW_OVERLAP), "PRUNE.SCORE_DATASET", warn=logger.warning)
     except PruneHooksError as e:
         raise _fail(str(e)) from None
     _coverage(cfg, index)
-    return scored, index
+    return scored, index, train_index.num_images
 
 
 def _coverage(cfg: CfgNode, index) -> dict[str, Any]:

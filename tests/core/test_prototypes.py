@@ -145,3 +145,18 @@ def test_rows_stored_by_category_then_image(tmp_path):
     assert got["category_id"].tolist() == [1, 1, 1, 2] and got["image_id"].tolist() == [1, 2, 3, 1]
     s = 1 / np.sqrt(2)
     np.testing.assert_allclose(got["feature"], [[s, s], [2 / np.sqrt(5), 1 / np.sqrt(5)], [1, 0], [0, 1]], atol=1e-3)
+
+
+def test_image_features_are_each_images_mean_unit_prototype_in_any_row_order(monkeypatch):
+    import prune_hooks.core.prototypes as prototypes
+
+    monkeypatch.setattr(prototypes, "CHUNK", 7)  # chunks of whole images, several of them
+    rng = np.random.default_rng(3)
+    ids = np.repeat(np.arange(40, 0, -1), rng.integers(1, 5, 40))  # images 40..1, 1-4 classes each
+    feat = rng.random((len(ids), 6)).astype(np.float32)
+    for order in (np.arange(len(ids)), rng.permutation(len(ids))):
+        got_ids, got = prototypes.image_features({"image_id": ids[order], "feature": feat[order]})
+        assert got_ids.tolist() == list(range(1, 41))
+        for k, i in enumerate(got_ids):
+            rows = feat[ids == i].astype(np.float64)
+            np.testing.assert_allclose(got[k], (rows / np.linalg.norm(rows, axis=1, keepdims=True)).mean(0), rtol=1e-6)

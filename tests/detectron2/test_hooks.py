@@ -285,3 +285,21 @@ def test_in_loop_refusals(tmp_path, opts, msg):
     import re as _re
 
     assert _re.search(r"\[prune_hooks\] " + msg, proc.stderr), proc.stderr[-2000:]
+
+
+def test_hook_takes_the_start_check_instead_of_reading_the_files_again(tmp_path, monkeypatch):
+    import os
+
+    import prune_hooks.detectron2.hooks as d2hooks
+    from prune_hooks.detectron2 import PruneHook, check_prune_config, register_coco_datasets
+
+    _, files, cfg = make_config(tmp_path)
+    register_coco_datasets(cfg)
+    reads = []
+    monkeypatch.setattr(d2hooks, "load_coco", lambda path: reads.append(path) or load_coco(path))
+    name, index = check_prune_config(cfg)  # what tools/train_net.py does before the trainer is built
+    hook = PruneHook(cfg)
+    assert len(reads) == 1 and hook.index is index and hook.dataset == name
+    check_prune_config(cfg)
+    os.utime(files["train"], ns=(1, 1))  # the file changed since the check: read again
+    assert PruneHook(cfg).index is not index and len(reads) == 3
