@@ -67,6 +67,7 @@ def test_malformed_coco_errors_name_the_field(data, msg, tmp_path, monkeypatch):
         CocoIndex.from_dataset(data, "gt.json")
     # The same message when the file is read member by member, through windows of a few characters.
     monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", 5)
+    monkeypatch.setattr(coco._JsonObjectStream, "MARGIN", 1)
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data))
     with pytest.raises(PruneHooksError, match=msg):
@@ -99,13 +100,15 @@ def big_coco(n_images=60, seed=0):
     return {"annotations": anns, "info": {"version": 1.25}, "categories": categories, "images": images}
 
 
-@pytest.mark.parametrize("window", [3, 17, 1 << 22])
+@pytest.mark.parametrize("window", [3, 17, 300, 1 << 22])
 @pytest.mark.parametrize("indent", [None, 2])
-def test_file_read_member_by_member_equals_parsed_dataset(tmp_path, monkeypatch, window, indent):
+@pytest.mark.parametrize("margin", [1, 4096])  # 1: the fast path meets elements cut by the window's end
+def test_file_read_member_by_member_equals_parsed_dataset(tmp_path, monkeypatch, window, indent, margin):
     data = big_coco()
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
     monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", window)
+    monkeypatch.setattr(coco._JsonObjectStream, "MARGIN", margin)
     streamed, parsed = load_coco(path), CocoIndex.from_dataset(json.loads(path.read_text()), str(path))
     for field in ("image_ids", "category_ids", "ann_ids", "obj_image_ids", "obj_category_ids", "obj_boxes", "offsets",
                   "obj_rows"):  # fmt: skip
