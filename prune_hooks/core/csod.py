@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from .errors import PruneHooksError
-from .prototypes import row_chunks
 
 __all__ = ["CSODResult", "csod_select"]
 
@@ -128,8 +127,9 @@ def csod_select(
     sums64 = np.zeros((len(classes), 2, dim))  # per class: sum of unchosen, sum of chosen unit rows
     source = feature.view(np.uint16) if feature.dtype == np.float16 else feature
     nonneg = True
-    for start, rows in row_chunks(source, chunk=32768, copy=False):
-        ok, bad = row_norms(rows, start, cls_of_row, inv64, sums64)
+    source = np.asarray(source)  # the greedy reads it all again: its mapped pages are kept (no row_chunks release)
+    for start in range(0, p, 32768):
+        ok, bad = row_norms(source[start : start + 32768], start, cls_of_row, inv64, sums64)
         nonneg &= ok
         if bad >= 0:
             raise PruneHooksError(
