@@ -15,6 +15,10 @@ Two greedies, the same picks:
 - plain (features with negative entries, or ``lazy=False``): each class turn rescores that class's
   candidates in one contiguous mat-vec (torch, on ``device``), about one full scan over all prototypes
   per round of classes.
+- CUDA (``device`` a CUDA device and numba-cuda installed; not with ``lazy=True``): the plain greedy's
+  turns, every pick inside one cooperative kernel (``csod_cuda.py``), every score in float64. On a GPU
+  a full scan costs a fraction of a millisecond; what the other two would pay there is the round trip
+  of each of the ~59,000 picks at COCO scale.
 
 Precision: the lazy greedy's scores are exact unit rows (source row times its float64 inverse norm)
 summed in float64; the plain greedy scans float32 unit rows; the sums are kept in float64. Candidates
@@ -48,6 +52,7 @@ TIE_RTOL = 1e-12
 # every intra-op thread. Where another process holds a core (a training beside it, dataloader workers at
 # the end of a proxy run), torch's threads wait for each other on every small product.
 SMALL_ROWS = 4096
+CUDA_MAXD = 2048  # csod_cuda.MAXD: wider features stay on the CPU
 
 
 @dataclass
@@ -79,10 +84,12 @@ def csod_select(
         all_image_ids: every image of the annotation file. When ``n`` exceeds the images holding a
             prototype, the rest is filled with the remaining images in ascending id order (a warning
             says so); without it the result stops short.
-        device: where the plain greedy's features live (default: CUDA when available). The lazy
-            greedy runs on the CPU.
-        lazy: the lazy greedy (exact for non-negative features, which every post-ReLU box head
-            emits; refused otherwise). Default: lazy when no feature is negative. At COCO scale it
+        device: default CUDA when available. On CUDA with numba-cuda installed the greedy runs as
+            one kernel on the device (features up to 2048-d); otherwise the lazy greedy runs on the
+            CPU and the plain one (signed features) in torch on ``device``.
+        lazy: the lazy greedy on the CPU (exact for non-negative features, which every post-ReLU box
+            head emits; refused otherwise). Default: the CUDA kernel where it runs, else lazy when no
+            feature is negative. At COCO scale it
             scores ~13x fewer rows than the plain greedy (tools/bench/results/bench_select.md).
         bias: ndarray[P] finite, a constant added to each prototype row's score (the ``vps_csod``
             hybrid: the image's VPS). Constant per row, so scores still only decrease and the lazy
@@ -136,13 +143,31 @@ def csod_select(
                 f"csod: feature row {bad} (image {image_id[bad]}, category {category_id[bad]}) is not finite or "
                 "is a zero vector"
             )
-    lazy = nonneg if lazy is None else lazy
     if lazy and not nonneg:
         raise PruneHooksError(
             "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
         )
     img_o = img_of_row[order]
-    if lazy:  # rows read in place: no normalised copy
+    extra: dict = {}
+    on_gpu = device.type == "cuda" and lazy is not True and 0 < dim <= CUDA_MAXD and _cuda_kernel()
+    lazy = False if on_gpu else (nonneg if lazy is None else lazy)
+    if on_gpu:  # every pick in one kernel on the device (csod_cuda.py)
+        from .csod_cuda import cuda_greedy
+
+        where = np.empty_like(order)
+        where[order] = np.arange(p)
+        try:
+            picked, rows_scored, kernel_seconds = cuda_greedy(
+                _device_rows(feature, order, device), inv64[order], bias_o, img_o, bounds, by_image, img_bounds,
+                where, sums64, n, float(lam), bias_scale, TIE_RTOL,
+            )  # fmt: skip
+        except Exception as e:  # a CUDA setup numba cannot compile or launch for: the CPU greedy
+            logger.warning("csod: the CUDA greedy failed (%s: %s); the greedy runs on the CPU", type(e).__name__, e)
+            on_gpu, lazy = False, nonneg
+        else:
+            picks, refreshes, rechecks = picked.tolist(), 0, 0
+            extra = {"kernel_seconds": kernel_seconds}
+    if lazy and not on_gpu:  # rows read in place: no normalised copy
         where = np.empty_like(order)
         where[order] = np.arange(p)  # each file row's place in class order
         picked, counts = lazy_greedy(
@@ -151,7 +176,7 @@ def csod_select(
         )  # fmt: skip
         picks = picked.tolist()
         rows_scored, refreshes, rechecks = (int(x) for x in counts)
-    else:
+    elif not on_gpu:
         picks, rows_scored, refreshes, rechecks = _plain_greedy(
             _unit_rows(feature, order, inv64, device), feature, inv64, order, cls_of_row, by_image, img_bounds,
             img_o, bounds, bias_o, bias_scale, sums64, n, float(lam),
@@ -168,9 +193,39 @@ def csod_select(
             len(rest),
         )
         ids = np.concatenate([ids, rest])
-    return CSODResult(
-        ids, n_greedy, rows_scored, {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "prototypes": p}
-    )
+    stats = {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "cuda": on_gpu, "prototypes": p, **extra}
+    return CSODResult(ids, n_greedy, rows_scored, stats)
+
+
+def _cuda_kernel() -> bool:
+    """The CUDA greedy can run: numba's CUDA target imports and sees a device. Said once when it cannot."""
+    global _CUDA_NOTE
+    try:
+        from .csod_cuda import available
+    except ImportError as e:  # numba-cuda not installed
+        ok, why = False, f"numba's CUDA target is not importable ({e}); pip install numba-cuda"
+    else:
+        ok, why = available(), "numba sees no CUDA device"
+    if not ok and not _CUDA_NOTE:
+        logger.info("csod: %s; the greedy runs on the CPU", why)
+        _CUDA_NOTE = True
+    return ok
+
+
+_CUDA_NOTE = False
+
+
+def _device_rows(feature: np.ndarray, order: np.ndarray, device: torch.device):
+    """The source rows in class order as float32 on ``device`` (torch tensor): copied as stored (float16
+    stays half the bytes), converted and reordered there. Without torch CUDA (numba's simulator): host rows."""
+    identity = bool(np.array_equal(order, np.arange(len(order))))
+    if not torch.cuda.is_available():
+        return np.ascontiguousarray(np.asarray(feature if identity else feature[order], dtype=np.float32))
+    x = torch.empty((len(order), feature.shape[1]), dtype=torch.float32, device=device)
+    for a in range(0, len(order), 65536):
+        rows = slice(a, a + 65536) if identity else order[a : a + 65536]
+        x[a : a + 65536] = torch.from_numpy(np.ascontiguousarray(feature[rows])).to(device).float()
+    return x
 
 
 def _unit_rows(feature: np.ndarray, order: np.ndarray, inv64: np.ndarray, device: torch.device) -> torch.Tensor:
