@@ -1,4 +1,4 @@
-"""The one place where prune_hooks adapts the environment for detectron2 v0.6.
+"""The one place where prune_hooks adapts the environment: for detectron2 v0.6, and for numba-cuda.
 
 detectron2 v0.6 (the last tagged release, and what the python-only build installs) still uses names
 that newer libraries removed:
@@ -14,13 +14,17 @@ Each alias is added only when it is missing, and only when detectron2 0.6 is the
 this module applies them. MMDetection needs it too when detectron2 0.6 is installed beside it:
 ``mmdet.models`` imports detectron2 (its ``d2_wrapper``) whenever detectron2 is importable, so an mmdet
 config in such an environment lists ``prune_hooks.compat`` in ``custom_imports``.
+
+numba-cuda (0.30.4 seen) names ``np.row_stack`` (removed in numpy 2.5) when it compiles a kernel: CSOD's
+CUDA greedy would fail to compile and fall back to the CPU. ``numba_cuda_aliases`` restores it as the
+alias of ``vstack`` it was, only when missing; ``core/csod_cuda.py`` calls it on import.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 
-__all__ = ["apply"]
+__all__ = ["apply", "numba_cuda_aliases"]
 
 _applied: list[str] = []
 
@@ -46,6 +50,16 @@ def apply() -> list[str]:
         Image.LINEAR = Image.BILINEAR  # type: ignore[attr-defined]
         _applied.append("PIL.Image.LINEAR")
     return _applied
+
+
+def numba_cuda_aliases() -> list[str]:
+    """Restore ``numpy.row_stack`` for numba-cuda's kernel compiler; returns the names added."""
+    import numpy as np
+
+    if "row_stack" in np.__dict__:
+        return []
+    np.row_stack = np.vstack  # type: ignore[attr-defined]
+    return ["numpy.row_stack"]
 
 
 apply()

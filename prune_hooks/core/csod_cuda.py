@@ -34,6 +34,10 @@ import numpy as np
 import torch
 from numba import config, cuda, float64, int64
 
+from ..compat import numba_cuda_aliases
+
+numba_cuda_aliases()
+
 # Static shared memory per block (48 KiB at most): w (MAXD float64) and four reduction arrays of MAX_THREADS.
 MAXD, MAX_THREADS = 2048, 512  # widest feature, most threads per block
 THREADS = 256
