@@ -5,7 +5,7 @@ argmax_i  s_i = lam * sum_{p in P_c} cos(p_ic, p) - sum_{q in Q_c} cos(p_ic, q);
 With unit vectors u, sum_j cos(p_i, p_j) = u_i . sum_j u_j, so the state is two running sums per class
 (unchosen, chosen) and one score is one dot product.
 
-Two greedies, the same picks:
+Three greedies, the same picks:
 - lazy (the default for non-negative features, which every post-ReLU box head emits): choosing an
   image lowers every other score of its classes (all cosines >= 0), so scores computed earlier are
   upper bounds; a pick rescores only the rows whose bound could still win, and the class is rescanned
@@ -150,7 +150,8 @@ def csod_select(
     img_o = img_of_row[order]
     extra: dict = {}
     on_gpu = device.type == "cuda" and lazy is not True and 0 < dim <= CUDA_MAXD and _cuda_kernel()
-    lazy = False if on_gpu else (nonneg if lazy is None else lazy)
+    lazy_cpu = nonneg if lazy is None else lazy  # the CPU's choice, also where the CUDA greedy fails
+    lazy = False if on_gpu else lazy_cpu
     if on_gpu:  # every pick in one kernel on the device (csod_cuda.py)
         from .csod_cuda import cuda_greedy
 
@@ -163,7 +164,7 @@ def csod_select(
             )  # fmt: skip
         except Exception as e:  # a CUDA setup numba cannot compile or launch for: the CPU greedy
             logger.warning("csod: the CUDA greedy failed (%s: %s); the greedy runs on the CPU", type(e).__name__, e)
-            on_gpu, lazy = False, nonneg
+            on_gpu, lazy = False, lazy_cpu
         else:
             picks, refreshes, rechecks = picked.tolist(), 0, 0
             extra = {"kernel_seconds": kernel_seconds}
@@ -216,8 +217,9 @@ _CUDA_NOTE = False
 
 
 def _device_rows(feature: np.ndarray, order: np.ndarray, device: torch.device):
-    """The source rows in class order as float32 on ``device`` (torch tensor): copied as stored (float16
-    stays half the bytes), converted and reordered there. Without torch CUDA (numba's simulator): host rows."""
+    """The source rows in class order as float32 on ``device`` (torch tensor): copied in chunks as stored
+    (float16 stays half the bytes) and converted there; gathered on the host only when the file is not in
+    class order. Without torch CUDA (numba's simulator): host rows."""
     identity = bool(np.array_equal(order, np.arange(len(order))))
     if not torch.cuda.is_available():
         return np.ascontiguousarray(np.asarray(feature if identity else feature[order], dtype=np.float32))

@@ -1,7 +1,7 @@
 """CSOD's greedy on a CUDA device: every pick inside one cooperative kernel (numba-cuda).
 
 Why one kernel: at COCO scale the greedy makes ~59,000 picks, each a mat-vec over one class's rows
-(~5,000 on average) and a few small updates. On a GPU the arithmetic of all picks together is a few
+(~4,100 on average) and a few small updates. On a GPU the arithmetic of all picks together is a few
 hundred milliseconds; what costs is the round trip per pick (launches, copies, host decisions), tens to
 hundreds of microseconds with framework calls. Here the picks follow each other on the device, with two
 grid-wide barriers per pick and nothing returned to the host until the end.
