@@ -15,14 +15,15 @@ no features pass). Needs CUDA. Writes bench_pass_gpu.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import train, write_result  # noqa: E402
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 compatibility aliases before detectron2.data)
 
@@ -117,18 +118,8 @@ def main() -> int:
     for name, (enabled, capture) in VARIANTS.items():
         out = work / name
         cfg = config(args, anns["train"], work / "data" / "train", out, enabled, capture)
-        t = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(cfg)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - t
-        (out / "log.txt").write_text(proc.stdout + proc.stderr)
-        if proc.returncode:
-            raise SystemExit(f"bench_pass_gpu: {name} failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
-        rows[name] = {**parse(proc.stdout + proc.stderr), "process_seconds": round(wall, 1)}
+        wall = train([ROOT / "tools" / "train_net.py", "--config-file", cfg], out / "log.txt")
+        rows[name] = {**parse((out / "log.txt").read_text()), "process_seconds": round(wall, 1)}
         print(name, rows[name], flush=True)
     base = rows["no_hook"]["total_seconds"]
     epoch_steps = rows["no_hook"]["step_seconds"] * args.images / args.batch
@@ -148,9 +139,6 @@ def main() -> int:
             sum(rows["pass"]["pass_seconds"]) / max(len(rows["pass"]["pass_seconds"]), 1) / epoch_steps, 3
         ),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_pass_gpu.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Scoring passes and in-loop capture on a GPU",
         "",
@@ -172,8 +160,7 @@ def main() -> int:
         f"A scoring pass: {result['pass_seconds_per_image']} s per image, {result['pass_vs_training_epoch']:.0%} of "
         "a training epoch's steps (no hook). detectron2 prints whole seconds for the totals.",
     ]
-    (out / "bench_pass_gpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.out), "bench_pass_gpu", result, lines)
     return 0
 
 

@@ -14,7 +14,6 @@ Writes bench_select_gpu.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import platform
 import sys
@@ -27,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_select import REGIMES, as_stored, make_instance  # noqa: E402
+from common import write_result  # noqa: E402
 
 from prune_hooks.core import csod_cuda  # noqa: E402
 from prune_hooks.core.csod import csod_select  # noqa: E402
@@ -121,9 +121,6 @@ def main() -> int:
         "lambda": args.lam,
         "regimes": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_select_gpu.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# CSOD selection on a GPU at COCO scale",
         "",
@@ -151,8 +148,7 @@ def main() -> int:
     ]
     if extra:
         lines.append(f"Kernel seconds at other grid sizes ({rows[0]['regime']}): {extra}.")
-    (out / "bench_select_gpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(args.out), "bench_select_gpu", result, lines)
     return 0
 
 

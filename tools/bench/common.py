@@ -1,4 +1,4 @@
-"""What the demo and the benchmarks share: run a training in a subprocess, read its COCO AP."""
+"""What the demo and the benchmarks share: run a training in a subprocess, read its COCO AP, write results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["last_ap", "mmdet_ap", "train"]
+__all__ = ["last_ap", "mmdet_ap", "train", "write_result"]
 
 
 def train(cmd: list[str], log: Path, env: dict | None = None) -> float:
@@ -38,3 +38,12 @@ def mmdet_ap(work_dir: Path) -> dict:
     evals = [r for r in records if "coco/bbox_mAP" in r]
     keys = (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))
     return {k: 100 * evals[-1][f"coco/bbox_{m}"] if evals else math.nan for k, m in keys}
+
+
+def write_result(out: Path, stem: str, result: dict, lines: list[str]) -> None:
+    """OUT/STEM.json (the numbers) and OUT/STEM.md (the table), and the table printed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
