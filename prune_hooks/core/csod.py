@@ -152,11 +152,11 @@ def csod_select(
     on_gpu = device.type == "cuda" and lazy is not True and 0 < dim <= CUDA_MAXD and _cuda_kernel()
     lazy_cpu = nonneg if lazy is None else lazy  # the CPU's choice, also where the CUDA greedy fails
     lazy = False if on_gpu else lazy_cpu
+    where = np.empty_like(order)
+    where[order] = np.arange(p)  # each file row's place in class order
     if on_gpu:  # every pick in one kernel on the device (csod_cuda.py)
         from .csod_cuda import cuda_greedy
 
-        where = np.empty_like(order)
-        where[order] = np.arange(p)
         try:
             picked, rows_scored, kernel_seconds = cuda_greedy(
                 _device_rows(feature, order, device), inv64[order], bias_o, img_o, bounds, by_image, img_bounds,
@@ -169,8 +169,6 @@ def csod_select(
             picks, refreshes, rechecks = picked.tolist(), 0, 0
             extra = {"kernel_seconds": kernel_seconds}
     if lazy and not on_gpu:  # rows read in place: no normalised copy
-        where = np.empty_like(order)
-        where[order] = np.arange(p)  # each file row's place in class order
         picked, counts = lazy_greedy(
             np.asarray(source), inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
             sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
