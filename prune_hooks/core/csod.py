@@ -215,16 +215,18 @@ _CUDA_NOTE = False
 
 
 def _device_rows(feature: np.ndarray, order: np.ndarray, device: torch.device):
-    """The source rows in class order as float32 on ``device`` (torch tensor): copied in chunks as stored
-    (float16 stays half the bytes) and converted there; gathered on the host only when the file is not in
-    class order. Without torch CUDA (numba's simulator): host rows."""
+    """The source rows in class order on ``device`` (torch tensor), as stored: float16, float32 and float64
+    keep their values (the kernel reads exactly the CPU greedy's numbers), other types become float32.
+    Copied in chunks; gathered on the host only when the file is not in class order. Without torch CUDA
+    (numba's simulator): host rows."""
     identity = bool(np.array_equal(order, np.arange(len(order))))
+    dtype = feature.dtype if feature.dtype in (np.float16, np.float32, np.float64) else np.dtype(np.float32)
     if not torch.cuda.is_available():
-        return np.ascontiguousarray(np.asarray(feature if identity else feature[order], dtype=np.float32))
-    x = torch.empty((len(order), feature.shape[1]), dtype=torch.float32, device=device)
+        return np.ascontiguousarray(np.asarray(feature if identity else feature[order], dtype=dtype))
+    x = torch.empty((len(order), feature.shape[1]), dtype=getattr(torch, dtype.name), device=device)
     for a in range(0, len(order), 65536):
         rows = slice(a, a + 65536) if identity else order[a : a + 65536]
-        x[a : a + 65536] = torch.from_numpy(np.ascontiguousarray(feature[rows])).to(device).float()
+        x[a : a + 65536] = torch.from_numpy(np.ascontiguousarray(feature[rows], dtype=dtype)).to(device)
     return x
 
 

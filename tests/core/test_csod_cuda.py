@@ -25,6 +25,8 @@ from prune_hooks.core.csod import csod_select
 csod_cuda.THREADS = 64  # two warps: rows of a block turn shared between warps, fewer simulated threads
 out = []
 for seed, lam, kind in json.loads(sys.argv[2]):
+    csod_cuda.LIST = 1 if kind.endswith("unstaged") else 64  # images of 2+ rows read from device memory
+    kind = kind.removesuffix(" unstaged")
     rng = np.random.default_rng(seed)
     ids, cats, feat = random_instance(rng, 14, 3, 6, nonneg=kind != "signed")
     bias = None
@@ -47,6 +49,8 @@ CASES = [
     (3, 0.0125, "float16"),
     (4, 1.0, "duplicates"),
     (5, 0.05, "bias"),
+    (6, 0.05, "float32 unstaged"),
+    (7, 1.0, "duplicates unstaged"),
 ]
 
 
@@ -69,6 +73,8 @@ def test_cuda_greedy_in_simulator_equals_direct_eq4():
 def test_cuda_greedy_on_a_device_across_blocks_equals_direct_eq4(monkeypatch):
     """On a real device (skipped without one): classes spread over several blocks of two warps."""
     np = pytest.importorskip("numpy")
+    from numba import cuda
+
     from prune_hooks.core import csod_cuda
 
     if not csod_cuda.available() or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -78,9 +84,15 @@ def test_cuda_greedy_on_a_device_across_blocks_equals_direct_eq4(monkeypatch):
     from .test_csod import direct_eq4, random_instance
 
     monkeypatch.setattr(csod_cuda, "THREADS", 64)
-    for blocks in (1, 3, 7):
+    # a second kernel that looks at no more than one block's rows for the tie rule: with ties across
+    # blocks (identical prototypes) it takes the way through every row of the class
+    one_hit = cuda.jit(max_registers=64)(csod_cuda._greedy.py_func)
+    for blocks, kernel in ((1, csod_cuda._greedy), (3, csod_cuda._greedy), (7, csod_cuda._greedy), (7, one_hit)):
         monkeypatch.setattr(csod_cuda, "BLOCKS", blocks)
+        monkeypatch.setattr(csod_cuda, "LIST", 1 if kernel is one_hit else csod_cuda.LIST)
+        monkeypatch.setattr(csod_cuda, "_greedy", kernel)
         for seed, lam, kind in CASES:
+            kind = kind.removesuffix(" unstaged")
             rng = np.random.default_rng(seed)
             ids, cats, feat = random_instance(rng, 60, 3, 6, nonneg=kind != "signed")
             bias = rng.normal(size=len(ids)) if kind == "bias" else None
