@@ -145,16 +145,17 @@ def _exact_dot(src, r, inv, w, buf):
     return acc
 
 
-@_jit(fastmath={"nnan", "nsz", "reassoc"})  # no NaN here (-inf: chosen rows): the max vectorised
+@_jit()
 def _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r):
     """Lower the bounds of rows lo..hi to their rescan score minus what they surely lost (``moved``);
-    returns the highest."""
-    top = NEG
+    returns the first row with the highest (lo when every bound is -inf)."""
+    top, arg = NEG, lo
     for i in range(lo, hi):
         b = min(bound[i], then[i] - max(along[i] * l_a - across[i] * l_r, 0.0))
         bound[i] = b
-        top = max(top, b)
-    return top
+        if b > top:
+            top, arg = b, i
+    return arg
 
 
 @_jit()
@@ -201,6 +202,7 @@ def lazy_greedy(
     cand_idx = np.empty(biggest, np.int64)  # rows (class order) this pick scored, and their scores
     cand_s = np.empty(biggest)
     queue = np.empty(biggest, np.int64)
+    w = np.empty(d)  # the turn's w (no array allocated per pick)
 
     while n_picks < n:
         progressed = False
@@ -210,24 +212,26 @@ def lazy_greedy(
             if left[c] == 0:
                 continue
             lo, hi = bounds[c], bounds[c + 1]
-            w = lam * sums[c, 0] - sums[c, 1]
-            scale = lam * math.sqrt(np.sum(sums[c, 0] ** 2)) + math.sqrt(np.sum(sums[c, 1] ** 2)) + bias_scale
+            s0, s1 = 0.0, 0.0
+            for k in range(d):
+                w[k] = lam * sums[c, 0, k] - sums[c, 1, k]
+                s0 += sums[c, 0, k] * sums[c, 0, k]
+                s1 += sums[c, 1, k] * sums[c, 1, k]
+            scale = lam * math.sqrt(s0) + math.sqrt(s1) + bias_scale
             tol = 1e-5 * scale
             limit = max(prefix, (hi - lo) // rescan_div)
 
             n_cand = -1  # -1: only a rescan can decide
             if scanned[c]:
                 # Every bound lowered by what its row surely lost since the rescan (moved); the best one.
-                dd = (w_then[c] - w) / (lam + 1.0)
-                g_d = 0.0
+                g_d, dd2 = 0.0, 0.0
                 for k in range(d):
-                    g_d += g[c, k] * dd[k]
-                rest_d = math.sqrt(max(np.sum(dd * dd) - g_d * g_d, 0.0))
+                    dd = (w_then[c, k] - w[k]) / (lam + 1.0)
+                    g_d += g[c, k] * dd
+                    dd2 += dd * dd
+                rest_d = math.sqrt(max(dd2 - g_d * g_d, 0.0))
                 l_a, l_r = (lam + 1.0) * g_d, (lam + 1.0) * rest_d
-                top_b = _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r)
-                top = lo
-                while bound[top] < top_b:
-                    top += 1
+                top = _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r)
                 # The best bound's row first; then, best bound first, every row whose bound is within tol
                 # of the best score so far (a row whose bound is not cannot win, nor tie).
                 best = _dot(src, order[top], w, buf) * inv_o[top] + bias_o[top]
@@ -267,7 +271,7 @@ def lazy_greedy(
                         n_cand += 1
                 counts[0] += n_cand
                 scanned[c] = True
-                w_then[c] = w
+                w_then[c, :] = w
 
             best = NEG
             for j in range(n_cand):
