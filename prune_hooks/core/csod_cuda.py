@@ -48,13 +48,16 @@ from ..compat import numba_cuda_aliases
 
 numba_cuda_aliases()
 
-# Static shared memory per block (48 KiB at most): w (MAXD float64) and four reduction arrays of MAX_THREADS.
+# Static shared memory per block (48 KiB at most): w (MAXD float64), four reduction arrays of MAX_THREADS
+# and three small LIST-sized ones (~34.5 KiB).
 MAXD, MAX_THREADS = 2048, 512  # widest feature, most threads per block
 THREADS = 256
 BLOCKS = None  # grid size; None: what the device keeps resident, at most four blocks per multiprocessor
 NEG = -math.inf
 FULL = 0xFFFFFFFF  # every lane of a warp
-LIST = 64  # blocks whose best reaches the tie cut, looked at one by one (more: every row)
+# Blocks whose best reaches the tie cut, looked at one by one (more: every row of the class); also the rows
+# of an image staged in shared memory (more: read from device memory).
+LIST = 64
 _SIM = bool(config.ENABLE_CUDASIM)
 
 
