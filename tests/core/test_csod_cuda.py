@@ -85,9 +85,10 @@ def test_cuda_greedy_on_a_device_across_blocks_equals_direct_eq4(monkeypatch):
     # a second kernel that looks at no more than one block's rows for the tie rule: with ties across
     # blocks (identical prototypes) it takes the way through every row of the class
     one_hit = cuda.jit(max_registers=64)(csod_cuda._greedy.py_func)
+    staged = csod_cuda.LIST
     for blocks, kernel in ((1, csod_cuda._greedy), (3, csod_cuda._greedy), (7, csod_cuda._greedy), (7, one_hit)):
         monkeypatch.setattr(csod_cuda, "BLOCKS", blocks)
-        monkeypatch.setattr(csod_cuda, "LIST", 1 if kernel is one_hit else csod_cuda.LIST)
+        monkeypatch.setattr(csod_cuda, "LIST", 1 if kernel is one_hit else staged)
         monkeypatch.setattr(csod_cuda, "_greedy", kernel)
         for seed, lam, kind in CASES:
             kind = kind.removesuffix(" unstaged")
