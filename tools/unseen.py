@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             added.append(0)
             continue
         out.mkdir(parents=True, exist_ok=True)
-        core_json = write_pruned_coco(index.source, chosen, out / "coreset.json")
-        rest_json = write_pruned_coco(index.source, rest.tolist(), out / "rest.json")
+        core_json = write_pruned_coco(index, chosen, out / "coreset.json")
+        rest_json = write_pruned_coco(index, rest.tolist(), out / "rest.json")
         cmd = proxy.write(out, core_json, rest_json, len(chosen) / n, method, agg)
         if not train(cmd, out, args.print_commands):
             print("unseen: rerun this command when the training above has finished", flush=True)

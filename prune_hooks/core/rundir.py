@@ -230,5 +230,5 @@ def write_subset(out: str | os.PathLike, subset: dict, index: CocoIndex) -> tupl
     out = Path(out)
     subset_path = write_json(out / "subset.json", subset)
     name = pruned_name(index.path or "annotations.json")
-    pruned = write_pruned_coco(index.source, subset["image_ids"], out / name)
+    pruned = write_pruned_coco(index, subset["image_ids"], out / name)
     return subset_path, pruned

@@ -71,7 +71,7 @@ def write_folds(annotations: str | os.PathLike, k: int, seed: int, out: str | os
             info = dict(index.header.get("info") or {})
             info[FOLD_KEY] = {"source_sha256": source, "k": k, "seed": seed, "fold": i, "role": role}
             out_file = Path(out) / f"fold_{i}_{role}.json"
-            pair.append(write_pruned_coco(index.source, ids.tolist(), out_file, replace={"info": info}))
+            pair.append(write_pruned_coco(index, ids.tolist(), out_file, replace={"info": info}))
         written.append((pair[0], pair[1]))
     return written
 

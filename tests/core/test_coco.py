@@ -130,7 +130,7 @@ def test_pruned_file_streamed_from_the_source_file_has_the_same_bytes(tmp_path, 
     src.write_text(json.dumps(data))
     monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", 11)
     keep = [im["id"] for im in data["images"][::3]]
-    from_file = write_pruned_coco(load_coco(src).source, keep, tmp_path / "a.json", replace={"info": {"x": 1}})
+    from_file = write_pruned_coco(load_coco(src), keep, tmp_path / "a.json", replace={"info": {"x": 1}})
     from_dict = write_pruned_coco(data, keep, tmp_path / "b.json", replace={"info": {"x": 1}})
     assert from_file.read_bytes() == from_dict.read_bytes()
     out = json.loads(from_file.read_text())
@@ -139,6 +139,36 @@ def test_pruned_file_streamed_from_the_source_file_has_the_same_bytes(tmp_path, 
     assert out["annotations"] == [a for a in data["annotations"] if a["image_id"] in set(keep)]
     added = json.loads(write_pruned_coco(src, keep, tmp_path / "c.json", replace={"fold": 2}).read_text())
     assert list(added) == [*data, "fold"] and added["fold"] == 2
+
+
+@pytest.mark.parametrize("window", [7, 1 << 22])
+def test_pruned_file_from_an_index_copies_the_kept_entries_as_the_file_writes_them(tmp_path, monkeypatch, window):
+    data = big_coco()
+    data["images"][0]["file_name"] = "café.jpg"
+    src = tmp_path / "gt.json"
+    src.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(coco._JsonObjectStream, "WINDOW", window)
+    keep = [im["id"] for im in data["images"][::3]]
+    copied = write_pruned_coco(load_coco(src), keep, tmp_path / "a.json").read_text(encoding="utf-8")
+    encoded = write_pruned_coco(data, keep, tmp_path / "b.json").read_text()
+    assert json.loads(copied) == json.loads(encoded)
+    assert list(json.loads(copied)) == ["annotations", "info", "categories", "images"]
+    # copied as written: the file's line breaks and its unescaped name, which json.dumps writes otherwise
+    assert '"file_name": "café.jpg"' in copied and "caf\\u00e9" in encoded
+    assert copied.count("\n") > len(keep) and encoded.count("\n") == 1
+
+
+def test_pruned_file_from_an_index_whose_file_changed_reads_the_file_again(tmp_path):
+    data = big_coco()
+    src = tmp_path / "gt.json"
+    src.write_text(json.dumps(data))
+    index = load_coco(src)
+    for ann in data["annotations"]:
+        ann["area"] = 1.5
+    src.write_text(json.dumps(data))
+    keep = {im["id"] for im in data["images"][1::2]}
+    out = json.loads(write_pruned_coco(index, keep, tmp_path / "a.json").read_text())
+    assert out["annotations"] == [a for a in data["annotations"] if a["image_id"] in keep]
 
 
 @pytest.mark.parametrize("text", ['{"images": [], "annotations": [', '{"images": [] "x": 1}', '{"images": []} []', ""])
