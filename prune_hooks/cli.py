@@ -28,8 +28,9 @@ from .core.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
 from .core.clean import audit_run, clean_run
 from .core.coco import sha256_file
 from .core.coverage import DEFAULT_STRATA
+from .core.csod import CSODAhead
 from .core.io import no_gc
-from .core.select import DEFAULT_LAMBDA, RunInputs, select
+from .core.select import DEFAULT_LAMBDA, RunInputs, select, start_csod
 
 __all__ = ["main"]
 
@@ -90,6 +91,17 @@ def cmd_select(args: argparse.Namespace) -> None:
         raise PruneHooksError(
             f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json"
         )
+    # One csod selection: its greedy needs the prototypes only, and runs while the annotation file is parsed.
+    one_csod = args.method == "csod" and sum(len(getattr(args, k) or []) for k in ("keep", "prune", "count")) == 1
+    ahead = start_csod(args.run, args.lam) if one_csod else None
+    try:
+        _select_into(args, ann, meta, ahead)
+    finally:
+        if ahead is not None:  # stops it where it was not asked for (an error); nothing once it has answered
+            ahead.cancel()
+
+
+def _select_into(args: argparse.Namespace, ann: str, meta: dict, ahead: CSODAhead | None) -> None:
     index = load_coco(ann)
     if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
         logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
@@ -98,7 +110,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         for name in ("keep", "prune", "count")
         for v in (getattr(args, name) or [])
     ]
-    inputs = RunInputs(args.run, index)
+    inputs = RunInputs(args.run, index, csod=ahead)
     methods = list(registry.names()) if args.method == "all" else [args.method]
     single = len(methods) * len(budgets) == 1
     out_root = Path(args.out or args.run)

@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import PruneHooksError
 
-__all__ = ["CSODResult", "csod_select"]
+__all__ = ["CSODAhead", "CSODResult", "csod_select"]
 
 logger = logging.getLogger("prune_hooks")
 # Lazy greedy: a pick that would rescore more than max(PREFIX, class rows / RESCAN_DIV) rows rescans the class.
@@ -95,13 +97,104 @@ def csod_select(
             hybrid: the image's VPS). Constant per row, so scores still only decrease and the lazy
             greedy stays exact.
     """
+    _check_lam(lam)
+    if n < 1:
+        raise PruneHooksError(f"csod: number of images to choose must be >= 1, got {n}")
+    res = _greedy(image_id, category_id, feature, _Budget(n), lam, device, lazy, bias)
+    return _filled(res, n, all_image_ids)
+
+
+def _check_lam(lam: float) -> None:
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
         raise PruneHooksError(f"csod lambda must be a finite number > 0, got {lam}")
+
+
+class _Budget:
+    """How many images the greedy picks: known from the start (``csod_select``) or told later
+    (``CSODAhead``). The lazy greedy reads ``want[0]`` before every pick; the other greedies wait for it."""
+
+    def __init__(self, n: int | None = None) -> None:
+        self.want = np.array([np.iinfo(np.int64).max if n is None else n], dtype=np.int64)
+        self.known = threading.Event()
+        self.greedy = threading.Event()  # set where the greedy itself starts (its setup done)
+        if n is not None:
+            self.known.set()
+
+    def tell(self, n: int) -> None:
+        self.want[0] = n
+        self.known.set()
+
+    def wait(self) -> int:
+        self.known.wait()
+        return int(self.want[0])
+
+
+class CSODAhead:
+    """``csod_select`` begun on a thread before the number of images to choose is known.
+
+    ``prune-hooks select --method csod`` starts it before it parses the annotation file (whose image
+    count sets that number): the lazy greedy's picks do not depend on the number, which only stops
+    it, and its compiled loop runs without the GIL, so the greedy and the parsing overlap on two cores.
+    The constructor returns once the greedy's setup (numpy, which holds the GIL often) is done.
+    ``result(n)`` tells the number, waits, and returns what ``csod_select`` returns for it."""
+
+    def __init__(
+        self, image_id: np.ndarray, category_id: np.ndarray, feature: np.ndarray, lam: float, prototypes: Any = None
+    ) -> None:
+        _check_lam(lam)
+        self.lam, self.prototypes = lam, prototypes  # prototypes: what the caller read them from (kept for it)
+        self._budget = _Budget()
+        self._out: dict = {}
+        args = (image_id, category_id, feature, self._budget, lam, None, None, None)
+        self._thread = threading.Thread(target=self._run, args=args, name="csod", daemon=True)
+        self._thread.start()
+        self._budget.greedy.wait()
+
+    def _run(self, *args) -> None:
+        try:
+            self._out["result"] = _greedy(*args)
+        except BaseException as e:  # raised in the caller's thread by result()
+            self._out["error"] = e
+        finally:
+            self._budget.greedy.set()
+
+    def result(self, n: int, all_image_ids: np.ndarray | None = None) -> CSODResult:
+        if n < 1:
+            self.cancel()
+            raise PruneHooksError(f"csod: number of images to choose must be >= 1, got {n}")
+        self._budget.tell(n)
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return _filled(self._out["result"], n, all_image_ids)
+
+    def cancel(self) -> None:
+        """Stop the greedy at its next pick (when its result will not be asked for)."""
+        self._budget.tell(0)
+
+
+def _filled(res: CSODResult, n: int, all_image_ids: np.ndarray | None) -> CSODResult:
+    """``res`` cut to ``n`` images; with ``all_image_ids``, filled up to ``n`` where the greedy ran out."""
+    ids = res.image_ids[:n]
+    n_greedy = len(ids)
+    if n_greedy < n and all_image_ids is not None:
+        rest = np.setdiff1d(np.asarray(all_image_ids, dtype=np.int64), ids)[: n - n_greedy]
+        logger.warning(
+            "csod: %d images requested but only %d hold an object prototype; the other %d are the "
+            "remaining images in ascending id order",
+            n,
+            n_greedy,
+            len(rest),
+        )
+        ids = np.concatenate([ids, rest])
+    return CSODResult(ids, n_greedy, res.rows_scored, res.stats)
+
+
+def _greedy(image_id, category_id, feature, budget: _Budget, lam, device, lazy, bias) -> CSODResult:
+    """The picks of ``csod_select`` (not cut to the budget when it was told late, not filled)."""
     image_id = np.asarray(image_id, dtype=np.int64)
     category_id = np.asarray(category_id, dtype=np.int64)
     p = image_id.shape[0]
-    if n < 1:
-        raise PruneHooksError(f"csod: number of images to choose must be >= 1, got {n}")
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -154,6 +247,10 @@ def csod_select(
     lazy = False if on_gpu else lazy_cpu
     where = np.empty_like(order)
     where[order] = np.arange(p)  # each file row's place in class order
+    budget.greedy.set()
+    n = budget.wait() if on_gpu or not lazy else None  # the lazy greedy reads budget.want as it goes
+    if n == 0:  # cancelled (CSODAhead)
+        return CSODResult(np.empty(0, np.int64), 0)
     if on_gpu:  # every pick in one kernel on the device (csod_cuda.py)
         from .csod_cuda import cuda_greedy
 
@@ -171,7 +268,7 @@ def csod_select(
     if lazy and not on_gpu:  # rows read in place: no normalised copy
         picked, counts = lazy_greedy(
             np.asarray(source), inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
-            sums64, n, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
+            sums64, budget.want, float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
         )  # fmt: skip
         picks = picked.tolist()
         rows_scored, refreshes, rechecks = (int(x) for x in counts)
@@ -181,19 +278,8 @@ def csod_select(
             img_o, bounds, bias_o, bias_scale, sums64, n, float(lam),
         )  # fmt: skip
     ids = images[np.asarray(picks, dtype=np.int64)]
-    n_greedy = len(ids)
-    if n_greedy < n and all_image_ids is not None:
-        rest = np.setdiff1d(np.asarray(all_image_ids, dtype=np.int64), ids)[: n - n_greedy]
-        logger.warning(
-            "csod: %d images requested but only %d hold an object prototype; the other %d are the "
-            "remaining images in ascending id order",
-            n,
-            n_greedy,
-            len(rest),
-        )
-        ids = np.concatenate([ids, rest])
     stats = {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "cuda": on_gpu, "prototypes": p, **extra}
-    return CSODResult(ids, n_greedy, rows_scored, stats)
+    return CSODResult(ids, len(ids), rows_scored, stats)
 
 
 def _cuda_kernel() -> bool:

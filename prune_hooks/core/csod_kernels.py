@@ -97,7 +97,7 @@ def _finite_impl(src, r):
     return lambda src, r: True
 
 
-@_jit(fastmath={"reassoc"})  # the norm's sum vectorised; no contraction: each unit value is x * inv, rounded once
+@_jit(nogil=True, fastmath={"reassoc"})  # the norm's sum vectorised; no contraction: x * inv is rounded once
 def row_norms(block, start, cls_of_row, inv64, sums):
     """Rows ``start`` .. of the source (``block``: float rows, or float16 rows as their bits) into their
     float64 inverse norms and each class's sum of unit rows (``sums[c, 0]``). An exact unit row is
@@ -158,13 +158,14 @@ def _lower_bounds(bound, then, along, across, lo, hi, l_a, l_r):
     return arg
 
 
-@_jit()
+@_jit(nogil=True)  # csod.CSODAhead runs it on a thread beside the parsing of the annotation file
 def lazy_greedy(
-    src, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, n, lam, bias_scale,
+    src, inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, sums, want, lam, bias_scale,
     rescan_div, prefix, tie_rtol,
 ):  # fmt: skip
-    """Pick up to ``n`` images; returns (picks: image indices in pick order, counts [rows scored,
-    rescans, float64 rechecks]). ``sums`` is updated in place.
+    """Pick up to ``want[0]`` images; returns (picks: image indices in pick order, counts [rows scored,
+    rescans, float64 rechecks]). ``sums`` is updated in place. ``want`` is read before every pick: another
+    thread may lower it while the greedy runs (the picks do not depend on it; it only stops them).
 
     src / inv64: the source rows (float16 ones as their bits) and their float64 inverse norms (file
     order); order / where: class order -> file row and back; cls_of_row: file row -> class index;
@@ -179,7 +180,7 @@ def lazy_greedy(
     counts = np.zeros(3, np.int64)
     chosen = np.zeros(n_img, np.bool_)
     left = np.diff(bounds)
-    picks = np.empty(n, np.int64)
+    picks = np.empty(n_img, np.int64)
     n_picks = 0
 
     # Mean directions and every row's (a, r) = (u . g lowered by a margin over rounding, sqrt(1 - a^2)).
@@ -204,10 +205,10 @@ def lazy_greedy(
     queue = np.empty(biggest, np.int64)
     w = np.empty(d)  # the turn's w (no array allocated per pick)
 
-    while n_picks < n:
+    while n_picks < want[0]:
         progressed = False
         for c in range(n_cls):
-            if n_picks >= n:
+            if n_picks >= want[0]:
                 break
             if left[c] == 0:
                 continue

@@ -209,9 +209,15 @@ register(
 
 
 def _csod(inputs: RunInputs, req: Request, protos: dict | None = None, bias: np.ndarray | None = None):
+    ahead = inputs.csod  # begun before the annotation file was read (select.start_csod); serves one request
+    usable = ahead is not None and protos is None and bias is None and ahead.lam == req.lam
     protos = protos if protos is not None else inputs.prototypes("csod")
     ids, cats, feats = protos["image_id"], protos["category_id"], protos["feature"]
-    res = csod_select(ids, cats, feats, req.n_keep, req.lam, all_image_ids=inputs.index.image_ids, bias=bias)
+    if usable:
+        inputs.csod = None
+        res = ahead.result(req.n_keep, inputs.index.image_ids)
+    else:
+        res = csod_select(ids, cats, feats, req.n_keep, req.lam, all_image_ids=inputs.index.image_ids, bias=bias)
     return res.image_ids, {"lambda": req.lam, "csod_greedy_images": res.n_greedy}
 
 

@@ -209,14 +209,20 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
                 raise PruneHooksError(
                     f"{path}: feature row {r} (image {image_id[r]}, category {category_id[r]}) {what} ({total} rows)"
                 )
+    protos = {"image_id": image_id.astype(np.int64), "category_id": category_id.astype(np.int64), "feature": feature}
     if index is not None:
-        unknown = np.setdiff1d(image_id, index.image_ids)
-        if unknown.size:
-            raise PruneHooksError(f"{path}: image ids not in {index.path}: {unknown[:5].tolist()}")
-        unknown = np.setdiff1d(category_id, index.category_ids)
-        if unknown.size:
-            raise PruneHooksError(f"{path}: category ids not in {index.path}: {unknown[:5].tolist()}")
-    return {"image_id": image_id.astype(np.int64), "category_id": category_id.astype(np.int64), "feature": feature}
+        check_prototypes(path, protos, index)
+    return protos
+
+
+def check_prototypes(path: str | os.PathLike, protos: dict[str, np.ndarray], index: CocoIndex) -> None:
+    """Every image and category of the prototypes ``protos`` (read from ``path``) is one of ``index``."""
+    unknown = np.setdiff1d(protos["image_id"], index.image_ids)
+    if unknown.size:
+        raise PruneHooksError(f"{path}: image ids not in {index.path}: {unknown[:5].tolist()}")
+    unknown = np.setdiff1d(protos["category_id"], index.category_ids)
+    if unknown.size:
+        raise PruneHooksError(f"{path}: category ids not in {index.path}: {unknown[:5].tolist()}")
 
 
 def image_features(protos: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,14 +20,15 @@ from . import coverage
 from . import methods as registry
 from .coco import CocoIndex
 from .coverage import DEFAULT_STRATA, default_beta
+from .csod import CSODAhead
 from .errors import PruneHooksError
 from .io import atomic_write_bytes, read_json
-from .prototypes import image_features, load_prototypes
+from .prototypes import check_prototypes, image_features, load_prototypes
 from .rundir import read_images_csv, read_label_issues, write_run, write_subset
 from .scores import rank_images
 from .selection import keep_count, subset_record
 
-__all__ = ["DEFAULT_LAMBDA", "RunInputs", "select", "write_hook_run"]
+__all__ = ["DEFAULT_LAMBDA", "RunInputs", "select", "start_csod", "write_hook_run"]
 
 logger = logging.getLogger("prune_hooks")
 
@@ -41,12 +42,25 @@ _FILES = {
 }
 
 
-class RunInputs:
-    """What the methods read from a run directory, each file loaded once (``--method all`` reuses it)."""
+def start_csod(run: str | os.PathLike, lam: float) -> CSODAhead | None:
+    """CSOD's greedy on the prototypes of ``run``, begun before the annotation file is read (``CSODAhead``;
+    ``RunInputs(csod=...)`` hands it to the csod method); None where ``run`` holds no prototypes of one model."""
+    path = Path(run) / _FILES[registry.PROTOTYPES]
+    meta = Path(run) / "meta.json"
+    if not path.is_file() or (meta.is_file() and "unseen" in read_json(meta, "run metadata")):
+        return None  # RunInputs says why when the method asks
+    protos = load_prototypes(path)
+    return CSODAhead(protos["image_id"], protos["category_id"], protos["feature"], lam, prototypes=protos)
 
-    def __init__(self, run: str | os.PathLike | None, index: CocoIndex) -> None:
+
+class RunInputs:
+    """What the methods read from a run directory, each file loaded once (``--method all`` reuses it).
+    ``csod``: the csod method's greedy, already begun (``start_csod``); it serves one request with its lambda."""
+
+    def __init__(self, run: str | os.PathLike | None, index: CocoIndex, csod: CSODAhead | None = None) -> None:
         self.run = Path(run) if run is not None else None
         self.index = index
+        self.csod = csod
         self._cache: dict[str, Any] = {}
 
     def missing(self, method: registry.Method) -> str | None:
@@ -119,7 +133,12 @@ class RunInputs:
     def prototypes(self, method: str) -> dict[str, np.ndarray]:
         if "prototypes" not in self._cache:
             self._require(registry.PROTOTYPES, method)
-            self._cache["prototypes"] = load_prototypes(self.run / "prototypes.npz", self.index)
+            path = self.run / _FILES[registry.PROTOTYPES]
+            if self.csod is not None:  # read by start_csod, before the index
+                check_prototypes(path, self.csod.prototypes, self.index)
+                self._cache["prototypes"] = self.csod.prototypes
+            else:
+                self._cache["prototypes"] = load_prototypes(path, self.index)
         return self._cache["prototypes"]
 
     def _require(self, need: str, method: str) -> None:

@@ -179,3 +179,39 @@ def test_non_finite_or_zero_row_named(dtype, value):
 def test_bad_lambda(lam):
     with pytest.raises(PruneHooksError, match="lambda"):
         csod_select(np.array([1]), np.array([1]), np.ones((1, 2)), 1, lam, device="cpu")
+
+
+@pytest.mark.parametrize("nonneg", [True, False])  # the lazy greedy reads n as it goes; the plain one waits for it
+def test_greedy_begun_before_n_is_known_equals_csod_select(nonneg):
+    from prune_hooks.core.csod import CSODAhead
+
+    rng = np.random.default_rng(11)
+    ids, cats, feat = random_instance(rng, 400, 5, 8, nonneg=nonneg)
+    everything = np.arange(1, 4000)
+    for n in (1, 150, 400, 450):  # 450: more than the images holding prototypes, filled
+        want = csod_select(ids, cats, feat, n, 0.05, all_image_ids=everything, device="cpu")
+        ahead = CSODAhead(ids, cats, feat, 0.05)
+        got = ahead.result(n, everything)
+        assert got.image_ids.tolist() == want.image_ids.tolist() and got.n_greedy == want.n_greedy, n
+    late = CSODAhead(ids, cats, feat, 0.05)
+    if nonneg:  # the greedy ran past n before it was told: cut to n
+        late._thread.join()
+        assert len(late._out["result"].image_ids) == 400
+    want = csod_select(ids, cats, feat, 150, 0.05, device="cpu")
+    assert late.result(150).image_ids.tolist() == want.image_ids.tolist()
+
+
+def test_greedy_begun_early_cancels_and_reports_errors_in_the_caller():
+    from prune_hooks.core.csod import CSODAhead
+
+    rng = np.random.default_rng(12)
+    ids, cats, feat = random_instance(rng, 20_000, 4, 32)  # seconds to pick every image
+    ahead = CSODAhead(ids, cats, feat, 0.05)
+    ahead.cancel()
+    ahead._thread.join(timeout=60)
+    assert not ahead._thread.is_alive() and len(ahead._out["result"].image_ids) < 20_000
+    feat[5] = 0.0
+    with pytest.raises(PruneHooksError, match=r"feature row 5 .* is a zero vector"):
+        CSODAhead(ids, cats, feat, 0.05).result(10)
+    with pytest.raises(PruneHooksError, match="lambda"):
+        CSODAhead(ids, cats, feat, -1.0)

@@ -80,11 +80,17 @@ def test_prototypes_only_directory_with_annotations_all_methods_and_ratios(tmp_p
     assert "skipping vps_iou: method vps_iou needs images.csv" in caplog.text
 
 
-def test_csod_prefix_property_and_seeded_random_variants(tmp_path):
+def test_csod_prefix_property_and_seeded_random_variants(tmp_path, monkeypatch):
+    from prune_hooks.core.csod import CSODAhead
+
     coco = make_coco(tmp_path / "gt.json", n_images=60)
     run = tmp_path / "r"
     run.mkdir()
     write_prototypes(run / "prototypes.npz", coco)
+    answered = []  # one csod budget: the greedy begun before the annotation file was read answers
+    monkeypatch.setattr(
+        CSODAhead, "result", lambda self, n, *a, _r=CSODAhead.result: answered.append(n) or _r(self, n, *a)
+    )
     picks = {}
     for keep in ("0.2", "0.6"):
         assert (
@@ -106,6 +112,16 @@ def test_csod_prefix_property_and_seeded_random_variants(tmp_path):
         )
         picks[keep] = json.loads((tmp_path / keep / "subset.json").read_text())["image_ids"]
     assert picks["0.6"][: len(picks["0.2"])] == picks["0.2"]  # greedy: a smaller budget is a prefix
+    assert answered == [12, 36]
+    # two budgets in one call: csod_select for each, after the annotation file; the same picks
+    assert main(["select", str(run), "--annotations", str(tmp_path / "gt.json"), "--method", "csod", "--keep",
+                 "0.2", "0.6", "--out", str(tmp_path / "both")]) == 0  # fmt: skip
+    assert answered == [12, 36]
+    for keep in ("0.2", "0.6"):
+        assert (
+            json.loads((tmp_path / "both" / "subsets" / f"csod_keep{keep}" / "subset.json").read_text())["image_ids"]
+            == picks[keep]
+        )
 
 
 def test_random_per_class_variants():
