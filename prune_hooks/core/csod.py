@@ -142,7 +142,7 @@ class CSODAhead:
         self, image_id: np.ndarray, category_id: np.ndarray, feature: np.ndarray, lam: float, prototypes: Any = None
     ) -> None:
         _check_lam(lam)
-        self.lam, self.prototypes = lam, prototypes  # prototypes: what the caller read them from (kept for it)
+        self.lam, self.prototypes = lam, prototypes  # prototypes: the caller's, kept for it (select.RunInputs)
         self._budget = _Budget()
         self._out: dict = {}
         args = (image_id, category_id, feature, self._budget, lam, None, None, None)

@@ -46,11 +46,16 @@ def start_csod(run: str | os.PathLike, lam: float) -> CSODAhead | None:
     """CSOD's greedy on the prototypes of ``run``, begun before the annotation file is read (``CSODAhead``;
     ``RunInputs(csod=...)`` hands it to the csod method); None where ``run`` holds no prototypes of one model."""
     path = Path(run) / _FILES[registry.PROTOTYPES]
-    meta = Path(run) / "meta.json"
-    if not path.is_file() or (meta.is_file() and "unseen" in read_json(meta, "run metadata")):
+    if not path.is_file() or _merged(Path(run)):
         return None  # RunInputs says why when the method asks
     protos = load_prototypes(path)
     return CSODAhead(protos["image_id"], protos["category_id"], protos["feature"], lam, prototypes=protos)
+
+
+def _merged(run: Path) -> bool:
+    """``run`` merges the runs of several models (UNSEEN)."""
+    meta = run / "meta.json"
+    return meta.is_file() and "unseen" in read_json(meta, "run metadata")
 
 
 class RunInputs:
@@ -69,7 +74,7 @@ class RunInputs:
             if need == registry.MASKS:
                 continue  # columns checked below
             name = _FILES[need]
-            if need == registry.PROTOTYPES and self._merged():
+            if need == registry.PROTOTYPES and self.run is not None and _merged(self.run):
                 return (
                     f"method {method.name} needs prototypes of one model: {self.run} merges runs of several "
                     "models (UNSEEN), whose features are not comparable"
@@ -110,10 +115,6 @@ class RunInputs:
                 "ever matched? see the run's meta.json 'never_matched')"
             )
         return None
-
-    def _merged(self) -> bool:
-        meta = self.run / "meta.json" if self.run is not None else None
-        return bool(meta and meta.is_file() and "unseen" in read_json(meta, "run metadata"))
 
     def _images_or_none(self) -> dict[str, np.ndarray] | None:
         if self.run is None or not (self.run / "images.csv").is_file():
