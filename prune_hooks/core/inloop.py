@@ -13,15 +13,22 @@ batch holds them in the augmented image's coordinates, after the data pipeline's
 ratio of the image sizes, the flip is whichever of the two readings puts the batch's boxes onto the
 file's. Where neither does (a crop shifted the image, a box was dropped, mosaic mixed images in) the
 image is skipped for that epoch and counted; pipelines that always do that are refused up front.
+
+The training forward also ran the first head on those features (the RPN head of a two-stage
+detector, the whole head of a dense one). Where that head computes the same in training and in eval
+(no batch norm, no dropout: :func:`replayable`), :class:`HeadReplay` keeps its outputs and hands them
+to the inference branch instead of running it again.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["Frame", "original_frame", "BREAKING_TRANSFORMS"]
+__all__ = ["Frame", "original_frame", "BREAKING_TRANSFORMS", "HeadReplay", "replayable"]
 
 # mmdet train-pipeline transforms after which a batch's boxes are never the file's boxes resized and
 # flipped (moved by a random offset, mixed with other images, cropped): in_loop is refused with them.
@@ -89,3 +96,82 @@ def original_frame(
         if (frame.to_original(batch) - want).abs().max() <= tol:
             return frame
     return None
+
+
+# Layers whose output depends on the training flag: a head holding one computes differently in eval.
+_MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
+
+
+def replayable(module: torch.nn.Module | None) -> bool:
+    """``module`` computes in its training forward what it computes in eval (no batch norm, no dropout)."""
+    return module is not None and not any(isinstance(m, _MODE_DEPENDENT) for m in module.modules())
+
+
+class HeadReplay:
+    """The outputs of heads in the last training forward, handed back to the inference branch.
+
+    ``HeadReplay({name: head})`` registers a forward hook on each head that keeps its training-step
+    output (detached; floating tensors as float32, as AMP steps compute them in half precision).
+    ``start()`` (at the start of each training forward) drops what the last one kept; a head called
+    twice in one forward is not replayed. ``replaying()`` makes each kept head return its kept output
+    instead of computing, until the block ends, then keeps nothing. Only heads for which
+    :func:`replayable` holds should be given: their eval forward would compute the same.
+    """
+
+    def __init__(self, heads: dict[str, torch.nn.Module]) -> None:
+        self.heads = heads
+        self.kept: dict[str, Any] = {}
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in heads.items()]
+
+    def _hook(self, name: str):
+        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if module.training:
+                self.kept[name] = None if name in self.kept else _detached(output)
+
+        return keep
+
+    def start(self) -> None:
+        self.kept = {}
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        kept, self.kept = self.kept, {}
+        with ExitStack() as undo:
+            for name, output in kept.items():
+                if output is not None:
+                    undo.enter_context(_returning(self.heads[name], output))
+            yield
+
+    def describe(self) -> str:
+        """One log line: what the inference branch takes from the training step."""
+        if not self.heads:
+            return "in-loop capture runs the inference branch on each training step's features"
+        names = ", ".join(type(m).__name__ for m in self.heads.values())
+        return f"in-loop capture runs the inference branch on each training step's features and {names}'s outputs"
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles, self.kept = [], {}
+
+
+@contextmanager
+def _returning(module: torch.nn.Module, output: Any) -> Iterator[None]:
+    """``module(...)`` returns ``output`` without computing (hooks still run) until the block ends."""
+    module.forward = lambda *args, **kwargs: output
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+def _detached(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
+        return type(x)(*(_detached(v) for v in x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_detached(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _detached(v) for k, v in x.items()}
+    return x

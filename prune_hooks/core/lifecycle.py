@@ -291,6 +291,7 @@ class ScoringRun:
         self.coverage = dict(coverage or {})
         self.capture_mode = capture
         self.skipped = 0  # in-loop: images of the current period whose batch boxes were not the file's
+        self.in_loop_seconds = 0.0  # in-loop: the current period's time in observe_step (host wall clock)
         self.methods, self.keep_ratio, self.aggregation = list(methods), float(keep_ratio), aggregation
         self.score_thresh, self.dump = float(score_thresh), bool(dump)
         self.out_dir = Path(out_dir)
@@ -375,7 +376,7 @@ class ScoringRun:
 
     def observe_step(self, model: torch.nn.Module) -> None:
         """In-loop capture: score the last training step's images (each once per period)."""
-        cap = self.capture
+        cap, start = self.capture, time.perf_counter()
         with inference_context(model, self.adapter.threshold_owners(model), self.score_thresh):
             for im in self.adapter.step_images(model):
                 file_boxes = cap.gt_boxes(im.image_id)
@@ -387,18 +388,21 @@ class ScoringRun:
                     continue
                 boxes = frame.to_original(im.boxes.to(cap.device, torch.float32))
                 cap.add_image(im.image_id, boxes, im.scores, self._labels_to_coco(im.labels), probs=im.probs)
+        self.in_loop_seconds += time.perf_counter() - start
 
     def close_period(self) -> None:
         """In-loop capture: end an epoch's observations like the end of a pass."""
         ad, skipped, self.skipped = self.adapter, self.skipped, 0
+        seconds, self.in_loop_seconds = self.in_loop_seconds, 0.0
         closed = self.capture.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), dump=self.dump)
         if closed is None or not ad.is_main():
             return
         t, seen = closed
         ad.put_scalar("prune/in_loop_skipped", skipped)
+        ad.put_scalar("prune/in_loop_seconds", seconds)
         ad.log(
-            f"in-loop period {t} after iteration {ad.iteration()}: {seen} images scored (this rank), {skipped} "
-            "skipped (their batch boxes were not the file's objects resized and flipped)",
+            f"in-loop period {t} after iteration {ad.iteration()}: {seen} images scored (this rank) in "
+            f"{seconds:.1f} s, {skipped} skipped (their batch boxes were not the file's objects resized and flipped)",
             warning=seen < skipped,
         )
 

@@ -23,6 +23,7 @@ from detectron2.utils import comm
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
+from ..core.inloop import HeadReplay, replayable
 from ..core.io import atomic_write_text
 from ..core.lifecycle import Adapter, ImageOutput, ScoringRun, StepImage, check_coverage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
@@ -63,7 +64,8 @@ class PruneHook(HookBase):
     epoch end then already holds that epoch's pass, so ``--resume`` neither loses nor repeats one.
 
     With ``PRUNE.CAPTURE: in_loop`` it scores each training batch after its step instead, from the
-    features the step computed (kept by two forward hooks on the model while it trains).
+    features the step computed (kept by forward hooks on the model while it trains), and from the
+    step's RPN head or dense head outputs where that head computes the same in eval (``HeadReplay``).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -92,6 +94,7 @@ class PruneHook(HookBase):
         self.in_loop = p.CAPTURE == "in_loop"
         self._stash: dict[str, Any] = {}
         self._handles: list[Any] = []
+        self._replay = HeadReplay({})
 
     @property
     def model(self) -> torch.nn.Module:
@@ -110,10 +113,13 @@ class PruneHook(HookBase):
                 model.register_forward_pre_hook(self._keep_inputs),
                 model.backbone.register_forward_hook(self._keep_features),
             ]
+            self._replay = HeadReplay(_replay_heads(model))
+            logger.info(self._replay.describe())
 
     def _keep_inputs(self, module, args) -> None:
         if module.training and args:
             self._stash = {"inputs": args[0]}
+            self._replay.start()
 
     def _keep_features(self, module, args, output) -> None:
         if self.model.training and "inputs" in self._stash:
@@ -133,6 +139,7 @@ class PruneHook(HookBase):
     def after_train(self) -> None:
         for h in self._handles:
             h.remove()
+        self._replay.remove()
         self._handles, self._stash = [], {}
         meta = {
             "dataset": self.dataset,
@@ -221,7 +228,8 @@ class _Detectron2Adapter(Adapter):
         images = ImageList(stash["tensor"].detach(), sizes)
         features = {k: v.detach().float() for k, v in stash["features"].items()}  # AMP steps: half precision
         gt = [x["instances"].gt_boxes.tensor.to(images.tensor.device) for x in batch]
-        results, probs, _ = _heads(model, images, features, gt)
+        with self.hook._replay.replaying():
+            results, probs, _ = _heads(model, images, features, gt)
         for x, r, pr, g, size in zip(batch, results, probs, gt, sizes):
             original = (int(x.get("height", size[0])), int(x.get("width", size[1])))
             yield StepImage(x["image_id"], r.pred_boxes.tensor, r.scores, r.pred_classes, pr, g, size, original)
@@ -271,6 +279,13 @@ def _heads(model, images: ImageList, features: dict, gt: list[torch.Tensor]) -> 
     counts = [len(b) for b in gt]
     probs = predictor(box_features)[0].softmax(dim=-1).split(counts)
     return instances, probs, box_features.flatten(1).split(counts)
+
+
+def _replay_heads(model) -> dict[str, torch.nn.Module]:
+    """The head the training forward runs on the features and in-loop capture can take the outputs
+    of: a dense detector's head, else the RPN head; none where it computes differently in eval."""
+    head = model.head if _gt_kind(model) == "dense" else getattr(model.proposal_generator, "rpn_head", None)
+    return {"head": head} if replayable(head) else {}
 
 
 def check_prune_config(cfg: CfgNode) -> tuple[str, Any]:

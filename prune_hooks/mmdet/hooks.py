@@ -23,7 +23,7 @@ from mmengine.runner import IterBasedTrainLoop
 
 from ..core import PruneHooksError, describe_changes, load_coco, scale_schedule
 from ..core.dense import pyramid_gt_outputs
-from ..core.inloop import BREAKING_TRANSFORMS
+from ..core.inloop import BREAKING_TRANSFORMS, HeadReplay, replayable
 from ..core.io import atomic_write_text
 from ..core.lifecycle import COVERAGE, Adapter, ImageOutput, ScoringRun, StepImage, check_coverage, check_options
 from ..core.methods import PROTOTYPES, SOFT_LABELS
@@ -108,6 +108,7 @@ class PruneHook(Hook):
         self.in_loop = capture == "in_loop"
         self._stash: dict[str, Any] = {}
         self._handles: list[Any] = []
+        self._replay = HeadReplay({})
         self.score_ann_file, self.score_data_prefix = score_ann_file, score_data_prefix
         self.score_allow_overlap = bool(score_allow_overlap)
         if interval is not None and (not isinstance(interval, int) or interval < 1):
@@ -160,7 +161,7 @@ class PruneHook(Hook):
         )
         self.run.check_model(model, "PruneHook methods")
         if self.in_loop:
-            self._start_in_loop(runner.cfg, model)
+            self._start_in_loop(runner, model)
         self.iter_based = isinstance(runner.train_loop, IterBasedTrainLoop)
         batch = runner.cfg.train_dataloader.get("batch_size", 1) * get_world_size()
         self.epoch_iters = math.ceil(train_index.num_images * _repeats(runner.cfg.train_dataloader.dataset) / batch)
@@ -171,9 +172,10 @@ class PruneHook(Hook):
             self._undo_trust()
             self._undo_trust = None
 
-    def _start_in_loop(self, cfg, model) -> None:
-        """Refuse pipelines that always move or mix boxes; keep the training step's samples and features."""
-        found = sorted(_pipeline_types(cfg.train_dataloader.get("dataset", {})) & set(BREAKING_TRANSFORMS))
+    def _start_in_loop(self, runner, model) -> None:
+        """Refuse pipelines that always move or mix boxes; keep the training step's samples, features and
+        replayable head outputs."""
+        found = sorted(_pipeline_types(runner.cfg.train_dataloader.get("dataset", {})) & set(BREAKING_TRANSFORMS))
         if found:
             raise _fail(
                 f"PruneHook capture in_loop needs the batch's boxes to be the file's boxes resized and flipped; the "
@@ -189,10 +191,13 @@ class PruneHook(Hook):
             model.register_forward_pre_hook(self._keep_samples, with_kwargs=True),
             feature_module.register_forward_hook(self._keep_features),
         ]
+        self._replay = HeadReplay(_replay_heads(model))
+        runner.logger.info(f"[prune_hooks] {self._replay.describe()}")
 
     def _keep_samples(self, module, args, kwargs) -> None:
         if module.training and kwargs.get("mode", args[2] if len(args) > 2 else None) == "loss":
             self._stash = {"samples": kwargs.get("data_samples", args[1] if len(args) > 1 else None)}
+            self._replay.start()
 
     def _keep_features(self, module, args, output) -> None:
         if module.training and "samples" in self._stash:
@@ -218,6 +223,7 @@ class PruneHook(Hook):
     def after_train(self, runner) -> None:
         for h in self._handles:
             h.remove()
+        self._replay.remove()
         self._handles, self._stash = [], {}
         if self.run is None:
             return
@@ -303,7 +309,7 @@ class _MMDetAdapter(Adapter):
             w_scale, h_scale = s.metainfo["scale_factor"]
             boxes = gt_boxes(s.metainfo["img_id"]).to(inputs.device)
             gt.append(boxes * boxes.new_tensor([w_scale, h_scale, w_scale, h_scale]))
-        results, probs, feats = self._heads(model, x, samples, gt, rescale=True)
+        results, probs, feats = _heads(model, x, samples, gt, rescale=True)
         for s, r, pr, ft in zip(samples, results, probs, feats):
             yield ImageOutput(s.metainfo["img_id"], r.bboxes, r.scores, r.labels, pr, ft)
 
@@ -315,46 +321,12 @@ class _MMDetAdapter(Adapter):
             return
         x = tuple(t.detach().float() for t in stash["features"])  # AMP steps: half precision
         gt = [_tensor(s.gt_instances.bboxes).to(x[0].device).float() for s in samples]
-        results, probs, _ = self._heads(model, x, samples, gt, rescale=False)
+        with self.hook._replay.replaying():
+            results, probs, _ = _heads(model, x, samples, gt, rescale=False)
         for s, r, pr, g in zip(samples, results, probs, gt):
             m = s.metainfo
             size, original = tuple(m["img_shape"][:2]), tuple(m["ori_shape"][:2])
             yield StepImage(m["img_id"], _tensor(r.bboxes), r.scores, r.labels, pr, g, size, original)
-
-    def _heads(self, model, x, samples, gt: list[torch.Tensor], rescale: bool) -> tuple[list, list, list]:
-        """The inference branch on computed features ``x``: per image (InstanceData, class distributions
-        on the GT boxes ``gt`` (network input coordinates) or None, their features)."""
-        kind = _gt_kind(model)
-        if kind == "dense":
-            head = model.bbox_head
-            outs = head(x)
-            strides = [s[0] if isinstance(s, (tuple, list)) else s for s in head.prior_generator.strides]
-            sigmoid = SOFT_LABELS in self.gt_outputs(model)
-            probs, feats = pyramid_gt_outputs(
-                x[: len(strides)], strides, gt, outs[0] if sigmoid else None, head.num_classes
-            )
-            metas = [s.metainfo for s in samples]
-            results = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
-            return results, probs or [None] * len(gt), feats
-        from mmdet.structures.bbox import bbox2roi
-
-        roi = model.roi_head
-        rpn = model.rpn_head.predict(x, samples, rescale=False)
-        results = roi.predict(x, rpn, samples, rescale=rescale)
-        extractor, head = roi.bbox_roi_extractor, roi.bbox_head
-        if kind == "cascade":  # the final stage
-            extractor, head = extractor[-1], head[-1]
-        pooled = extractor(x[: extractor.num_inputs], bbox2roi(gt))
-        if getattr(roi, "with_shared_head", False):
-            pooled = roi.shared_head(pooled)
-        seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
-        handle = head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-        try:
-            cls_score = head(pooled)[0]
-        finally:
-            handle.remove()
-        counts = [len(b) for b in gt]
-        return results, cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
 
     def all_gather(self):
         return all_gather_object if get_world_size() > 1 else None
@@ -567,6 +539,49 @@ GT_KINDS = {
     "cascade": "the cascade's final stage on GT boxes",
     "dense": "the dense head's pyramid and class maps on GT boxes",
 }
+
+
+def _heads(model, x, samples, gt: list[torch.Tensor], rescale: bool) -> tuple[list, list, list]:
+    """The inference branch on computed features ``x``: per image (InstanceData, class distributions
+    on the GT boxes ``gt`` (network input coordinates) or None, their features)."""
+    kind = _gt_kind(model)
+    if kind == "dense":
+        head = model.bbox_head
+        outs = head(x)
+        strides = [s[0] if isinstance(s, (tuple, list)) else s for s in head.prior_generator.strides]
+        sigmoid = getattr(head, "use_sigmoid_cls", True)  # softmax scores: no distribution (gt_outputs)
+        probs, feats = pyramid_gt_outputs(
+            x[: len(strides)], strides, gt, outs[0] if sigmoid else None, head.num_classes
+        )
+        metas = [s.metainfo for s in samples]
+        results = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+        return results, probs or [None] * len(gt), feats
+    from mmdet.structures.bbox import bbox2roi
+
+    roi = model.roi_head
+    rpn = model.rpn_head.predict(x, samples, rescale=False)
+    results = roi.predict(x, rpn, samples, rescale=rescale)
+    extractor, head = roi.bbox_roi_extractor, roi.bbox_head
+    if kind == "cascade":  # the final stage
+        extractor, head = extractor[-1], head[-1]
+    pooled = extractor(x[: extractor.num_inputs], bbox2roi(gt))
+    if getattr(roi, "with_shared_head", False):
+        pooled = roi.shared_head(pooled)
+    seen: list[torch.Tensor] = []  # the input of fc_cls: the vector the classifier consumes
+    handle = head.fc_cls.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        cls_score = head(pooled)[0]
+    finally:
+        handle.remove()
+    counts = [len(b) for b in gt]
+    return results, cls_score.softmax(dim=-1).split(counts), seen[0].flatten(1).split(counts)
+
+
+def _replay_heads(model) -> dict[str, torch.nn.Module]:
+    """The head the training forward runs on the features and in-loop capture can take the outputs
+    of: a dense detector's bbox head, else the RPN head; none where it computes differently in eval."""
+    head = model.bbox_head if _gt_kind(model) == "dense" else getattr(model, "rpn_head", None)
+    return {"head": head} if replayable(head) else {}
 
 
 def _gt_kind(model) -> str | None:

@@ -1,8 +1,8 @@
-"""In-loop capture's frame recovery: the batch's boxes back onto the annotation file's."""
+"""In-loop capture: the frame recovery (the batch's boxes back onto the annotation file's) and the head replay."""
 
 import torch
 
-from prune_hooks.core.inloop import original_frame
+from prune_hooks.core.inloop import HeadReplay, original_frame, replayable
 
 
 def _augment(boxes, scale_w, scale_h, width, flip):
@@ -53,3 +53,75 @@ def test_symmetric_boxes_read_as_not_flipped():
     file = torch.tensor([[270.0, 10.0, 370.0, 60.0]])  # centred on x = 320 of a 640-wide image
     frame = original_frame(_augment(file, 1.0, 1.0, 640, True), file, (480, 640), (480, 640))
     assert frame is not None and not frame.flip
+
+
+class _Head(torch.nn.Module):
+    """A head whose forward counts its calls: 2 * x + the call count (so a replay is visible)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = torch.nn.Sequential(*layers)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return [self.layers(x) * 2 + self.calls], {"n": torch.tensor(self.calls)}
+
+
+def test_replayable_refuses_heads_that_compute_differently_in_eval():
+    assert replayable(_Head(torch.nn.Conv2d(2, 2, 1), torch.nn.GroupNorm(1, 2), torch.nn.ReLU()))
+    assert not replayable(_Head(torch.nn.Conv2d(2, 2, 1), torch.nn.BatchNorm2d(2)))
+    assert not replayable(_Head(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))))
+    assert not replayable(None)
+
+
+def test_replay_returns_the_training_forward_output_once():
+    head = _Head(torch.nn.Identity())
+    replay = HeadReplay({"head": head})
+    x = torch.ones(1, 2, requires_grad=True)
+    replay.start()
+    trained = head(x)  # the training forward: call 1
+    head.eval()
+    with replay.replaying():
+        out = head(x)  # answered from the training forward, not computed
+    assert head.calls == 1
+    assert torch.equal(out[0][0], trained[0][0].detach()) and not out[0][0].requires_grad
+    assert int(out[1]["n"]) == 1
+    assert int(head(x)[1]["n"]) == 2  # after the block the head computes again
+    with replay.replaying():  # nothing kept any more: computes
+        assert int(head(x)[1]["n"]) == 3
+    replay.remove()
+    head.train()
+    head(x)
+    assert replay.kept == {}  # hook removed
+
+
+def test_replay_skips_a_head_called_twice_or_in_eval():
+    head = _Head(torch.nn.Identity())
+    replay = HeadReplay({"head": head})
+    x = torch.ones(1, 2)
+    replay.start()
+    head(x), head(x)  # twice in one training forward: which output the branch wants is unknown
+    with replay.replaying():
+        assert int(head(x)[1]["n"]) == 3
+    head.eval()
+    replay.start()
+    head(x)  # an eval forward is not a training step's
+    with replay.replaying():
+        assert int(head(x)[1]["n"]) == 5
+    head.train()
+    replay.start()
+    head(x)
+    replay.start()  # the next training forward drops what the last one kept
+    with replay.replaying():
+        assert int(head(x)[1]["n"]) == 7
+
+
+def test_replay_hands_back_float32_for_half_precision_outputs():
+    head = _Head(torch.nn.Identity())
+    replay = HeadReplay({"head": head})
+    replay.start()
+    head(torch.ones(1, 2, dtype=torch.float16))
+    with replay.replaying():
+        out = head(torch.ones(1, 2))
+    assert out[0][0].dtype == torch.float32 and out[1]["n"].dtype == torch.int64

@@ -16,7 +16,7 @@ from prune_hooks.core.coco import load_coco  # noqa: E402
 from prune_hooks.core.rundir import pruned_name, read_images_csv  # noqa: E402
 from prune_hooks.core.select import RunInputs  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
-from prune_hooks.toy import make_toy_coco  # noqa: E402
+from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 from tests.conftest import assert_matches_cli, read_objects  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,6 +261,7 @@ def test_in_loop_capture_scores_each_object_once_per_epoch(tmp_path):
     assert "in-loop period 1 after iteration 4: 7 images scored" in proc.stdout + proc.stderr
     log = proc.stdout + proc.stderr
     assert log.count(" 0 skipped") == 3 and "scoring pass 1 " not in log  # no pass over the data ran
+    assert "in-loop capture runs the inference branch on each training step's features and StandardRPNHead's" in log
     dets = [d for p in sorted((run / "passes").glob("pass_*.json")) for d in json.loads(p.read_text())]
     sizes = {i["id"]: (i["width"], i["height"]) for i in json.loads(Path(files["train"]).read_text())["images"]}
     for d in dets:  # mapped back to the file's images
@@ -303,3 +304,66 @@ def test_hook_takes_the_start_check_instead_of_reading_the_files_again(tmp_path,
     check_prune_config(cfg)
     os.utime(files["train"], ns=(1, 1))  # the file changed since the check: read again
     assert PruneHook(cfg).index is not index and len(reads) == 3
+
+
+@pytest.mark.parametrize(
+    "zoo", ["COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "COCO-Detection/retinanet_R_50_FPN_1x.yaml"]
+)
+def test_in_loop_takes_the_training_forwards_head_outputs_and_scores_the_same(tmp_path, zoo):
+    """The inference branch on a training step's features gives the same detections and class
+    distributions from the step's RPN / dense head outputs as when it runs that head itself."""
+    import torch
+    from detectron2 import model_zoo
+    from detectron2.data import build_detection_train_loader
+    from detectron2.modeling import build_model
+    from detectron2.structures import ImageList
+    from detectron2.utils.events import EventStorage
+
+    from prune_hooks.core.inloop import HeadReplay
+    from prune_hooks.detectron2 import register_coco_datasets
+    from prune_hooks.detectron2.hooks import _heads, _replay_heads
+
+    dense = "retinanet" in zoo
+    files = make_toy_coco(tmp_path / "toy", {"train": 4})
+    cfg = toy_config(files, tmp_path / "toy", tmp_path / "out", prefix=f"replay_{'dense' if dense else 'rpn'}")
+    if dense:  # the zoo's RetinaNet, shrunk by the toy's overrides (R18, GroupNorm, 128 px)
+        train = cfg.DATASETS.TRAIN
+        cfg.merge_from_file(model_zoo.get_config_file(zoo))
+        cfg.merge_from_file(str(toy_config_file("detectron2")))
+        cfg.DATASETS.TRAIN, cfg.MODEL.RETINANET.NUM_CLASSES = train, 3
+    cfg.MODEL.DEVICE, cfg.SOLVER.IMS_PER_BATCH = "cpu", 2
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # an untrained model
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
+    register_coco_datasets(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    replay = HeadReplay(_replay_heads(model))
+    head = replay.heads["head"]
+    assert type(head).__name__ == ("RetinaNetHead" if dense else "StandardRPNHead")
+    conv = next(m for m in head.modules() if isinstance(m, torch.nn.Conv2d))
+    computed = []
+    conv.register_forward_hook(lambda *_: computed.append(1))
+    kept = {}
+    model.backbone.register_forward_hook(lambda m, args, out: kept.update(tensor=args[0], features=out))
+    batch = next(iter(build_detection_train_loader(cfg)))
+    replay.start()
+    with EventStorage():
+        model(batch)  # the training step's forward (losses)
+    images = ImageList(kept["tensor"].detach(), [tuple(x["image"].shape[-2:]) for x in batch])
+    features = {k: v.detach() for k, v in kept["features"].items()}
+    gt = [x["instances"].gt_boxes.tensor for x in batch]
+    model.eval()
+    with torch.no_grad():
+        computed.clear()
+        with replay.replaying():
+            taken = _heads(model, images, features, gt)
+        assert not computed  # the head did not run again
+        recomputed = _heads(model, images, features, gt)
+        assert computed
+    for a, b in zip(taken[0], recomputed[0]):
+        assert len(a) > 0
+        torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        torch.testing.assert_close(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+    for a, b in zip(taken[1], recomputed[1]):
+        torch.testing.assert_close(a, b)

@@ -66,6 +66,8 @@ def test_zoo_config_in_loop(zoo, toy, tmp_path):
     assert_zoo_run(run, files["train"], methods, 4)
     log = (run.parent / "log.txt").read_text()
     assert log.count(" 0 skipped") == 2 and "scoring pass 1 " not in log
+    head = "RetinaNetHead" if "retinanet" in zoo else "StandardRPNHead"  # no batch norm: taken from the step
+    assert f"training step's features and {head}'s outputs" in log
 
 
 def run_zoo(zoo, toy, tmp_path, methods, extra=None):

@@ -253,6 +253,7 @@ def test_in_loop_capture_scores_each_object_once_per_epoch(tmp_path):
     assert passes == {3}
     log = proc.stdout + proc.stderr
     assert log.count(" 0 skipped") == 3 and "scoring pass 1 " not in log
+    assert "in-loop capture runs the inference branch on each training step's features and RPNHead's" in log
     assert (run / "prototypes.npz").is_file() and (run / "retrain.py").is_file()
 
 
@@ -268,3 +269,59 @@ def test_in_loop_refuses_pipelines_that_move_boxes(tmp_path):
     assert proc.returncode != 0
     assert "[prune_hooks] PruneHook capture in_loop needs the batch's boxes" in proc.stderr + proc.stdout
     assert "['RandomCrop']" in proc.stderr + proc.stdout
+
+
+def test_in_loop_takes_the_training_forwards_rpn_outputs_and_scores_the_same(tmp_path, monkeypatch):
+    """The inference branch on a training step's features gives the same detections and class
+    distributions from the step's RPN head outputs as when it runs the RPN head itself."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+
+    from prune_hooks.core.inloop import HeadReplay
+    from prune_hooks.mmdet.hooks import _heads, _replay_heads
+
+    make_toy_coco(tmp_path / "toy", {"train": 4})
+    monkeypatch.setenv("PRUNE_TOY_ROOT", str(tmp_path / "toy") + "/")
+    init_default_scope("mmdet")
+    from mmdet.registry import DATASETS, MODELS
+
+    cfg = Config.fromfile(str(TOY))
+    cfg.model.test_cfg.rcnn.score_thr = 0.0  # an untrained model
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    replay = HeadReplay(_replay_heads(model))
+    head = replay.heads["head"]
+    assert type(head).__name__ == "RPNHead"
+    computed = []
+    head.rpn_conv.register_forward_hook(lambda *_: computed.append(1))
+    kept = {}
+    model.neck.register_forward_hook(lambda m, args, out: kept.update(features=out))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    data = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), training=True)
+    replay.start()
+    model(**data, mode="loss")  # the training step's forward
+    x = tuple(t.detach() for t in kept["features"])
+    samples = data["data_samples"]
+    gt = [
+        s.gt_instances.bboxes.tensor if hasattr(s.gt_instances.bboxes, "tensor") else s.gt_instances.bboxes
+        for s in samples
+    ]
+    model.eval()
+    with torch.no_grad():
+        computed.clear()
+        with replay.replaying():
+            taken = _heads(model, x, samples, gt, rescale=False)
+        assert not computed  # the RPN head did not run again
+        recomputed = _heads(model, x, samples, gt, rescale=False)
+        assert computed
+    for a, b in zip(taken[0], recomputed[0]):
+        assert len(a) > 0
+        torch.testing.assert_close(a.bboxes, b.bboxes)
+        torch.testing.assert_close(a.scores, b.scores)
+        assert torch.equal(a.labels, b.labels)
+    for a, b in zip(taken[1], recomputed[1]):
+        torch.testing.assert_close(a, b)

@@ -2,6 +2,7 @@
 """In-loop capture against scoring passes: proxy time, score agreement, retrained AP (detectron2).
 
     python tools/bench/bench_inloop.py [--work runs/bench_inloop] [--epochs 6] [--repeats 2] [--keep 0.3 0.5]
+    python tools/bench/bench_inloop.py --timing 3 [--epochs 2]
 
 The quality benchmark's setting (Fashion-MNIST scenes 400 / 150, Faster R-CNN MobileNetV2-FPN, 6
 epochs): in one run, the proxy trained four times through tools/train_net.py — without the hook,
@@ -12,11 +13,16 @@ hook; the final evaluation excluded). Agreement: Spearman of the vps_iou:max ima
 the vps_iou:max subsets of the in-loop and the pass proxy at each keep ratio retrained with R training
 seeds (the quality benchmark's retraining, ``--min-schedule`` floor included). Resumable: rows are
 appended to WORK/results.jsonl and skipped when there. Writes bench_inloop.md and .json.
+
+``--timing R`` measures the time only, with repeats: R pairs of proxies, one without the hook and one
+with in-loop capture, one after the other, training seed r in pair r (the two of a pair train the
+same: the capture draws no random numbers and takes no gradient). Writes bench_inloop_timing.md/.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -56,6 +62,7 @@ def main() -> int:
     ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--min-schedule", type=float, default=0.3, help="as bench_quality: retraining floor, x N images")
     ap.add_argument("--proxies-only", action="store_true", help="time and agreement only, no retraining")
+    ap.add_argument("--timing", type=int, default=0, metavar="R", help="only R pairs of timed proxies (above)")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
 
@@ -81,11 +88,10 @@ def main() -> int:
     def have(**key) -> bool:
         return any(all(r.get(k) == v for k, v in key.items()) for r in rows)
 
-    for name, (enabled, capture, seed) in PROXIES.items():
-        if have(kind="proxy", name=name):
-            continue
+    def proxy(name: str, capture: str | None, seed: int) -> dict:
+        """Train one proxy (``capture`` None: without the hook) through tools/train_net.py."""
         cfg = bench.cfg.clone()
-        cfg.PRUNE.ENABLED, cfg.PRUNE.CAPTURE, cfg.SEED = enabled, capture, seed
+        cfg.PRUNE.ENABLED, cfg.PRUNE.CAPTURE, cfg.SEED = capture is not None, capture or "pass", seed
         cfg.PRUNE.METHODS = ["vps_iou", "vps_conf"]
         cfg.OUTPUT_DIR = str(work / name)
         yaml = work / f"{name}.yaml"
@@ -93,8 +99,19 @@ def main() -> int:
         print(f"proxy {name}: {bench.iters} iterations", flush=True)
         wall = train_net(yaml, work / f"{name}.log")
         loop = loop_seconds(Path(cfg.OUTPUT_DIR) / "log.txt")
-        ap_ = last_ap(work / name)
-        record({"kind": "proxy", "name": name, "loop_seconds": loop, "wall_seconds": round(wall), **ap_})
+        return {"loop_seconds": loop, "wall_seconds": round(wall), **last_ap(work / name)}
+
+    if args.timing:
+        for r in range(args.timing):
+            for name, capture in (("no_hook", None), ("in_loop", "in_loop")):
+                if not have(kind="timing", name=name, pair=r):
+                    record({"kind": "timing", "name": name, "pair": r, **proxy(f"t{r}_{name}", capture, r)})
+        costs = step_costs(bench.cfg, work / "t0_no_hook" / "model_final.pth", steps=40)
+        return write_timing(args, [r for r in rows if r["kind"] == "timing"], costs, bench, n_train, n_val)
+
+    for name, (enabled, capture, seed) in PROXIES.items():
+        if not have(kind="proxy", name=name):
+            record({"kind": "proxy", "name": name, **proxy(name, capture if enabled else None, seed)})
 
     proxies = {r["name"]: r for r in rows if r["kind"] == "proxy"}
     scores = {n: read_images_csv(work / n / "prune") for n in ("in_loop", "pass", "pass_seed1")}
@@ -162,6 +179,113 @@ def main() -> int:
     out = Path(args.out)
     (out / "bench_inloop.json").write_text(json.dumps({"rows": rows, "agreement": agreement}, indent=1) + "\n")
     (out / "bench_inloop.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def step_costs(cfg, weights: Path, steps: int) -> dict:
+    """In process, from the trained weights ``weights``: per training step (forward, backward, SGD
+    update), the in-loop inference branch on that step's features twice — taking the RPN head's
+    outputs from the step, and running the RPN head again — in alternating order. Seconds (medians)."""
+    import statistics
+
+    import mobilenet_fpn  # noqa: F401  (registers the benchmark's backbone)
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import build_detection_train_loader
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_optimizer
+    from detectron2.structures import ImageList
+    from detectron2.utils.events import EventStorage
+
+    from prune_hooks.core.inloop import HeadReplay
+    from prune_hooks.detectron2 import register_coco_datasets
+    from prune_hooks.detectron2.hooks import _heads, _replay_heads
+
+    register_coco_datasets(cfg)
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(str(weights))
+    optimizer = build_optimizer(cfg, model)
+    replay = HeadReplay(_replay_heads(model))
+    kept: dict = {}
+    model.backbone.register_forward_hook(lambda m, a, out: kept.update(tensor=a[0], features=out))
+    times: dict[str, list[float]] = {"step": [], "taken": [], "run again": []}
+    for i, batch in zip(range(steps + 3), build_detection_train_loader(cfg)):
+        model.train()
+        replay.start()
+        start = time.perf_counter()
+        with EventStorage(i):
+            loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step = time.perf_counter() - start
+        images = ImageList(kept["tensor"].detach(), [tuple(x["image"].shape[-2:]) for x in batch])
+        features = {k: v.detach() for k, v in kept["features"].items()}
+        gt = [x["instances"].gt_boxes.tensor for x in batch]
+        model.eval()
+        got = {}
+        with torch.no_grad():
+            for variant in ("taken", "run again") if i % 2 else ("run again", "taken"):
+                start = time.perf_counter()
+                with replay.replaying() if variant == "taken" else contextlib.nullcontext():
+                    _heads(model, images, features, gt)
+                got[variant] = time.perf_counter() - start
+        if i >= 3:  # the first steps warm the allocator and the loader
+            times["step"].append(step)
+            for k, v in got.items():
+                times[k].append(v)
+    return {k: statistics.median(v) for k, v in times.items()} | {"steps": steps}
+
+
+def write_timing(args, rows: list[dict], costs: dict, bench, n_train: int, n_val: int) -> int:
+    """The timing table: loop time per pair, the ratio in-loop / no hook, its mean and 95 % t interval."""
+    from scipy.stats import t as student
+
+    loop = {(r["pair"], r["name"]): r["loop_seconds"] for r in rows}
+    pairs = sorted({p for p, _ in loop if (p, "no_hook") in loop and (p, "in_loop") in loop})
+    ratios = np.array([loop[p, "in_loop"] / loop[p, "no_hook"] for p in pairs])
+    mean = float(ratios.mean()) if len(ratios) else math.nan
+    half = (
+        float(student.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / math.sqrt(len(ratios)))
+        if len(ratios) > 1
+        else math.nan
+    )
+    lines = [
+        "# In-loop capture: proxy time with repeats (detectron2)",
+        "",
+        f"`python tools/bench/bench_inloop.py {' '.join(sys.argv[1:])}`: Fashion-MNIST scenes {n_train} train / "
+        f"{n_val} val, Faster R-CNN MobileNetV2-FPN at 256 px, batch {bench.batch}, {bench.iters} iterations, "
+        "PRUNE.METHODS [vps_iou, vps_conf], 2 CPU cores. Pairs one after the other (no hook, then in-loop), "
+        "training seed = pair. Loop time: detectron2's 'Total training time' (every hook included, whole seconds).",
+        "",
+        "| pair | no hook s | in-loop s | × no hook |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p} | {loop[p, 'no_hook']} | {loop[p, 'in_loop']} | {loop[p, 'in_loop'] / loop[p, 'no_hook']:.3f} |"
+        for p in pairs
+    ]
+    lines += [
+        "",
+        f"Mean ratio {mean:.3f}, 95 % t interval [{mean - half:.3f}, {mean + half:.3f}] over {len(pairs)} pairs.",
+    ]
+    step = costs["step"]
+    lines += [
+        "",
+        f"Per training step, in one process, from pair 0's trained weights ({costs['steps']} steps, medians; "
+        "the two variants alternate step by step on the same features):",
+        "",
+        "| what | ms | of the step |",
+        "|---|---|---|",
+        f"| training step (forward, backward, SGD update) | {1e3 * step:.1f} | 1.000 |",
+    ]
+    for k, label in (("taken", "RPN head's outputs taken from the step"), ("run again", "RPN head run again")):
+        lines.append(f"| in-loop inference branch, {label} | {1e3 * costs[k]:.1f} | {costs[k] / step:.3f} |")
+    out = Path(args.out)
+    result = {"rows": rows, "ratios": ratios.tolist(), "mean": mean, "ci95_half": half, "step_costs": costs}
+    (out / "bench_inloop_timing.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "bench_inloop_timing.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
