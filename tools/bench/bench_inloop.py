@@ -107,7 +107,7 @@ def main() -> int:
                 if not have(kind="timing", name=name, pair=r):
                     record({"kind": "timing", "name": name, "pair": r, **proxy(f"t{r}_{name}", capture, r)})
         costs = step_costs(bench.cfg, work / "t0_no_hook" / "model_final.pth", steps=40)
-        return write_timing(args, [r for r in rows if r["kind"] == "timing"], costs, bench, n_train, n_val)
+        return write_timing(args, [r for r in rows if r["kind"] == "timing"], costs, bench, n_train, n_val, work)
 
     for name, (enabled, capture, seed) in PROXIES.items():
         if not have(kind="proxy", name=name):
@@ -238,37 +238,58 @@ def step_costs(cfg, weights: Path, steps: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()} | {"steps": steps}
 
 
-def write_timing(args, rows: list[dict], costs: dict, bench, n_train: int, n_val: int) -> int:
-    """The timing table: loop time per pair, the ratio in-loop / no hook, its mean and 95 % t interval."""
+def write_timing(args, rows: list[dict], costs: dict, bench, n_train: int, n_val: int, work: Path) -> int:
+    """The timing table per pair: the loops' ratio in-loop / no hook, and the capture's own share of its
+    loop (the seconds its period log lines give, against the rest of that loop); means, 95 % t intervals."""
     from scipy.stats import t as student
+
+    def mean_ci(x: np.ndarray) -> str:
+        half = student.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+        return f"{x.mean():.3f} [{x.mean() - half:.3f}, {x.mean() + half:.3f}]"
 
     loop = {(r["pair"], r["name"]): r["loop_seconds"] for r in rows}
     pairs = sorted({p for p, _ in loop if (p, "no_hook") in loop and (p, "in_loop") in loop})
+    capture = {
+        p: sum(
+            map(
+                float,
+                re.findall(r"scored \(this rank\) in ([\d.]+) s", (work / f"t{p}_in_loop" / "log.txt").read_text()),
+            )
+        )
+        for p in pairs
+    }
     ratios = np.array([loop[p, "in_loop"] / loop[p, "no_hook"] for p in pairs])
-    mean = float(ratios.mean()) if len(ratios) else math.nan
-    half = (
-        float(student.ppf(0.975, len(ratios) - 1) * ratios.std(ddof=1) / math.sqrt(len(ratios)))
-        if len(ratios) > 1
-        else math.nan
-    )
+    shares = np.array([1 + capture[p] / (loop[p, "in_loop"] - capture[p]) for p in pairs])
     lines = [
         "# In-loop capture: proxy time with repeats (detectron2)",
         "",
         f"`python tools/bench/bench_inloop.py {' '.join(sys.argv[1:])}`: Fashion-MNIST scenes {n_train} train / "
         f"{n_val} val, Faster R-CNN MobileNetV2-FPN at 256 px, batch {bench.batch}, {bench.iters} iterations, "
         "PRUNE.METHODS [vps_iou, vps_conf], 2 CPU cores. Pairs one after the other (no hook, then in-loop), "
-        "training seed = pair. Loop time: detectron2's 'Total training time' (every hook included, whole seconds).",
+        "training seed = pair. Loop: detectron2's 'Total training time' (every hook included, whole seconds). "
+        "Capture: the in-loop seconds of its period log lines; 1 + capture / (loop - capture) is the run's "
+        "cost against itself without the capture, which drift of the machine between two runs does not move. "
+        "Val AP50: the proxies' own (the two of a pair train the same; 2 epochs is short, and a proxy may not "
+        "have learned yet).",
         "",
-        "| pair | no hook s | in-loop s | × no hook |",
-        "|---|---|---|---|",
+        "| pair | no hook: loop s | in-loop: loop s | × no hook | in-loop: capture s | 1 + capture / rest of loop | "
+        "val AP50, no hook / in-loop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ap50 = {(r["pair"], r["name"]): r.get("AP50", math.nan) for r in rows}
+
+    def fmt_ap(v: float) -> str:
+        return "none: no detection above the test score threshold" if math.isnan(v) else f"{v:.1f}"
+
+    lines += [
+        f"| {p} | {loop[p, 'no_hook']} | {loop[p, 'in_loop']} | {ratios[i]:.3f} | {capture[p]:.1f} | {shares[i]:.3f} | "
+        f"{fmt_ap(ap50[p, 'no_hook'])} / {fmt_ap(ap50[p, 'in_loop'])} |"
+        for i, p in enumerate(pairs)
     ]
     lines += [
-        f"| {p} | {loop[p, 'no_hook']} | {loop[p, 'in_loop']} | {loop[p, 'in_loop'] / loop[p, 'no_hook']:.3f} |"
-        for p in pairs
-    ]
-    lines += [
         "",
-        f"Mean ratio {mean:.3f}, 95 % t interval [{mean - half:.3f}, {mean + half:.3f}] over {len(pairs)} pairs.",
+        f"Mean and 95 % t interval over {len(pairs)} pairs: × no hook {mean_ci(ratios)}; "
+        f"1 + capture / rest {mean_ci(shares)}.",
     ]
     step = costs["step"]
     lines += [
@@ -283,7 +304,7 @@ def write_timing(args, rows: list[dict], costs: dict, bench, n_train: int, n_val
     for k, label in (("taken", "RPN head's outputs taken from the step"), ("run again", "RPN head run again")):
         lines.append(f"| in-loop inference branch, {label} | {1e3 * costs[k]:.1f} | {costs[k] / step:.3f} |")
     out = Path(args.out)
-    result = {"rows": rows, "ratios": ratios.tolist(), "mean": mean, "ci95_half": half, "step_costs": costs}
+    result = {"rows": rows, "ratios": ratios.tolist(), "capture_shares": shares.tolist(), "step_costs": costs}
     (out / "bench_inloop_timing.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "bench_inloop_timing.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
