@@ -111,7 +111,8 @@ class HeadReplay:
     """The outputs of heads in the last training forward, handed back to the inference branch.
 
     ``HeadReplay({name: head})`` registers a forward hook on each head that keeps its training-step
-    output (detached; floating tensors as float32, as AMP steps compute them in half precision).
+    output (detached; handed back with half-precision tensors as float32, as the branch runs on the
+    features of an AMP step).
     ``start()`` (at the start of each training forward) drops what the last one kept; a head called
     twice in one forward is not replayed. ``replaying()`` makes each kept head return its kept output
     instead of computing, until the block ends, then keeps nothing. Only heads for which
@@ -126,7 +127,7 @@ class HeadReplay:
     def _hook(self, name: str):
         def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
             if module.training:
-                self.kept[name] = None if name in self.kept else _detached(output)
+                self.kept[name] = None if name in self.kept else _tree_map(torch.Tensor.detach, output)
 
         return keep
 
@@ -139,7 +140,7 @@ class HeadReplay:
         with ExitStack() as undo:
             for name, output in kept.items():
                 if output is not None:
-                    undo.enter_context(_returning(self.heads[name], output))
+                    undo.enter_context(_returning(self.heads[name], _tree_map(_float32, output)))
             yield
 
     def describe(self) -> str:
@@ -165,13 +166,18 @@ def _returning(module: torch.nn.Module, output: Any) -> Iterator[None]:
         del module.forward
 
 
-def _detached(x: Any) -> Any:
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _tree_map(fn, x: Any) -> Any:
+    """``fn`` on every tensor of ``x`` (nested lists, tuples, named tuples, dicts)."""
     if isinstance(x, torch.Tensor):
-        return x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
+        return fn(x)
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
-        return type(x)(*(_detached(v) for v in x))
+        return type(x)(*(_tree_map(fn, v) for v in x))
     if isinstance(x, (list, tuple)):
-        return type(x)(_detached(v) for v in x)
+        return type(x)(_tree_map(fn, v) for v in x)
     if isinstance(x, dict):
-        return {k: _detached(v) for k, v in x.items()}
+        return {k: _tree_map(fn, v) for k, v in x.items()}
     return x
