@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from .capture import VPSCapture
@@ -234,16 +236,35 @@ def _fail(msg: str) -> PruneHooksError:
 
 
 @contextlib.contextmanager
+def _random_state_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Python's, numpy's and torch's global random states (the CPU's and the model's CUDA device's)
+    as they were on entry, restored on exit: a scoring loader draws its worker seed from torch's
+    generator, which would otherwise shift every random number the training draws after it (the
+    RPN's and ROI heads' sampling), so that a proxy with scoring passes trained differently from the
+    same run without the hook."""
+    param = next(model.parameters(), None)
+    cuda = [param.device] if param is not None and param.device.type == "cuda" else []
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
 def inference_context(model: torch.nn.Module, owners: list[tuple[Any, str]], score_thresh: float) -> Iterator[None]:
     """Eval mode, no grad and every score threshold in ``owners`` set to ``score_thresh``; the
-    model's mode and thresholds are restored on exit, whatever happened inside."""
+    model's mode, thresholds and the global random states (:func:`_random_state_kept`) are restored
+    on exit, whatever happened inside."""
     was_training = model.training
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr in owners]
     try:
         for obj, attr, _ in saved:
             setattr(obj, attr, score_thresh)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _random_state_kept(model):
             yield
     finally:
         model.train(was_training)

@@ -101,6 +101,23 @@ def test_inference_context_restores_mode_and_threshold_even_on_error():
     assert model.training and model.test_score_thresh == 0.05 and torch.is_grad_enabled()
 
 
+def test_inference_context_leaves_the_random_streams_where_it_found_them():
+    import random
+
+    model = Jitter()
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = draws()
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    with inference_context(model, [], 0.0):
+        inside = draws()  # what a loader's worker seed or a sampler would consume
+        torch.utils.data.DataLoader(range(4)).__iter__()
+    assert draws() == expected == inside
+
+
 def test_passes_accumulate_and_finish_writes_everything(coco_file, tmp_path):
     run, adapter, index = make_run(coco_file, tmp_path)
     model = Jitter()

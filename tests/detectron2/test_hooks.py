@@ -125,6 +125,26 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     assert (retrain_out / "inference" / "coco_instances_results.json").exists()
 
 
+def test_scoring_passes_leave_the_training_unchanged(tmp_path):
+    """At a fixed seed, a proxy with scoring passes trains the same weights as the same run without
+    the hook: the pass draws nothing from the training's random streams (the pass after iteration 4
+    comes before four more steps that sample proposals)."""
+    import torch
+
+    config, _, _ = make_config(tmp_path, METHODS=["vps_iou"])
+    fixed = ("SOLVER.MAX_ITER", 8, "SEED", 7)
+    log = train_net("--config-file", config, *fixed, "OUTPUT_DIR", tmp_path / "hooked")
+    assert "scoring pass 2 after iteration 8" in log.stdout + log.stderr
+    train_net("--config-file", config, *fixed, "PRUNE.ENABLED", False, "OUTPUT_DIR", tmp_path / "plain")
+    hooked, plain = (
+        torch.load(tmp_path / d / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+        for d in ("hooked", "plain")
+    )
+    assert hooked.keys() == plain.keys()
+    moved = [k for k in plain if not torch.equal(hooked[k], plain[k])]
+    assert not moved, moved[:5]
+
+
 def test_resume_continues_statistics(tmp_path):
     config, files, cfg = make_config(tmp_path)
     # First process: stops after pass 2 (iteration 8), where the checkpoint holds both passes.

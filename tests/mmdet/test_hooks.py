@@ -132,6 +132,27 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
         assert all(k in meta for k in common)
 
 
+def test_scoring_passes_leave_the_training_unchanged(tmp_path):
+    """At a fixed seed, a proxy with scoring passes trains the same weights as the same run without
+    the hook: the pass after epoch 1 draws nothing from the random streams epoch 2 trains with."""
+    import torch
+
+    hooked, _ = write_config(tmp_path, epochs=2, hook="dict(type='PruneHook', methods=['vps_iou'])")
+    plain = tmp_path / "plain.py"
+    plain.write_text(hooked.read_text().replace("custom_hooks = [dict(type='PruneHook', methods=['vps_iou'])]", ""))
+    assert "PruneHook" not in plain.read_text()
+    for config, work in ((hooked, "hooked"), (plain, "plain")):
+        train(config, tmp_path, "--work-dir", tmp_path / work, "--cfg-options", "randomness.seed=7")
+    assert json.loads((tmp_path / "hooked" / "prune" / "meta.json").read_text())["passes"] == 2
+    weights = [
+        torch.load(tmp_path / d / "epoch_2.pth", map_location="cpu", weights_only=False)["state_dict"]
+        for d in ("hooked", "plain")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    moved = [k for k in weights[1] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not moved, moved[:5]
+
+
 def test_resume_continues_statistics(tmp_path):
     config, files = write_config(tmp_path, epochs=2)
     train(config, tmp_path)
