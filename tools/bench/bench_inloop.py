@@ -2,6 +2,7 @@
 """In-loop capture against scoring passes: proxy time, score agreement, retrained AP (detectron2).
 
     python tools/bench/bench_inloop.py [--work runs/bench_inloop] [--epochs 6] [--repeats 2] [--keep 0.3 0.5]
+    python tools/bench/bench_inloop.py --proxies in_loop pass
     python tools/bench/bench_inloop.py --timing 3 [--epochs 2]
 
 The quality benchmark's setting (Fashion-MNIST scenes 400 / 150, Faster R-CNN MobileNetV2-FPN, 6
@@ -13,6 +14,8 @@ hook; the final evaluation excluded). Agreement: Spearman of the vps_iou:max ima
 the vps_iou:max subsets of the in-loop and the pass proxy at each keep ratio retrained with R training
 seeds (the quality benchmark's retraining, ``--min-schedule`` floor included). Resumable: rows are
 appended to WORK/results.jsonl and skipped when there. Writes bench_inloop.md and .json.
+``--proxies`` trains only the proxies named (time and agreement, no retraining) and writes
+bench_inloop_<names>.md and .json.
 
 ``--timing R`` measures the time only, with repeats: R pairs of proxies, one without the hook and one
 with in-loop capture, one after the other, training seed r in pair r (the two of a pair train the
@@ -62,6 +65,7 @@ def main() -> int:
     ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--min-schedule", type=float, default=0.3, help="as bench_quality: retraining floor, x N images")
     ap.add_argument("--proxies-only", action="store_true", help="time and agreement only, no retraining")
+    ap.add_argument("--proxies", nargs="+", choices=list(PROXIES), default=list(PROXIES), help="only these (above)")
     ap.add_argument("--timing", type=int, default=0, metavar="R", help="only R pairs of timed proxies (above)")
     ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
     args = ap.parse_args()
@@ -109,22 +113,25 @@ def main() -> int:
         costs = step_costs(bench.cfg, work / "t0_no_hook" / "model_final.pth", steps=40)
         return write_timing(args, [r for r in rows if r["kind"] == "timing"], costs, bench, n_train, n_val, work)
 
-    for name, (enabled, capture, seed) in PROXIES.items():
+    names = [n for n in PROXIES if n in args.proxies]
+    subset = names != list(PROXIES)
+    for name in names:
+        enabled, capture, seed = PROXIES[name]
         if not have(kind="proxy", name=name):
             record({"kind": "proxy", "name": name, **proxy(name, capture if enabled else None, seed)})
 
-    proxies = {r["name"]: r for r in rows if r["kind"] == "proxy"}
-    scores = {n: read_images_csv(work / n / "prune") for n in ("in_loop", "pass", "pass_seed1")}
+    proxies = {r["name"]: r for r in rows if r["kind"] == "proxy" and r["name"] in names}
+    scores = {n: read_images_csv(work / n / "prune") for n in ("in_loop", "pass", "pass_seed1") if n in names}
 
     def rho(a: str, b: str) -> float:
         x, y = scores[a]["vps_iou_max"], scores[b]["vps_iou_max"]
         ok = ~(np.isnan(x) | np.isnan(y))
         return float(spearmanr(x[ok], y[ok]).statistic)
 
-    agreement = {"in_loop vs pass": rho("in_loop", "pass"), "pass vs pass_seed1": rho("pass", "pass_seed1")}
-    agreement["in_loop vs pass_seed1"] = rho("in_loop", "pass_seed1")
+    pairs = (("in_loop", "pass"), ("pass", "pass_seed1"), ("in_loop", "pass_seed1"))
+    agreement = {f"{a} vs {b}": rho(a, b) for a, b in pairs if a in scores and b in scores}
 
-    if not args.proxies_only:
+    if not (args.proxies_only or subset):
         for keep in args.keep:
             for name in ("in_loop", "pass"):
                 sel = work / "subsets" / f"{name}_k{keep:g}"
@@ -141,7 +148,7 @@ def main() -> int:
                     record({"kind": "retrain", "name": name, "keep": keep, "repeat": r, "kept": n_keep,
                             "iters": iters, "seconds": round(secs), **m})  # fmt: skip
 
-    base = proxies["no_hook"]["loop_seconds"]
+    base = proxies["no_hook"]["loop_seconds"] if "no_hook" in proxies else math.nan
     lines = [
         "# In-loop capture vs scoring passes (detectron2)",
         "",
@@ -153,15 +160,19 @@ def main() -> int:
         "| proxy | loop s | × no hook | AP | AP50 |",
         "|---|---|---|---|---|",
     ]
-    for name in PROXIES:
+
+    def ratio(p: dict) -> str:
+        return "(no no_hook run)" if math.isnan(base) else f"{p['loop_seconds'] / base:.2f}"
+
+    for name in names:
         p = proxies[name]
         lines.append(
-            f"| {name} | {p['loop_seconds']} | {p['loop_seconds'] / base:.2f} | {p.get('AP', math.nan):.1f} | "
+            f"| {name} | {p['loop_seconds']} | {ratio(p)} | {p.get('AP', math.nan):.1f} | "
             f"{p.get('AP50', math.nan):.1f} |"
         )
     lines += ["", "Spearman of vps_iou:max image scores:", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in agreement.items()]
-    retrains = [r for r in rows if r["kind"] == "retrain"]
+    retrains = [] if subset else [r for r in rows if r["kind"] == "retrain"]
     if retrains:
         lines += [
             "",
@@ -176,9 +187,10 @@ def main() -> int:
                 got = [r for r in retrains if r["name"] == name and r["keep"] == k]
                 cells.append(f"{fmt([r['AP'] for r in got])} / {fmt([r['AP50'] for r in got])}" if got else "")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    (out / "bench_inloop.json").write_text(json.dumps({"rows": rows, "agreement": agreement}, indent=1) + "\n")
-    (out / "bench_inloop.md").write_text("\n".join(lines) + "\n")
+    out, stem = Path(args.out), "bench_inloop" + ("_" + "_".join(names) if subset else "")
+    kept = [r for r in rows if not subset or (r["kind"] == "proxy" and r["name"] in names)]
+    (out / f"{stem}.json").write_text(json.dumps({"rows": kept, "agreement": agreement}, indent=1) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
