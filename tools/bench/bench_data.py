@@ -81,7 +81,10 @@ def load_fashion(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_backgrounds() -> dict[str, np.ndarray]:
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError as e:
+        raise SystemExit("background photos: pip install scikit-image (or the 'bench' extra)") from e
 
     out = {}
     for name in BACKGROUNDS:
