@@ -93,3 +93,12 @@ def assert_zoo_run(run, train_json, methods, n_images):
         soft = np.load(run / "soft_labels.npz")
         np.testing.assert_allclose(soft["probs"].sum(1), 1.0, atol=1e-4)
     assert json.loads((run / "subset.json").read_text())["n_images"] == n_images
+
+
+def assert_same_weights(hooked, plain):
+    """Two state dicts (the proxy with the hook, the same run without it) hold equal tensors."""
+    import torch
+
+    assert hooked.keys() == plain.keys()
+    moved = [k for k in plain if not torch.equal(hooked[k], plain[k])]
+    assert not moved, moved[:5]

@@ -17,7 +17,7 @@ from prune_hooks.core.rundir import pruned_name, read_images_csv  # noqa: E402
 from prune_hooks.core.select import RunInputs  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
-from tests.conftest import assert_matches_cli, read_objects  # noqa: E402
+from tests.conftest import assert_matches_cli, assert_same_weights, read_objects  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_NET = ROOT / "tools" / "train_net.py"
@@ -140,9 +140,7 @@ def test_scoring_passes_leave_the_training_unchanged(tmp_path):
         torch.load(tmp_path / d / "model_final.pth", map_location="cpu", weights_only=False)["model"]
         for d in ("hooked", "plain")
     )
-    assert hooked.keys() == plain.keys()
-    moved = [k for k in plain if not torch.equal(hooked[k], plain[k])]
-    assert not moved, moved[:5]
+    assert_same_weights(hooked, plain)
 
 
 def test_resume_continues_statistics(tmp_path):
