@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 .PHONY: install test demo clean
 
 install:
-	$(PYTHON) tools/install_stack.py --venv $(VENV)
+	$(PYTHON) dev/install_stack.py --venv $(VENV)
 
 test: install
-	$(PY) -m ruff check prune_hooks tests tools
+	$(PY) -m ruff check prune_hooks tests tools dev
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: install

@@ -1,3 +1,5 @@
-"""Dataset pruning for object detection, as training hooks for Detectron2 and MMDetection."""
+"""Dataset pruning for object detection, as training hooks for Detectron2, MMDetection and Ultralytics."""
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__"]

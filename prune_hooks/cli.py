@@ -11,26 +11,19 @@ from pathlib import Path
 
 import torch
 
-from .core import (
-    AGGREGATIONS,
-    PruneHooksError,
-    VPSAccumulator,
-    cipa_pass,
-    keep_count,
-    load_coco,
-    load_detections,
-    read_meta,
-    write_run,
-    write_subset,
-)
-from .core import methods as registry
-from .core.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
-from .core.clean import audit_run, clean_run
-from .core.coco import sha256_file
-from .core.coverage import DEFAULT_STRATA
-from .core.csod import CSODAhead
+from .core.data.coco import load_coco, load_detections, sha256_file
+from .core.data.rundir import read_meta
+from .core.errors import PruneHooksError
 from .core.io import no_gc
-from .core.select import DEFAULT_LAMBDA, RunInputs, select, start_csod
+from .core.outputs.clean import audit_run, clean_run
+from .core.outputs.rundir import write_run, write_subset
+from .core.scoring.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
+from .core.scoring.scores import AGGREGATIONS, VPSAccumulator, cipa_pass
+from .core.selection import methods as registry
+from .core.selection.algorithms import keep_count
+from .core.selection.coverage import DEFAULT_STRATA
+from .core.selection.inputs import RunInputs
+from .core.selection.select import DEFAULT_LAMBDA, select
 
 __all__ = ["main"]
 
@@ -60,8 +53,8 @@ def cmd_score_vps(args: argparse.Namespace) -> None:
 
 
 def cmd_score_shape(args: argparse.Namespace) -> None:
-    from .core.shape import shape_scores
-    from .report import report_or_warn
+    from .core.outputs.report import report_or_warn
+    from .core.scoring.shape import shape_scores
 
     if args.workers is not None and args.workers < 1:
         raise PruneHooksError(f"--workers must be >= 1, got {args.workers}")
@@ -91,17 +84,6 @@ def cmd_select(args: argparse.Namespace) -> None:
         raise PruneHooksError(
             f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json"
         )
-    # One csod selection: its greedy needs the prototypes only, and runs while the annotation file is parsed.
-    one_csod = args.method == "csod" and sum(len(getattr(args, k) or []) for k in ("keep", "prune", "count")) == 1
-    ahead = start_csod(args.run, args.lam) if one_csod else None
-    try:
-        _select_into(args, ann, meta, ahead)
-    finally:
-        if ahead is not None:  # stops it where it was not asked for (an error); nothing once it has answered
-            ahead.cancel()
-
-
-def _select_into(args: argparse.Namespace, ann: str, meta: dict, ahead: CSODAhead | None) -> None:
     index = load_coco(ann)
     if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
         logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
@@ -110,7 +92,7 @@ def _select_into(args: argparse.Namespace, ann: str, meta: dict, ahead: CSODAhea
         for name in ("keep", "prune", "count")
         for v in (getattr(args, name) or [])
     ]
-    inputs = RunInputs(args.run, index, csod=ahead)
+    inputs = RunInputs(args.run, index)
     methods = list(registry.names()) if args.method == "all" else [args.method]
     single = len(methods) * len(budgets) == 1
     out_root = Path(args.out or args.run)
@@ -154,7 +136,7 @@ def _select_into(args: argparse.Namespace, ann: str, meta: dict, ahead: CSODAhea
 
 
 def cmd_unseen_folds(args: argparse.Namespace) -> None:
-    from .core.unseen import write_folds
+    from .core.outputs.unseen import write_folds
 
     pairs = write_folds(args.annotations, args.k, args.seed, args.out)
     for i, (train, score) in enumerate(pairs, 1):
@@ -162,7 +144,7 @@ def cmd_unseen_folds(args: argparse.Namespace) -> None:
 
 
 def cmd_unseen_merge(args: argparse.Namespace) -> None:
-    from .core.unseen import merge_runs
+    from .core.outputs.unseen import merge_runs
 
     meta = merge_runs(args.runs, args.annotations, args.out)
     print(f"merged {len(args.runs)} runs over {meta['num_images']} images -> {args.out}")
@@ -170,7 +152,7 @@ def cmd_unseen_merge(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from .core.io import write_json
-    from .core.unseen import SUBSET_RATIOS, compare_runs
+    from .core.outputs.unseen import SUBSET_RATIOS, compare_runs
 
     rows = compare_runs(args.run_a, args.run_b)
     head = ["column", "images", "spearman", "kendall", *(f"overlap@{k:g}" for k in SUBSET_RATIOS)]
@@ -202,7 +184,7 @@ def cmd_clean(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .core.outputs.report import write_report
 
     path = write_report(args.run, subset=args.subset, out=args.out, image_root=args.image_root)
     print(f"report -> {path}")

@@ -17,7 +17,7 @@ config in such an environment lists ``prune_hooks.compat`` in ``custom_imports``
 
 numba-cuda (0.30.4 seen) names ``np.row_stack`` (removed in numpy 2.5) when it compiles a kernel: CSOD's
 CUDA greedy would fail to compile and fall back to the CPU. ``numba_cuda_aliases`` restores it as the
-alias of ``vstack`` it was, only when missing; ``core/csod_cuda.py`` calls it on import.
+alias of ``vstack`` it was, only when missing; ``core/selection/csod/cuda.py`` calls it on import.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prune_hooks.cli import main as cli
-from prune_hooks.core.rundir import read_images_csv
+from prune_hooks.core.data.rundir import read_images_csv
 
 
 def tiny_coco():

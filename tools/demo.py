@@ -6,7 +6,7 @@ hook), train it with the framework's train script (the hook scores every object 
 writes the run directory when training ends), retrain from the generated config with the same
 script, and print a summary.
 
-Detectron2: ``tools/train_net.py``, ``OUTPUT_DIR/prune/retrain.yaml``.
+Detectron2: ``python -m prune_hooks.detectron2.train_net``, ``OUTPUT_DIR/prune/retrain.yaml``.
 MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
 """
 
@@ -48,11 +48,11 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
         f"demo: proxy training, {cfg.SOLVER.MAX_ITER} iterations ({epochs} epochs of {epoch}) -> {out / 'proxy'}",
         flush=True,
     )
-    train_net = ROOT / "tools" / "train_net.py"
-    t_proxy = train([train_net, "--config-file", proxy_yaml], out / "proxy.log")
+    train_net = ["-m", "prune_hooks.detectron2.train_net"]
+    t_proxy = train([*train_net, "--config-file", proxy_yaml], out / "proxy.log")
     run = out / "proxy" / "prune"
     print(f"demo: retraining from {run / 'retrain.yaml'}", flush=True)
-    t_retrain = train([train_net, "--config-file", run / "retrain.yaml"], out / "retrain.log")
+    t_retrain = train([*train_net, "--config-file", run / "retrain.yaml"], out / "retrain.log")
 
     from detectron2.config import get_cfg
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PruneHooksError"]
+__all__ = ["PruneHooksError", "fail"]
 
 
 class PruneHooksError(ValueError):
@@ -11,3 +11,8 @@ class PruneHooksError(ValueError):
     The CLI prints it as one line (no traceback); hooks raise it at start-up, prefixed with
     ``[prune_hooks]``.
     """
+
+
+def fail(msg: str) -> PruneHooksError:
+    """The error a hook raises: ``msg`` prefixed with ``[prune_hooks]`` (the component, in the frameworks' logs)."""
+    return PruneHooksError(f"[prune_hooks] {msg}")

@@ -21,12 +21,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         '(see the README, "Installation"), then pip install "prune-hooks[detectron2]".'
     ) from e
 
-from .config import add_prune_config, register_coco_datasets  # noqa: E402
-from .hooks import PruneHook, build_prune_hooks, check_prune_config, insert_prune_hooks, write_retrain_config  # noqa: E402
+from .config import PruneSetup, add_prune_config, check_prune_config, register_coco_datasets  # noqa: E402
+from .hook import PruneHook, build_prune_hooks, insert_prune_hooks  # noqa: E402
 from .launch import launch  # noqa: E402
+from .retrain import write_retrain_config  # noqa: E402
 
 __all__ = [
     "PruneHook",
+    "PruneSetup",
     "add_prune_config",
     "build_prune_hooks",
     "check_prune_config",

@@ -1,10 +1,34 @@
-"""``cfg.PRUNE``: the prune_hooks options of a detectron2 config."""
+"""``cfg.PRUNE``: the prune_hooks options of a detectron2 config, their check, and the data set-up they name."""
 
 from __future__ import annotations
 
-from detectron2.config import CfgNode as CN
+import logging
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["add_prune_config", "register_coco_datasets"]
+from detectron2.config import CfgNode as CN
+from detectron2.data import MetadataCatalog
+
+from ..core.data.coco import CocoIndex, load_coco
+from ..core.errors import PruneHooksError, fail
+from ..core.lifecycle import check_coverage, check_options
+from ..core.outputs.unseen import check_score_set
+
+__all__ = ["OPTION_LABELS", "PruneSetup", "add_prune_config", "check_prune_config", "register_coco_datasets"]
+
+logger = logging.getLogger("detectron2.prune_hooks")
+
+OPTION_LABELS = {
+    "methods": "PRUNE.METHODS",
+    "keep_ratio": "PRUNE.KEEP_RATIO",
+    "aggregation": "PRUNE.AGGREGATION",
+    "capture": "PRUNE.CAPTURE",
+    "other_set": "PRUNE.SCORE_DATASET",
+    "stratify": "PRUNE.STRATIFY",
+    "group_by": "PRUNE.GROUP_BY",
+    "per_group_max": "PRUNE.PER_GROUP_MAX",
+    "dedup": "PRUNE.DEDUP",
+}
 
 
 def add_prune_config(cfg: CN) -> CN:
@@ -52,11 +76,77 @@ def register_coco_datasets(cfg: CN) -> list[str]:
     names = []
     for entry in cfg.PRUNE.COCO_DATASETS:
         if len(entry) != 3:
-            raise ValueError(
-                f"[prune_hooks] PRUNE.COCO_DATASETS entries are [name, json_file, image_root], got {list(entry)}"
-            )
+            raise fail(f"PRUNE.COCO_DATASETS entries are [name, json_file, image_root], got {list(entry)}")
         name, json_file, image_root = entry
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, json_file, image_root)
         names.append(name)
     return names
+
+
+@dataclass(frozen=True)
+class PruneSetup:
+    """What ``cfg.PRUNE`` resolves to before training: computed once (:func:`check_prune_config`) and
+    handed to the hook.
+
+    Attributes:
+        dataset: the scored dataset's name: the training set, or ``PRUNE.SCORE_DATASET``.
+        index: its annotation file.
+        image_root: its image folder (the metadata's ``image_root``).
+        n_train: images in the training set (one epoch of scoring passes).
+        coverage: the subset's coverage options, as ``select`` takes them.
+    """
+
+    dataset: str
+    index: CocoIndex
+    image_root: str
+    n_train: int
+    coverage: dict[str, Any]
+
+
+def check_prune_config(cfg: CN) -> PruneSetup:
+    """Validate ``cfg.PRUNE`` and the datasets it names; returns the set-up the hook runs on.
+
+    The hook calls it when it is built; a train script that calls it before the trainer loads any data
+    fails at once on a bad config, and can hand the result to ``insert_prune_hooks(..., setup=...)``.
+    """
+    if "PRUNE" not in cfg:
+        raise fail("the config has no PRUNE node: call add_prune_config(cfg) before merging the yaml")
+    p = cfg.PRUNE
+    other = bool(p.SCORE_DATASET) and tuple(cfg.DATASETS.TRAIN) != (p.SCORE_DATASET,)
+    check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS, p.CAPTURE, other_set=other)
+    if p.CAPTURE == "in_loop" and cfg.INPUT.CROP.ENABLED:
+        raise fail(
+            "PRUNE.CAPTURE in_loop needs the batch's boxes to be the file's boxes resized and flipped; "
+            "INPUT.CROP.ENABLED True moves them by a random offset: use PRUNE.CAPTURE pass with crops"
+        )
+    if int(p.PERIOD) < 0:
+        raise fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise fail(f"DATASETS.TRAIN must name one COCO dataset to prune, got {list(cfg.DATASETS.TRAIN)}")
+    train = cfg.DATASETS.TRAIN[0]
+    train_index = _coco_index(train, "DATASETS.TRAIN")
+    scored, index = p.SCORE_DATASET or train, train_index
+    if scored != train:
+        index = _coco_index(scored, "PRUNE.SCORE_DATASET")
+        try:
+            check_score_set(train_index, index, bool(p.SCORE_ALLOW_OVERLAP), "PRUNE.SCORE_DATASET", warn=logger.warning)
+        except PruneHooksError as e:
+            raise fail(str(e)) from None
+    options = {"stratify": p.STRATIFY, "group_by": p.GROUP_BY, "per_group_max": p.PER_GROUP_MAX, "dedup": p.DEDUP}
+    coverage = check_coverage(options, list(p.METHODS), OPTION_LABELS, index)
+    image_root = getattr(MetadataCatalog.get(scored), "image_root", "")
+    return PruneSetup(scored, index, image_root, train_index.num_images, coverage)
+
+
+def _coco_index(dataset: str, what: str) -> CocoIndex:
+    json_file = getattr(MetadataCatalog.get(dataset), "json_file", None)
+    if not json_file:
+        raise fail(
+            f"{what} {dataset!r} is not COCO-registered (its metadata has no json_file, so there is "
+            "no annotation file to prune): register it with register_coco_instances or PRUNE.COCO_DATASETS"
+        )
+    try:
+        return load_coco(json_file)
+    except PruneHooksError as e:
+        raise fail(str(e)) from None

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from prune_hooks.core.coco import load_coco
+from prune_hooks.core.data.coco import load_coco
 from prune_hooks.core.errors import PruneHooksError
 from prune_hooks.core.lifecycle import Adapter, ImageOutput, ScoringRun, check_options, inference_context
-from prune_hooks.core.methods import PROTOTYPES, SOFT_LABELS
+from prune_hooks.core.selection.methods import PROTOTYPES, SOFT_LABELS
 
 LABELS = {"methods": "methods", "keep_ratio": "keep_ratio", "aggregation": "aggregation"}
 
@@ -127,7 +127,7 @@ def test_passes_accumulate_and_finish_writes_everything(coco_file, tmp_path):
     run.scoring_pass(model)
     assert adapter.seen_thresh == [0.0] * 4 and model.test_score_thresh == 0.05 and model.training
     assert run.capture.acc.passes == 2
-    subset = run.finish(model, {"image_root": None})
+    subset = run.finish(model)
     out = tmp_path / "prune"
     # prototypes were not taken on a pass after the last iteration: finish ran a features-only pass
     assert adapter.passes == 3 and run.capture.acc.passes == 2
@@ -153,7 +153,7 @@ def test_failed_pass_restores_the_model(coco_file, tmp_path):
 
 def test_no_pass_writes_nothing_and_state_round_trips(coco_file, tmp_path):
     run, adapter, _ = make_run(coco_file, tmp_path, methods=("vps_iou",))
-    assert run.finish(Jitter(), {}) is None
+    assert run.finish(Jitter()) is None
     assert not (tmp_path / "prune").exists()
     assert adapter.logs[-1][0]  # a warning
     model = Jitter()
@@ -227,7 +227,7 @@ def test_never_matched_objects_are_reported_and_no_subset_is_picked(coco_file, t
     model = Jitter()
     run.scoring_pass(model)
     run.scoring_pass(model)
-    assert run.finish(model, {}) is None
+    assert run.finish(model) is None
     out = tmp_path / "prune"
     assert json.loads((out / "meta.json").read_text())["never_matched"] == 3
     assert (out / "images.csv").exists() and not (out / "subset.json").exists() and adapter.retrains == []
@@ -240,6 +240,6 @@ def test_never_matched_objects_are_reported_and_no_subset_is_picked(coco_file, t
 def test_a_stopped_training_writes_nothing(coco_file, tmp_path):
     run, adapter, _ = make_run(coco_file, tmp_path, methods=("vps_iou",))
     run.scoring_pass(Jitter())
-    assert run.finish(Jitter(), {}, completed=False) is None
+    assert run.finish(Jitter(), completed=False) is None
     assert not (tmp_path / "prune" / "meta.json").exists()
     assert "before its end: no prune run written" in adapter.logs[-1][1]

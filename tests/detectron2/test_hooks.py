@@ -1,4 +1,4 @@
-"""The detectron2 PruneHook through tools/train_net.py, on a real tiny Faster R-CNN on CPU."""
+"""The detectron2 PruneHook through `python -m prune_hooks.detectron2.train_net`: a real tiny Faster R-CNN on CPU."""
 
 import json
 import subprocess
@@ -12,21 +12,20 @@ pytestmark = pytest.mark.integration
 
 import prune_hooks.detectron2  # noqa: F401,E402
 from prune_hooks.cli import main as cli  # noqa: E402
-from prune_hooks.core.coco import load_coco  # noqa: E402
-from prune_hooks.core.rundir import pruned_name, read_images_csv  # noqa: E402
-from prune_hooks.core.select import RunInputs  # noqa: E402
+from prune_hooks.core.data.coco import load_coco  # noqa: E402
+from prune_hooks.core.data.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.outputs.rundir import pruned_name  # noqa: E402
+from prune_hooks.core.selection.inputs import RunInputs  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 from tests.conftest import assert_matches_cli, assert_same_weights, read_objects  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_NET = ROOT / "tools" / "train_net.py"
+TRAIN_NET = ["-m", "prune_hooks.detectron2.train_net"]  # the installed entry point
 
 
 def train_net(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_NET), *map(str, args)], capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, *TRAIN_NET, *map(str, args)], capture_output=True, text=True, timeout=900)
     if check:
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
@@ -307,21 +306,19 @@ def test_in_loop_refusals(tmp_path, opts, msg):
 
 
 def test_hook_takes_the_start_check_instead_of_reading_the_files_again(tmp_path, monkeypatch):
-    import os
-
-    import prune_hooks.detectron2.hooks as d2hooks
-    from prune_hooks.detectron2 import PruneHook, check_prune_config, register_coco_datasets
+    import prune_hooks.detectron2.config as d2config
+    from prune_hooks.detectron2 import PruneHook, check_prune_config, insert_prune_hooks, register_coco_datasets
 
     _, files, cfg = make_config(tmp_path)
     register_coco_datasets(cfg)
     reads = []
-    monkeypatch.setattr(d2hooks, "load_coco", lambda path: reads.append(path) or load_coco(path))
-    name, index = check_prune_config(cfg)  # what tools/train_net.py does before the trainer is built
-    hook = PruneHook(cfg)
-    assert len(reads) == 1 and hook.index is index and hook.dataset == name
-    check_prune_config(cfg)
-    os.utime(files["train"], ns=(1, 1))  # the file changed since the check: read again
-    assert PruneHook(cfg).index is not index and len(reads) == 3
+    monkeypatch.setattr(d2config, "load_coco", lambda path: reads.append(path) or load_coco(path))
+    setup = check_prune_config(cfg)  # what the train script does before the trainer is built
+    assert setup.dataset == cfg.DATASETS.TRAIN[0] and setup.n_train == setup.index.num_images == 8
+    hook = PruneHook(cfg, setup)
+    (inserted,) = insert_prune_hooks([], cfg, setup=setup)
+    assert len(reads) == 1 and hook.setup is setup and inserted.setup is setup
+    assert PruneHook(cfg).setup.index is not setup.index and len(reads) == 2  # no set-up given: read here
 
 
 @pytest.mark.parametrize(
@@ -337,9 +334,9 @@ def test_in_loop_takes_the_training_forwards_head_outputs_and_scores_the_same(tm
     from detectron2.structures import ImageList
     from detectron2.utils.events import EventStorage
 
-    from prune_hooks.core.inloop import HeadReplay
+    from prune_hooks.core.scoring.inloop import HeadReplay
     from prune_hooks.detectron2 import register_coco_datasets
-    from prune_hooks.detectron2.hooks import _heads, _replay_heads
+    from prune_hooks.detectron2.model import _heads, _replay_heads
 
     dense = "retinanet" in zoo
     files = make_toy_coco(tmp_path / "toy", {"train": 4})

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 import prune_hooks.detectron2  # noqa: F401,E402
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.data.rundir import read_images_csv  # noqa: E402
 from prune_hooks.detectron2.toy import toy_config  # noqa: E402
 from prune_hooks.toy import make_toy_coco  # noqa: E402
 
@@ -53,7 +53,9 @@ def test_two_fold_loop_resumes_after_a_kill(tmp_path):
     ]
     # the command printing mode runs nothing
     out = subprocess.run(cmd + ["--print-commands"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.count("train_net.py --config-file") == 2, out.stdout + out.stderr
+    assert out.returncode == 0 and out.stdout.count("prune_hooks.detectron2.train_net --config-file") == 2, (
+        out.stdout + out.stderr
+    )
     assert not (work / "fold_1" / "DONE").exists()
     # killed once the first fold proxy is done
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -110,7 +110,7 @@ def run_zoo(zoo, toy, tmp_path, methods, extra=None):
     }
     argv = [x for k, v in opts.items() for x in (k, str(v))]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(config), *argv],
+        [sys.executable, "-m", "prune_hooks.detectron2.train_net", "--config-file", str(config), *argv],
         capture_output=True,
         text=True,
         timeout=900,

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 mmdet = pytest.importorskip("mmdet")
 
 from prune_hooks.cli import main as cli  # noqa: E402
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.data.rundir import read_images_csv  # noqa: E402
 from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 from tests.conftest import assert_matches_cli, assert_same_weights  # noqa: E402
 
@@ -100,7 +100,7 @@ def test_proxy_run_retrain_and_same_schema_as_detectron2(tmp_path):
     cfg.PRUNE.ENABLED, cfg.PRUNE.METHODS = True, ["vps_iou", "vps_conf", "csod"]
     (tmp_path / "d2.yaml").write_text(cfg.dump())
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(tmp_path / "d2.yaml")],
+        [sys.executable, "-m", "prune_hooks.detectron2.train_net", "--config-file", str(tmp_path / "d2.yaml")],
         capture_output=True,
         text=True,
         timeout=900,
@@ -298,8 +298,8 @@ def test_in_loop_takes_the_training_forwards_rpn_outputs_and_scores_the_same(tmp
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
 
-    from prune_hooks.core.inloop import HeadReplay
-    from prune_hooks.mmdet.hooks import _heads, _replay_heads
+    from prune_hooks.core.scoring.inloop import HeadReplay
+    from prune_hooks.mmdet.model import _heads, _replay_heads
 
     make_toy_coco(tmp_path / "toy", {"train": 4})
     monkeypatch.setenv("PRUNE_TOY_ROOT", str(tmp_path / "toy") + "/")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 mmdet = pytest.importorskip("mmdet")
 
-from prune_hooks.core.rundir import read_images_csv  # noqa: E402
+from prune_hooks.core.data.rundir import read_images_csv  # noqa: E402
 from prune_hooks.toy import make_toy_coco, toy_config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -35,8 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from bench_quality import BENCH, ROOT, proxy_config, train_net  # this folder is sys.path[0]
-from bench_unseen import retrain
+from common import RESULTS, ROOT, proxy_config, retrain, train_net  # this folder is sys.path[0]
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
@@ -207,7 +206,7 @@ def cleanlab_flags(train_json: Path, detections: Path) -> tuple[dict[str, set], 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_audit"))
-    ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per retrained file")
     args = ap.parse_args()
     import bench_data

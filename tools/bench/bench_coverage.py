@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS  # tools/bench/ is sys.path[0]
 
-from prune_hooks.core.coverage import dedup, default_beta, spread_groups, stratify
+from prune_hooks.core.selection.coverage import dedup, default_beta, spread_groups, stratify
 
 BENCH = Path(__file__).resolve().parent
 
@@ -30,7 +31,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--keep", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     ap.add_argument("--threshold", type=float, default=0.95)
-    ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n = args.images

@@ -33,11 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+import bench_data  # this folder is sys.path[0]
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_data  # noqa: E402
-from bench_quality import Detectron2Bench, fmt, last_ap, train_net  # noqa: E402
+from common import RESULTS, Detectron2Bench, fmt, last_ap, train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXIES = {  # name: (PRUNE.ENABLED, PRUNE.CAPTURE, SEED)
@@ -67,13 +65,13 @@ def main() -> int:
     ap.add_argument("--proxies-only", action="store_true", help="time and agreement only, no retraining")
     ap.add_argument("--proxies", nargs="+", choices=list(PROXIES), default=list(PROXIES), help="only these (above)")
     ap.add_argument("--timing", type=int, default=0, metavar="R", help="only R pairs of timed proxies (above)")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
     from scipy.stats import spearmanr
 
     from prune_hooks.cli import main as cli
-    from prune_hooks.core.rundir import read_images_csv
+    from prune_hooks.core.data.rundir import read_images_csv
 
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -210,7 +208,7 @@ def step_costs(cfg, weights: Path, steps: int) -> dict:
     from detectron2.structures import ImageList
     from detectron2.utils.events import EventStorage
 
-    from prune_hooks.core.inloop import HeadReplay
+    from prune_hooks.core.scoring.inloop import HeadReplay
     from prune_hooks.detectron2 import register_coco_datasets
     from prune_hooks.detectron2.hooks import _heads, _replay_heads
 

@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import train, write_result  # noqa: E402
+from common import RESULTS, train, write_result  # this folder is sys.path[0]
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 compatibility aliases before detectron2.data)
 
@@ -106,7 +104,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script, not a measurement")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_pass_gpu"))
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_pass_gpu: needs CUDA")

@@ -23,18 +23,13 @@ import argparse
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import last_ap, mmdet_ap, train  # tools/bench/ is this script's sys.path[0]
-
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "tools" / "bench"
+from common import RESULTS, ROOT, Detectron2Bench, MMDetBench, fmt, run_unseen  # tools/bench/ is sys.path[0]
 
 METHODS = [
     "random",
@@ -50,51 +45,9 @@ METHODS = [
     "cb_scs",
     "si_scs",
 ]
-# tools/train_net.py with the benchmark's backbone registered first
-TRAIN_NET = (
-    "import sys, runpy; sys.path[:0] = [{tools!r}]; import mobilenet_fpn; "
-    "sys.argv = ['train_net.py', '--config-file', {yaml!r}]; runpy.run_path({script!r}, run_name='__main__')"
-)
 
 
 UNSEEN = "unseen-vps"  # --methods entry: tools/unseen.py's vps_iou:max subset (K = 2 folds, one refill step)
-
-
-def train_net(yaml: Path, log: Path) -> float:
-    return train(
-        ["-c", TRAIN_NET.format(tools=str(BENCH), yaml=str(yaml), script=str(ROOT / "tools" / "train_net.py"))], log
-    )
-
-
-def proxy_config(files, data_root: Path, out: Path, n_train: int, epochs: int, classes: int, size: int):
-    from prune_hooks.detectron2.toy import toy_config
-
-    cfg = toy_config(files, data_root, out, prefix="bq")
-    cfg.merge_from_file(str(BENCH / "configs" / "bench_MNV2_FPN_overrides.yaml"))
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = classes
-    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = (
-        (size,),
-        size,
-        size,
-        size,
-    )
-    cfg.SOLVER.MAX_ITER = epochs * math.ceil(n_train / cfg.SOLVER.IMS_PER_BATCH)
-    cfg.SOLVER.STEPS = (int(cfg.SOLVER.MAX_ITER * 0.75),)
-    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.MAX_ITER // 10)
-    cfg.SOLVER.CHECKPOINT_PERIOD = cfg.SOLVER.MAX_ITER
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.PRUNE.ENABLED = True
-    # shape scores where the data has masks (fashion; deepforest is box-only)
-    masks = any("segmentation" in a for a in json.loads(Path(files["train"]).read_text())["annotations"])
-    cfg.PRUNE.METHODS = ["vps_iou", "vps_conf", "csod"] + (["cb_scs", "si_scs"] if masks else [])
-    return cfg
-
-
-def fmt(vals) -> str:
-    vals = [v for v in vals if v is not None and not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    return f"{np.mean(vals):.1f}" + (f" ± {np.std(vals, ddof=1):.1f}" if len(vals) > 1 else "")
 
 
 def no_detections(row: dict) -> dict:
@@ -326,135 +279,6 @@ def factor_lines(work: Path) -> list[str]:
     return lines
 
 
-class Detectron2Bench:
-    """Proxy with tools/train_net.py + PRUNE config; each subset retrained from its retrain.yaml."""
-
-    def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
-        self.work, self.n_train = work, n_train
-        self.cfg = proxy_config(files, work / "data", work / "proxy", n_train, epochs, classes, size)
-        self.iters, self.batch = self.cfg.SOLVER.MAX_ITER, self.cfg.SOLVER.IMS_PER_BATCH
-
-    def proxy(self) -> tuple[float, dict]:
-        (self.work / "proxy.yaml").write_text(self.cfg.dump())
-        return train_net(self.work / "proxy.yaml", self.work / "proxy.log"), last_ap(self.work / "proxy")
-
-    def full(self, repeat: int) -> tuple[float, dict]:
-        """The full training set without the hook, training seed ``repeat``."""
-        cfg = self.cfg.clone()
-        cfg.PRUNE.ENABLED, cfg.SEED, cfg.OUTPUT_DIR = False, repeat, str(self.work / f"full_r{repeat}")
-        yaml = self.work / f"full_r{repeat}.yaml"
-        yaml.write_text(cfg.dump())
-        return train_net(yaml, self.work / f"full_r{repeat}.log"), last_ap(Path(cfg.OUTPUT_DIR))
-
-    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0, n_sched: int = 0) -> tuple[float, int, dict]:
-        """Train ``sel``'s pruned file with its retrain.yaml (schedule scaled to ``n_sched`` >= n_keep images)."""
-        from detectron2.config import get_cfg
-
-        from prune_hooks.detectron2 import add_prune_config, write_retrain_config
-
-        base = self.cfg.clone()
-        base.OUTPUT_DIR = str(self.work / "retrain" / name)
-        base.SEED = repeat  # the training seed; 0 = the overrides' default
-        yaml = write_retrain_config(
-            base,
-            "bq_train",
-            next(sel.glob("*_pruned.json")),
-            str((self.work / "data" / "train").resolve()),
-            max(n_keep, n_sched),
-            self.n_train,
-            sel / f"retrain{f'_r{repeat}' if repeat else ''}.yaml",
-        )
-        re_cfg = add_prune_config(get_cfg())
-        re_cfg.merge_from_file(str(yaml))
-        secs = train_net(yaml, sel / f"train{f'_r{repeat}' if repeat else ''}.log")
-        return secs, re_cfg.SOLVER.MAX_ITER, last_ap(Path(re_cfg.OUTPUT_DIR))
-
-
-class MMDetBench:
-    """Proxy with mmdet's train script (tools/train_mmdet.py) + PruneHook; each subset retrained from its retrain.py."""
-
-    def __init__(self, work: Path, files, n_train: int, epochs: int, classes: int, size: int):
-        if classes != 10 or size != 256:
-            raise SystemExit(
-                "--framework mmdet: tools/bench/configs/bench_faster-rcnn_mnv2_fpn.py is written for the fashion data"
-            )
-        self.work, self.n_train, self.epochs, self.batch = work, n_train, epochs, 4
-        self.iters = epochs * math.ceil(n_train / self.batch)
-        os.environ["PRUNE_TOY_ROOT"] = (
-            str((work / "data").resolve()) + "/"
-        )  # the configs' data_root, here and in the trainings
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]))
-        self.config = self.write_config(work / "proxy.py", epochs, work / "proxy", hook=True)
-
-    def write_config(self, path: Path, epochs: int, work_dir: Path, hook: bool = False, seed: int = 0) -> Path:
-        path.write_text(
-            f"_base_ = {str(BENCH / 'configs' / 'bench_faster-rcnn_mnv2_fpn.py')!r}\n"
-            "custom_imports = dict(imports=['prune_hooks.compat', 'mobilenet_mmdet', 'prune_hooks.mmdet'], "
-            "allow_failed_imports=False)\n"
-            + (
-                "custom_hooks = [dict(type='PruneHook', methods=['vps_iou', 'vps_conf', 'csod', 'cb_scs', 'si_scs'])]\n"
-                if hook
-                else ""
-            )
-            + f"work_dir = {str(work_dir.resolve())!r}\n"
-            f"randomness = dict(seed={seed})\n"
-            f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
-            "param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50), "
-            f"dict(type='MultiStepLR', begin=0, end={epochs}, by_epoch=True, "
-            f"milestones=[{max(1, round(epochs * 0.75))}], gamma=0.1)]\n"
-            f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
-        )
-        return path
-
-    def _train(self, config: Path, log: Path) -> float:
-        return train([ROOT / "tools" / "train_mmdet.py", config], log, self.env)
-
-    def proxy(self) -> tuple[float, dict]:
-        secs = self._train(self.config, self.work / "proxy.log")
-        return secs, mmdet_ap(self.work / "proxy")
-
-    def retrain(self, name: str, sel: Path, n_keep: int, repeat: int = 0, n_sched: int = 0) -> tuple[float, int, dict]:
-        """Train ``sel``'s pruned file with training seed ``repeat``; an epoch-based loop keeps its epochs, so a
-        schedule floor ``n_sched`` > n_keep becomes more epochs (epochs * n_sched / n_keep)."""
-        from mmengine.config import Config
-
-        from prune_hooks.mmdet.hooks import write_retrain_config
-
-        tag = f"{name}_mmdet"
-        epochs = round(self.epochs * max(n_keep, n_sched) / n_keep)
-        base = self.write_config(sel / f"mmdet_base{f'_r{repeat}' if repeat else ''}.py", epochs,
-                                 self.work / "retrain" / tag, seed=repeat)  # fmt: skip
-        cfg = Config.fromfile(str(base))
-        r = f"_r{repeat}" if repeat else ""
-        pruned = next(sel.glob("*_pruned.json"))
-        path = write_retrain_config(cfg, pruned, n_keep, self.n_train, sel / f"retrain_mmdet{r}.py")
-        secs = self._train(path, sel / f"train_mmdet{r}.log")
-        return secs, epochs * math.ceil(n_keep / self.batch), mmdet_ap(Path(cfg.work_dir + "_retrain"))
-
-
-def train_script(work: Path) -> Path:
-    """A train script for tools/unseen.py: tools/train_net.py with the benchmark's backbone registered."""
-    path = work / "train_net_mnv2.py"
-    code = TRAIN_NET.replace("sys.argv = ['train_net.py', '--config-file', {yaml!r}]; ", "")
-    path.write_text(code.format(tools=str(BENCH), script=str(ROOT / "tools" / "train_net.py")) + "\n")
-    return path
-
-
-def run_unseen(user_yaml: Path, out: Path, fold_seed: int, keep: float, steps: int) -> Path:
-    """tools/unseen.py (detectron2, K = 2, vps_iou:max) on the user config; resumable, folds shared by keeps.
-    It runs in tools/bench (the backbone module's folder), so every path is made absolute first."""
-    user_yaml, out = user_yaml.resolve(), out.resolve()
-    cmd = [sys.executable, str(ROOT / "tools" / "unseen.py"), "--framework", "detectron2", "--config", str(user_yaml),
-           "--k", "2", "--steps", str(steps), "--keep", str(keep), "--seed", str(fold_seed),
-           "--method", "vps_iou:max", "--work", str(out), "--train-script", str(train_script(out.parent))]  # fmt: skip
-    start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
-    if proc.returncode:
-        raise SystemExit(f"unseen failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-    print(f"unseen seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
-    return out
-
-
 def unseen_subset(bench, work: Path, keep: float, sel: Path) -> None:
     """The UNSEEN subset of the benchmark's own setting (the proxy's config without the hook) copied to ``sel``."""
     if not isinstance(bench, Detectron2Bench):
@@ -500,14 +324,14 @@ def main() -> int:
         default=0.0,
         help="retrain a subset for at least the iterations of this fraction of the data (0: kept/N, the hook's rule)",
     )
-    ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--work", default=None, help="default runs/bench_quality[_<framework>_<data>]")
     args = ap.parse_args()
 
     import bench_data
 
     from prune_hooks.cli import main as cli
-    from prune_hooks.core import methods as registry
+    from prune_hooks.core.selection import methods as registry
 
     start = time.time()
     suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"

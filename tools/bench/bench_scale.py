@@ -24,17 +24,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import IMAGE_SCORE_COLUMNS, RESULTS, run_cli  # this folder is sys.path[0]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_select import IMAGE_SCORE_COLUMNS, run_cli  # noqa: E402
-
-from prune_hooks.core.prototypes import save_prototypes  # noqa: E402
+from prune_hooks.core.scoring.prototypes import save_prototypes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_IMAGES = 118_000
@@ -139,7 +136,7 @@ def main() -> int:
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--lam", type=float, default=0.05)
     ap.add_argument("--tmp", default=None, help="where the instances are written (default: the system's temp dir)")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
     out = Path(args.out)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Selection speed at COCO scale: ``prune-hooks select`` on a synthetic instance, whole CLI process.
 
-    python tools/bench/bench_select.py [--images 118000] [--keep 0.5] [--out tools/bench/results]
+    python tools/bench/bench_select.py [--images 118000] [--keep 0.5] [--out docs/benchmarks]
 
 The instance: COCO train2017's shape (118,000 images, 80 classes with a long tail, about 2.8 classes
 per image, 'person' in ~45% of images) with one 1024-d post-ReLU prototype per (image, class), as a
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,98 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import IMAGE_SCORE_COLUMNS, REGIMES, RESULTS, as_stored, make_instance, run_cli  # sys.path[0]
 
-from prune_hooks.core.csod import csod_select
-from prune_hooks.core.methods import MASKS, REGISTRY
-from prune_hooks.core.prototypes import save_prototypes
+from prune_hooks.core.scoring.prototypes import save_prototypes
+from prune_hooks.core.selection.csod import csod_select
 
 ROOT = Path(__file__).resolve().parents[2]
-# the image-score columns of a run directory from scoring passes
-IMAGE_SCORE_COLUMNS = [c for m in REGISTRY.values() if m.is_score and MASKS not in m.needs for c in m.columns]
-
-# Peak memory of the select process itself: VmHWM (ru_maxrss would carry the parent's over exec).
-RUNNER = (
-    "import sys\n"
-    "from prune_hooks.cli import main\n"
-    "rc = main(sys.argv[1:])\n"
-    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
-    "print('MAXRSS_KB', hwm[0], file=sys.stderr)\n"
-    "sys.exit(rc)\n"
-)
-
-
-REGIMES = ("separated", "overlapping", "duplicates")
-
-
-def make_instance(n_images: int, n_classes: int = 80, dim: int = 1024, seed: int = 0, regime: str = "separated"):
-    """(coco dict, image_id, category_id, feature float32) with COCO-like class statistics.
-
-    Regimes of the features: ``separated`` — relu(0.6 * class centre + noise); ``overlapping`` — every
-    class shares one strong direction, relu(1.5 * g + 0.3 * class centre + noise), so all cosines are
-    high and alike (the lazy greedy's bounds go stale fastest); ``duplicates`` — separated, but a third
-    of the images are near copies (classes and features + 5 % noise) of another image."""
-    rng = np.random.default_rng(seed)
-    tail = 1.0 / np.arange(1, n_classes) ** 1.1
-    tail /= tail.sum()
-    ids, cats = [], []
-    for i in range(1, n_images + 1):
-        present = [1] if rng.random() < 0.45 else []
-        k = min(rng.poisson(2.35), n_classes - 1)
-        present += (2 + rng.choice(n_classes - 1, size=k, replace=False, p=tail)).tolist()
-        ids += [i] * len(present)
-        cats += sorted(present)
-    image_id, category_id = np.array(ids, np.int64), np.array(cats, np.int64)
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
-    centers = rng.normal(size=(n_classes + 1, dim)).astype(np.float32)
-    # separated / duplicates: 0.6 * class centre; overlapping: a strong shared direction + 0.3 * class centre
-    shared, weight = 0.0, 0.6
-    if regime == "overlapping":
-        shared, weight = 1.5 * np.abs(rng.normal(size=dim)).astype(np.float32), 0.3
-    feature = np.empty((len(ids), dim), np.float32)
-    for s in range(0, len(ids), 50_000):
-        part = slice(s, s + 50_000)
-        noise = rng.standard_normal((len(image_id[part]), dim), dtype=np.float32)
-        feature[part] = np.maximum(shared + weight * centers[category_id[part]] + noise, 0.0)
-    if regime == "duplicates":
-        image_id, category_id, feature = near_copies(rng, image_id, category_id, feature, n_images)
-    feature[~(feature > 0).any(1), 0] = 1e-3
-    coco = {
-        "images": [
-            {"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480} for i in range(1, n_images + 1)
-        ],
-        "annotations": [
-            {
-                "id": k + 1,
-                "image_id": int(i),
-                "category_id": int(c),
-                "bbox": [10, 10, 50, 40],
-                "area": 2000,
-                "iscrowd": 0,
-            }
-            for k, (i, c) in enumerate(zip(image_id, category_id))
-        ],
-        "categories": [{"id": c, "name": f"class{c}"} for c in range(1, n_classes + 1)],
-    }
-    return coco, image_id, category_id, feature
-
-
-def near_copies(rng, image_id, category_id, feature, n_images: int, share: float = 1 / 3):
-    """A ``share`` of the images become near copies of another image: its classes, its features + noise."""
-    starts = np.searchsorted(image_id, np.arange(1, n_images + 2))
-    source = rng.integers(1, n_images + 1, size=n_images + 1)
-    copy = (rng.random(n_images + 1) < share) & (source != np.arange(n_images + 1))
-    ids, cats, feats = [], [], []
-    for i in range(1, n_images + 1):
-        j = int(source[i]) if copy[i] else i
-        rows = slice(starts[j - 1], starts[j])
-        f = feature[rows]
-        if j != i:
-            f = np.maximum(f + 0.05 * rng.standard_normal(f.shape, dtype=np.float32), 0.0)
-        ids.append(np.full(len(f), i))
-        cats.append(category_id[rows])
-        feats.append(f)
-    return np.concatenate(ids), np.concatenate(cats), np.concatenate(feats).astype(np.float32)
 
 
 def literal_eq4(image_id, category_id, feature, n, lam):
@@ -207,16 +120,6 @@ def compare(reference, name: str, n_images: int, seed: int, keep: float, lam: fl
     return out
 
 
-def as_stored(image_id, category_id, feature):
-    """The rows as ``save_prototypes`` writes them: by category then image id, float16 unit rows."""
-    order = np.lexsort((image_id, category_id))
-    unit = np.empty(feature.shape, np.float16)
-    for a in range(0, len(order), 65536):
-        rows = feature[order[a : a + 65536]]
-        unit[a : a + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return image_id[order], category_id[order], unit
-
-
 def scan_seconds(feature: np.ndarray, repeats: int = 9) -> float:
     """The fastest of ``repeats`` full mat-vec scans (two threads): the machine's speed, not its noise."""
     u = torch.nn.functional.normalize(torch.from_numpy(feature), dim=1)
@@ -227,17 +130,6 @@ def scan_seconds(feature: np.ndarray, repeats: int = 9) -> float:
         (u @ v).sum().item()
         times.append(time.perf_counter() - t)
     return float(np.min(times))
-
-
-def run_cli(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    t = time.perf_counter()
-    env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True, cwd=ROOT, env=env)
-    wall = time.perf_counter() - t
-    if proc.returncode:
-        raise SystemExit(f"select failed: {proc.stderr[-2000:]}")
-    rss = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS_KB")]
-    return wall, rss[-1] / 2**20, proc.stderr
 
 
 def cli_timings(args, coco, ids, cats, feat, res, scan) -> tuple[list[dict], float]:
@@ -297,7 +189,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (1 beside other work)")
     ap.add_argument("--no-cli", action="store_true", help="CSOD in process only (no CLI timings of every method)")
     ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES), help="feature regimes of CSOD")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

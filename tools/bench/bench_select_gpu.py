@@ -23,13 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import REGIMES, RESULTS, as_stored, make_instance, write_result  # this folder is sys.path[0]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_select import REGIMES, as_stored, make_instance  # noqa: E402
-from common import write_result  # noqa: E402
-
-from prune_hooks.core import csod_cuda  # noqa: E402
-from prune_hooks.core.csod import csod_select  # noqa: E402
+from prune_hooks.core.selection.csod import cuda as csod_cuda  # noqa: E402
+from prune_hooks.core.selection.csod.greedy import csod_select  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +61,7 @@ def main() -> int:
     ap.add_argument("--lam", type=float, default=0.05)
     ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
     ap.add_argument("--blocks", type=int, nargs="*", default=[], help="extra grid sizes to time (first regime)")
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if not (torch.cuda.is_available() and csod_cuda.available()):
         raise SystemExit("bench_select_gpu: needs a CUDA device that torch and numba-cuda both see")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of `prune-hooks score shape` at COCO scale, against pycocotools' own mask pass.
 
-    python tools/bench/bench_shape.py [--images 118000] [--instances 860000] [--out tools/bench/results]
+    python tools/bench/bench_shape.py [--images 118000] [--instances 860000] [--out docs/benchmarks]
 
 Generates (once, cached under runs/bench_shape/) a COCO instances file shaped like train2017: 118k
 images of 640 x 480 / 480 x 640, ~860k polygon instances whose sizes follow COCO's mix (about 41 %
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS  # tools/bench/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=118_000)
     ap.add_argument("--instances", type=int, default=860_000)
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_shape"))
-    ap.add_argument("--out", default=str(ROOT / "tools" / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     work = Path(args.work)
     ann = work / f"instances_{args.images}_{args.instances}.json"

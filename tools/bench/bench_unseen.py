@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
-from bench_quality import BENCH, ROOT, proxy_config, run_unseen, train_net  # this folder is sys.path[0]
-from common import last_ap
+from common import RESULTS, ROOT, proxy_config, retrain, run_unseen, train_net  # this folder is sys.path[0]
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
 # isort: split
 
 from prune_hooks.cli import main as cli
-from prune_hooks.core.unseen import compare_runs
+from prune_hooks.core.outputs.unseen import compare_runs
 
 
 def full_proxy(cfg, work: Path, seed: int) -> Path:
@@ -55,43 +53,11 @@ def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int)
     return run_unseen(user_yaml, work / f"unseen_s{fold_seed}", fold_seed, keep, steps)
 
 
-def retrain(yaml: Path, name: str, work: Path, seeds: int) -> dict:
-    """Train the retrain config with SEED 0..seeds-1; AP mean and sample std over the seeds.
-
-    A training whose model ends with no detection at all (detectron2 then logs AP as nan) counts as
-    AP 0 and is named in ``collapsed``: it is what that subset trained, not a missing value.
-    """
-    from detectron2.config import get_cfg
-
-    from prune_hooks.detectron2 import add_prune_config
-
-    runs = []
-    for seed in range(seeds):
-        cfg = add_prune_config(get_cfg())
-        cfg.merge_from_file(str(yaml))
-        if seed:
-            cfg.SEED, cfg.OUTPUT_DIR = seed, f"{cfg.OUTPUT_DIR}_s{seed}"
-            seeded = work / f"{name}_s{seed}.yaml"
-            seeded.write_text(cfg.dump())
-        out = Path(cfg.OUTPUT_DIR)
-        if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
-            train_net(seeded if seed else yaml, work / f"{name}{f'_s{seed}' if seed else ''}.log")
-        runs.append(last_ap(out))
-    collapsed = [s for s, r in enumerate(runs) if math.isnan(r["AP"])]
-    row = {"iters": cfg.SOLVER.MAX_ITER, "seeds": seeds, "collapsed": collapsed}
-    for k in ("AP", "AP50"):
-        vals = [0.0 if math.isnan(r[k]) else r[k] for r in runs]
-        mean = sum(vals) / len(vals)
-        row[k], row[f"{k}_runs"] = mean, vals
-        row[f"{k}_sd"] = (sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) ** 0.5
-    return row
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_unseen"))
-    ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per retrained subset")
     ap.add_argument("--stability-only", action="store_true", help="part (a) only: no refill steps, no retraining")
     args = ap.parse_args()
@@ -152,7 +118,7 @@ def main() -> int:
                 "proxy_iterations": cfg.SOLVER.MAX_ITER,
             }
         )
-    old = json.loads((BENCH / "results" / "bench_quality.json").read_text())["rows"]
+    old = json.loads((RESULTS / "bench_quality.json").read_text())["rows"]
     for keep in [] if args.stability_only else args.keep:
         aps = [r for r in old if r["method"] == "random" and r["keep"] == keep]
         if aps:
