@@ -9,21 +9,15 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import torch
-
-from .core.data.coco import load_coco, load_detections, sha256_file
-from .core.data.rundir import read_meta
+from . import api
+from ._version import __version__
+from .core.data.rundir import read_label_issues
 from .core.errors import PruneHooksError
-from .core.io import no_gc
-from .core.outputs.clean import audit_run, clean_run
-from .core.outputs.rundir import write_run, write_subset
-from .core.scoring.audit import ISSUE_KINDS, AuditThresholds, LabelAudit
-from .core.scoring.scores import AGGREGATIONS, VPSAccumulator, cipa_pass
+from .core.scoring.audit import ISSUE_KINDS, AuditThresholds
+from .core.scoring.scores import AGGREGATIONS
 from .core.selection import methods as registry
-from .core.selection.algorithms import keep_count
 from .core.selection.coverage import DEFAULT_STRATA
-from .core.selection.inputs import RunInputs
-from .core.selection.select import DEFAULT_LAMBDA, select
+from .core.selection.select import DEFAULT_LAMBDA
 
 __all__ = ["main"]
 
@@ -31,130 +25,82 @@ logger = logging.getLogger("prune_hooks")
 
 
 def cmd_score_vps(args: argparse.Namespace) -> None:
-    index = load_coco(args.annotations)
-    acc = VPSAccumulator(index.num_objects)
-    audit = LabelAudit(index.num_objects)
-    everything = torch.arange(index.num_objects)
-    for t, path in enumerate(args.detections, 1):
-        m = cipa_pass(index, load_detections(path, index))
-        acc.update(everything, *(torch.from_numpy(v) for v in (m.iou, m.conf, m.learned)))
-        acc.end_pass()
-        audit.add_pass(everything, torch.from_numpy(m.near_conf), torch.from_numpy(m.near_box), m.candidates)
-        logger.info("pass %d/%d: %s", t, len(args.detections), path)
-    write_run(
-        args.out,
-        index,
-        acc,
-        framework="coco-results",
-        audit=audit,
-        extra_meta={"detections": [str(Path(p).resolve()) for p in args.detections]},
-    )
-    print(f"scored {index.num_objects} objects in {index.num_images} images over {acc.passes} passes -> {args.out}")
+    run = api.score_detections(annotations=args.annotations, detections=args.detections, out=args.out)
+    m = run.meta
+    print(f"scored {m['num_objects']} objects in {m['num_images']} images over {m['passes']} passes -> {args.out}")
 
 
 def cmd_score_shape(args: argparse.Namespace) -> None:
-    from .core.outputs.report import report_or_warn
-    from .core.scoring.shape import shape_scores
-
-    if args.workers is not None and args.workers < 1:
-        raise PruneHooksError(f"--workers must be >= 1, got {args.workers}")
     start = time.perf_counter()
-    with no_gc():  # a COCO-sized file is millions of objects: the collector would rescan them all the time
-        index = load_coco(args.annotations)
-        shapes = shape_scores(index, workers=args.workers)
-        meta = {"scorer": "shape", **shapes.meta(), "image_root": args.image_root}
-        write_run(args.out, index, framework="annotations", extra_meta=meta, objects=shapes.columns)
+    run = api.score_shape(
+        annotations=args.annotations,
+        out=args.out,
+        workers=args.workers,
+        image_root=args.image_root,
+        report=not args.no_report,
+    )
+    m = run.meta
     print(
-        f"shape-scored {shapes.num_scored} of {index.num_objects} objects in {index.num_images} images "
-        f"({shapes.num_without_mask} without a mask, {shapes.num_degenerate} degenerate) in "
+        f"shape-scored {m['shape_scored']} of {m['num_objects']} objects in {m['num_images']} images "
+        f"({m['shape_without_mask']} without a mask, {m['shape_degenerate']} degenerate) in "
         f"{time.perf_counter() - start:.1f}s -> {args.out}",
         flush=True,
     )
-    if not args.no_report:
-        report_or_warn(Path(args.out), args.image_root)
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    if not Path(args.run).is_dir():
-        raise PruneHooksError(f"run directory not found: {args.run}")
-    # A directory with only prototypes.npz (no meta.json) works with --annotations.
-    meta = read_meta(args.run) if Path(args.run, "meta.json").is_file() else {}
-    ann = args.annotations or meta.get("annotations")
-    if not ann:
-        raise PruneHooksError(
-            f"{args.run} records no annotation file (no meta.json, or none in it): pass --annotations GT.json"
-        )
-    index = load_coco(ann)
-    if args.annotations is None and meta.get("annotations_sha256") not in (None, sha256_file(ann)):
-        logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
-    budgets = [
-        keep_count(index.num_images, **{name: v})
-        for name in ("keep", "prune", "count")
-        for v in (getattr(args, name) or [])
-    ]
-    inputs = RunInputs(args.run, index)
+    sel = api._Selector(args.run, args.annotations)
+    budgets = [(name, v) for name in ("keep", "prune", "count") for v in (getattr(args, name) or [])]
     methods = list(registry.names()) if args.method == "all" else [args.method]
     single = len(methods) * len(budgets) == 1
     out_root = Path(args.out or args.run)
+    options = dict(
+        aggregation=args.aggregation,
+        seed=args.seed,
+        lam=args.lam,
+        drop_mislabeled=args.drop_mislabeled,
+        stratify=args.stratify,
+        beta=args.beta,
+        strata=args.strata,
+        group_by=args.group_by,
+        per_group_max=args.per_group_max,
+        dedup=args.dedup,
+    )
     done = 0
     for method in methods:
-        m = registry.get(method)
-        why = inputs.missing(m)
-        if why and args.method == "all":
+        why = sel.skip_reason(method, args.aggregation) if args.method == "all" else None
+        if why:
             logger.warning("skipping %s: %s", method, why)
             continue
-        constant = inputs.uninformative(method, args.aggregation if args.aggregation in m.aggregations else None)
-        if constant and args.method == "all":
-            logger.warning("skipping %s: %s", method, constant)
-            continue
-        if args.method == "all" and m.is_score and args.aggregation and args.aggregation not in m.aggregations:
-            logger.warning("skipping %s: it aggregates by %s only", method, ", ".join(m.aggregations))
-            continue
-        for n_keep, ratio in budgets:
-            subset = select(
-                method,
-                inputs,
-                n_keep=n_keep,
-                keep_ratio=ratio,
-                aggregation=args.aggregation,
-                seed=args.seed,
-                lam=args.lam,
-                drop_mislabeled=args.drop_mislabeled,
-                stratify=args.stratify,
-                beta=args.beta,
-                strata=args.strata,
-                group_by=args.group_by,
-                per_group_max=args.per_group_max,
-                dedup_threshold=args.dedup,
-            )
+        for name, value in budgets:
+            n_keep, ratio = sel.budget(**{name: value, **{k: None for k in ("keep", "prune", "count") if k != name}})
             out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
-            subset_path, pruned = write_subset(out, subset, index)
+            subset = sel.select(method, n_keep, ratio, out, **options)
             done += 1
-            print(f"kept {n_keep} of {index.num_images} images ({method}) -> {subset_path}, {pruned}", flush=True)
+            print(
+                f"kept {n_keep} of {subset.n_total} images ({method}) -> {subset.subset_path}, {subset.pruned_path}",
+                flush=True,
+            )
     if not done:
         raise PruneHooksError(f"no method could select from {args.run}")
 
 
 def cmd_unseen_folds(args: argparse.Namespace) -> None:
-    from .core.outputs.unseen import write_folds
-
-    pairs = write_folds(args.annotations, args.k, args.seed, args.out)
+    pairs = api.unseen_folds(annotations=args.annotations, k=args.k, seed=args.seed, out=args.out)
     for i, (train, score) in enumerate(pairs, 1):
         print(f"fold {i}: train {train}, score {score}")
 
 
 def cmd_unseen_merge(args: argparse.Namespace) -> None:
-    from .core.outputs.unseen import merge_runs
-
-    meta = merge_runs(args.runs, args.annotations, args.out)
-    print(f"merged {len(args.runs)} runs over {meta['num_images']} images -> {args.out}")
+    run = api.unseen_merge(args.runs, annotations=args.annotations, out=args.out)
+    print(f"merged {len(args.runs)} runs over {run.meta['num_images']} images -> {args.out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from .core.io import write_json
-    from .core.outputs.unseen import SUBSET_RATIOS, compare_runs
+    from .core.outputs.unseen import SUBSET_RATIOS
 
-    rows = compare_runs(args.run_a, args.run_b)
+    rows = api.compare(args.run_a, args.run_b)
     head = ["column", "images", "spearman", "kendall", *(f"overlap@{k:g}" for k in SUBSET_RATIOS)]
     print(" | ".join(head))
     for r in rows:
@@ -164,29 +110,32 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    th = AuditThresholds(**{f.name: getattr(args, f.name) for f in fields(AuditThresholds)})
-    rows = audit_run(args.run, th)
-    counts = {k: sum(r[0] == k for r in rows) for k in ISSUE_KINDS}
-    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {Path(args.run) / 'label_issues.csv'}")
+    own = Path(args.run) / "label_issues.csv"
+    before = len(read_label_issues(args.run)) if args.out is None and own.is_file() else None
+    rows = api.audit(args.run, out=args.out, **{f.name: getattr(args, f.name) for f in fields(AuditThresholds)})
+    counts = {k: sum(r["kind"] == k for r in rows) for k in ISSUE_KINDS}
+    path = Path(args.out or args.run) / "label_issues.csv"
+    replaced = (
+        f" (replaced the run's own, which had {before} rows; --out DIR writes elsewhere)" if before is not None else ""
+    )
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" -> {path}{replaced}")
 
 
 def cmd_clean(args: argparse.Namespace) -> None:
-    path, changes_path, changes = clean_run(
+    cleaned = api.clean(
         args.run,
-        args.out,
+        out=args.out,
         relabel=args.relabel,
         ignore_bad_location=args.ignore_bad_location,
         add_missing=args.add_missing,
     )
-    counts = {k: sum(c[0] == k for c in changes) for k in ("relabel", "ignore", "add")}
-    note = "" if changes else " (nothing asked: pass --relabel, --ignore-bad-location or --add-missing)"
-    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"{note} -> {path}, {changes_path}")
+    counts = {k: sum(c[0] == k for c in cleaned.changes) for k in ("relabel", "ignore", "add")}
+    note = "" if cleaned.changes else " (nothing asked: pass --relabel, --ignore-bad-location or --add-missing)"
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"{note} -> {cleaned.path}, {cleaned.changes_path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .core.outputs.report import write_report
-
-    path = write_report(args.run, subset=args.subset, out=args.out, image_root=args.image_root)
+    path = api.report(args.run, subset=args.subset, out=args.out, image_root=args.image_root)
     print(f"report -> {path}")
 
 
@@ -197,11 +146,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"prune-hooks: error: {message} (see {self.prog} --help)\n")
 
 
+AUDIT_HELP = {
+    "tau": "wrong_class: mean probability of another class at least this",
+    "loc_iou": "bad_location: IoU of the suggested box with the annotation below this",
+    "loc_conf": "bad_location: own-class confidence at least this in every recent pass",
+    "loc_agree": "bad_location: the recent boxes overlap the suggested one at least this",
+    "miss_conf": "missing_box: mean score of an unexplained detection's track at least this",
+    "near_uniform": "outlier: soft-label entropy at least this fraction of log K",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="prune-hooks",
         description="Dataset pruning for object detection: score images, select subsets, write pruned COCO files.",
     )
+    ap.add_argument("--version", action="version", version=f"prune-hooks {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     score = sub.add_parser("score", help="score objects and images from saved detections")
@@ -301,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Split the images of GT.json into K seeded folds (sizes differ by at most one). Fold i's proxy "
         "trains on fold_<i>_train.json and scores fold_<i>_score.json (every other image).",
     )
-    folds.add_argument("annotations", help="COCO instances file of the training set")
+    folds.add_argument("--annotations", required=True, help="COCO instances file of the training set")
     folds.add_argument("--k", type=int, required=True, help="number of folds, 2 .. number of images")
     folds.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     folds.add_argument("--out", required=True, help="output directory")
@@ -323,20 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="For every image-score column both runs have: Spearman and Kendall correlation over the images "
         "both scored, and the overlap of the subsets each selects at keep 0.1/0.3/0.5/0.7.",
     )
-    cmp_.add_argument("run_a")
-    cmp_.add_argument("run_b")
+    cmp_.add_argument("run_a", help="a run directory")
+    cmp_.add_argument("run_b", help="the run directory to compare it with")
     cmp_.add_argument("--out", help="also write the table as JSON")
     cmp_.set_defaults(func=cmd_compare)
 
     aud = sub.add_parser(
         "audit",
         help="label issues of a run again, at other thresholds",
-        description="Rewrite RUN/label_issues.csv (wrong_class, bad_location, missing_box, outlier; docs/methods.md, "
+        description="Write label_issues.csv again (wrong_class, bad_location, missing_box, outlier; docs/methods.md, "
         "'Label audit') from the run's audit.npz, soft_labels.npz and objects.csv. Thresholds in (0, 1].",
     )
     aud.add_argument("run", help="run directory of a hook (or of `score vps`)")
     for f in fields(AuditThresholds):
-        aud.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=f.default, help=f"default {f.default}")
+        what = AUDIT_HELP[f.name]
+        aud.add_argument(
+            f"--{f.name.replace('_', '-')}", type=float, default=f.default, help=f"{what} (default {f.default})"
+        )
+    aud.add_argument("--out", help="write DIR/label_issues.csv instead of replacing the run's own")
     aud.set_defaults(func=cmd_audit)
 
     cln = sub.add_parser(
@@ -380,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         args.func(args)
-    except (PruneHooksError, OSError) as e:
+    except (PruneHooksError, OSError) as e:  # a bad file, a bad run: one line, exit 1 (usage errors exit 2)
         print(f"prune-hooks: error: {e}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

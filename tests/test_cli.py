@@ -1,3 +1,4 @@
+import argparse
 import csv
 import json
 import subprocess
@@ -5,7 +6,7 @@ import sys
 
 import pytest
 
-from prune_hooks.cli import main
+from prune_hooks.cli import build_parser, main
 
 PASS1 = [
     {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.8},
@@ -129,8 +130,9 @@ def test_select_random_is_seeded(run, tmp_path):
     assert picks[0] == picks[1] and len(set(picks)) > 1
 
 
-def error_of(capsys, argv):
-    assert main(argv) == 2
+def error_of(capsys, argv, code=1):
+    """The one stderr line of a failing command; exit 1 for runtime errors (bad files, bad runs), 2 for usage."""
+    assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prune-hooks: error: "), err
     return err[0]
@@ -167,7 +169,7 @@ def test_errors_are_one_line(tmp_path, coco_file, run, capsys):
     assert "count must be an integer in [1, 3], got 0" in error_of(capsys, sel + ["--count", "0"])
     assert "count must be an integer in [1, 3], got 4" in error_of(capsys, sel + ["--count", "4"])
     assert "invalid choice: 'vps_size'" in error_of(
-        capsys, ["select", str(run), "--method", "vps_size", "--keep", "0.5"]
+        capsys, ["select", str(run), "--method", "vps_size", "--keep", "0.5"], code=2
     )
     assert "run directory not found" in error_of(
         capsys, ["select", str(tmp_path / "none"), "--method", "random", "--keep", "0.5"]
@@ -191,3 +193,27 @@ def test_console_script_help_lists_commands():
     ).stdout
     for flag in ("--method", "--aggregation", "--keep", "--prune", "--count", "--seed", "--annotations", "--out"):
         assert flag in out
+
+
+def test_version_and_help_on_every_argument(capsys):
+    from prune_hooks import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"prune-hooks {__version__}"
+
+    def parsers(p):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from parsers(sub)
+
+    missing = [
+        f"{p.prog} {a.dest}"
+        for p in parsers(build_parser())
+        for a in p._actions
+        if not a.help and not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction))
+    ]
+    assert not missing, missing
+    # the same option for the same thing in every subcommand: the annotation file is --annotations
+    folds = next(p for p in parsers(build_parser()) if p.prog.endswith("unseen folds"))
+    assert any(a.option_strings == ["--annotations"] for a in folds._actions)

@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     "unseen",
                     "folds",
+                    "--annotations",
                     str(proxy.annotations),
                     "--k",
                     str(args.k),

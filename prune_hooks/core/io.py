@@ -1,4 +1,5 @@
-"""Atomic file writers: a reader never sees a half-written file, a crash never leaves one."""
+"""Atomic file writers (a reader never sees a half-written file, a crash never leaves one), readers, and the
+progress bar of long loops."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = [
     "open_text",
     "read_json",
     "no_gc",
+    "progress",
 ]
 
 
@@ -112,3 +114,13 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return "" if v != v else format(v, ".9g")
     return v
+
+
+def progress(items: Iterable[Any], *, desc: str, unit: str = "it", total: int | None = None) -> Iterable[Any]:
+    """``items`` with a progress bar and ETA on stderr where stderr is a terminal (tqdm); as they are elsewhere
+    (logs, tests, a framework's trainer)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a dependency of the package; kept optional for the core's own users
+        return items
+    return tqdm(items, desc=desc, unit=unit, total=total, leave=False, disable=None, mininterval=1.0)

@@ -165,8 +165,11 @@ class ScoringRun:
         if not owners:
             ad.log("model has no test score threshold this adapter knows: scoring passes use its own", warning=True)
         with_gt = bool(ad.gt_outputs(model))
+        batches = ad.batches()
+        eta = _PassProgress(ad, self.capture.acc.passes + 1, _length(batches), start)
         with inference_context(model, owners, self.score_thresh):
-            for batch in ad.batches():
+            for batch in batches:
+                eta.step()
                 for out in ad.infer(model, batch, cap.gt_boxes, with_gt):
                     cap.add_image(
                         out.image_id,
@@ -319,3 +322,30 @@ class ScoringRun:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.capture.load_state_dict(state)
         self.adapter.log(f"resumed prune state: {self.capture.acc.passes} scoring passes")
+
+
+def _length(batches: Any) -> int | None:
+    try:
+        return len(batches)
+    except TypeError:  # an iterable loader without a length: no ETA
+        return None
+
+
+class _PassProgress:
+    """Log lines with the pass's progress and ETA, about every tenth of a pass of at least ``MIN_BATCHES``
+    batches (a COCO pass at batch 1 is an hour on one GPU: the log says how far it is)."""
+
+    MIN_BATCHES = 200
+
+    def __init__(self, adapter: Adapter, t: int, total: int | None, start: float) -> None:
+        self.adapter, self.t, self.total, self.start, self.done = adapter, t, total, start, 0
+        self.every = max(total // 10, 1) if total and total >= self.MIN_BATCHES and adapter.is_main() else 0
+
+    def step(self) -> None:
+        if self.every and self.done and self.done % self.every == 0:
+            spent = time.perf_counter() - self.start
+            left = spent / self.done * (self.total - self.done)
+            self.adapter.log(
+                f"scoring pass {self.t}: {self.done}/{self.total} batches (this rank), {spent:.0f} s, ETA {left:.0f} s"
+            )
+        self.done += 1

@@ -37,8 +37,9 @@ def _run_annotations(run: Path) -> tuple[dict[str, Any], CocoIndex]:
     return meta, load_coco(ann)
 
 
-def audit_run(run: str | os.PathLike, th: AuditThresholds) -> list[tuple]:
-    """Rewrite RUN/label_issues.csv at the thresholds ``th`` from audit.npz, soft_labels.npz and objects.csv."""
+def audit_run(run: str | os.PathLike, th: AuditThresholds, out: str | os.PathLike | None = None) -> list[tuple]:
+    """The label issues at the thresholds ``th`` from RUN's audit.npz, soft_labels.npz and objects.csv, written
+    to OUT/label_issues.csv (OUT defaults to RUN: the run's own file is replaced)."""
     run = Path(run)
     _, index = _run_annotations(run)
     audit = soft = None
@@ -61,7 +62,7 @@ def audit_run(run: str | os.PathLike, th: AuditThresholds) -> list[tuple]:
         kept = [r for r in read_label_issues(run) if r["kind"] in ("bad_location", "missing_box")]
         rows += [tuple(r[c] for c in LABEL_ISSUE_COLUMNS) for r in kept]
         rows.sort(key=lambda r: ISSUE_KINDS.index(r[0]))  # stable: each kind keeps its score order
-    write_label_issues(run, rows)
+    write_label_issues(run if out is None else Path(out), rows)
     return rows
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..data.coco import CocoIndex
 from ..errors import PruneHooksError
-from ..io import no_gc
+from ..io import no_gc, progress
 
 __all__ = ["SHAPE_COLUMNS", "ShapeScores", "contour_shape", "instance_shape", "shape_scores"]
 
@@ -38,8 +38,8 @@ def _cv2():
     try:
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            'shape scores need OpenCV: pip install opencv-python-headless (or "prune-hooks[shape]")'
+        raise PruneHooksError(
+            'shape scores need OpenCV, which is not installed: pip install "prune-hooks[shape]"'
         ) from e
     return cv2
 
@@ -250,10 +250,11 @@ def _run(packed: _Packed, workers: int | None) -> np.ndarray:
 
     global _SHARED
     _SHARED = packed
-    bounds = np.linspace(0, n, workers * 4 + 1).astype(int)
+    bounds = np.linspace(0, n, workers * 16 + 1).astype(int)
+    ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     try:
         with mp.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_score_range, list(zip(bounds[:-1].tolist(), bounds[1:].tolist())))
+            parts = list(progress(pool.imap(_score_range, ranges), desc="shape", unit="part", total=len(ranges)))
     finally:
         _SHARED = None
     return np.concatenate(parts)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..errors import PruneHooksError
+from ..io import progress
 
 __all__ = ["herding", "kcenter_greedy", "keep_count", "random_order", "random_per_class", "subset_record"]
 
@@ -153,7 +154,7 @@ def kcenter_greedy(features: np.ndarray, n: int, seed: int, device: str | None =
     sq = (x * x).sum(1)
     dist = (sq - 2 * (x @ x[first]) + sq[first]).clamp_(min=0)
     dist[first] = -1
-    for _ in range(n - 1):
+    for _ in progress(range(n - 1), desc="kcenter", unit="pick"):
         j = int(torch.argmax(dist))
         picks.append(j)
         dist = torch.minimum(dist, (sq - 2 * (x @ x[j]) + sq[j]).clamp_(min=0))
@@ -172,7 +173,7 @@ def herding(features: np.ndarray, n: int, device: str | None = None) -> np.ndarr
     sq = (x * x).sum(1)
     available = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     picks: list[int] = []
-    for t in range(1, n + 1):
+    for t in progress(range(1, n + 1), desc="herding", unit="pick"):
         # || mu - (total + x_i) / t ||^2 up to terms constant in i
         cost = (sq - 2 * (x @ (t * mu - total))) / (t * t)
         cost[~available] = float("inf")

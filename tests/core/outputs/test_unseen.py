@@ -76,7 +76,7 @@ def test_fold_split_bad_k(gt, capsys):
     with pytest.raises(PruneHooksError, match=r"--k must be an integer in \[2, 11\]"):
         fold_split(np.arange(11), 1, 0)
     for k in ("1", "12"):
-        assert cli(["unseen", "folds", str(gt), "--k", k, "--out", "x"]) == 2
+        assert cli(["unseen", "folds", "--annotations", str(gt), "--k", k, "--out", "x"]) == 1
         err = capsys.readouterr().err
         assert f"--k must be an integer in [2, 11] (the number of images), got {k}" in err and err.count("\n") == 1
 
@@ -159,7 +159,7 @@ def test_merge_refusals(gt, tmp_path, capsys):
     b = fake_run(tmp_path / "b", pairs[1][1], {i: 0.5 for i in ids[1]}, methods=("vps_conf",))
 
     def err(*argv):
-        assert cli(["unseen", "merge", *map(str, argv)]) == 2
+        assert cli(["unseen", "merge", *map(str, argv)]) == 1
         return capsys.readouterr().err
 
     assert "runs of different methods" in err(a, b, "--annotations", gt, "--out", tmp_path / "o")
@@ -179,7 +179,7 @@ def test_merge_refusals(gt, tmp_path, capsys):
     assert "folds of another annotation file" in err(a, b2, "--annotations", changed, "--out", tmp_path / "o")
     # prototypes of several models are not comparable: csod and friends refuse merged runs
     assert cli(["unseen", "merge", str(a), str(b2), "--annotations", str(gt), "--out", str(tmp_path / "m")]) == 0
-    assert cli(["select", str(tmp_path / "m"), "--method", "csod", "--keep", "0.5"]) == 2
+    assert cli(["select", str(tmp_path / "m"), "--method", "csod", "--keep", "0.5"]) == 1
     assert "features are not comparable" in capsys.readouterr().err
 
 

@@ -226,7 +226,7 @@ def test_clean_and_audit_refuse_bad_input(coco_file, tmp_path, capsys):
     run = audited_run(coco_file, tmp_path)
 
     def err(argv):
-        assert cli(argv) == 2
+        assert cli(argv) == 1
         return capsys.readouterr().err.strip()
 
     assert "label audit threshold loc_iou must be in (0, 1], got 0.0" in err(["audit", str(run), "--loc-iou", "0"])

@@ -182,17 +182,17 @@ def test_select_by_shape_and_all(tmp_path, capsys):
         f"{m}_keep0.5" for m in ("scs", "si_scs", "cb_scs", "random", "random_uniform", "random_ratio")
     )
     capsys.readouterr()
-    assert cli(["select", str(out), "--method", "cb_scs", "--aggregation", "max", "--keep", "0.5"]) == 2
+    assert cli(["select", str(out), "--method", "cb_scs", "--aggregation", "max", "--keep", "0.5"]) == 1
     assert "method cb_scs aggregates by sum, got 'max'" in capsys.readouterr().err
-    assert cli(["select", str(out), "--method", "vps_iou", "--keep", "0.5"]) == 2
+    assert cli(["select", str(out), "--method", "vps_iou", "--keep", "0.5"]) == 1
     assert "method vps_iou needs image scores from scoring passes" in capsys.readouterr().err
-    assert cli(["select", str(out), "--method", "csod", "--keep", "0.5"]) == 2
+    assert cli(["select", str(out), "--method", "csod", "--keep", "0.5"]) == 1
     assert "csod needs prototypes" in capsys.readouterr().err
 
 
 def test_box_only_data_is_refused_and_workers_agree(tmp_path, capsys):
     ann = _write(tmp_path, coco_with_masks(masks=False))
-    assert cli(["score", "shape", "--annotations", str(ann), "--out", str(tmp_path / "run")]) == 2
+    assert cli(["score", "shape", "--annotations", str(ann), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "shape scores need instance masks" in err and len(err.strip().splitlines()) == 1
     # many instances: the process pool gives the serial numbers

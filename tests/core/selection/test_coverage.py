@@ -122,7 +122,7 @@ def test_select_cli_with_coverage_options(tmp_path, capsys):
     assert sub["stratify"] == {"beta": pytest.approx(0.225), "strata": 50} and 12 not in sub["image_ids"]
 
     def err(argv):
-        assert cli(argv) == 2
+        assert cli(argv) == 1
         return capsys.readouterr().err
 
     assert "--stratify needs a score method, random ranks without scores" in err(

@@ -50,7 +50,7 @@ def write_prototypes(path, coco, dim=6, seed=0, **override):
 
 
 def err(capsys, argv):
-    assert main(argv) == 2
+    assert main(argv) == 1
     e = capsys.readouterr().err.strip()
     assert e.count("\n") == 0, e
     return e
