@@ -67,7 +67,7 @@ def check_coverage(
     if group_by is not None:
         if not isinstance(group_by, str):
             raise fail(f"{labels['group_by']} must be an image field or FIELD:REGEX, got {group_by!r}")
-        from .selection.coverage import group_labels
+        from ..selection.coverage import group_labels
 
         try:
             group_labels(index, group_by, option=labels["group_by"])
