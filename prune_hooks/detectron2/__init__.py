@@ -24,6 +24,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from .config import PruneSetup, add_prune_config, check_prune_config, register_coco_datasets  # noqa: E402
 from .hook import PruneHook, build_prune_hooks, insert_prune_hooks  # noqa: E402
 from .launch import launch  # noqa: E402
+from .lazy import lazy_prune_hook, register_coco  # noqa: E402
 from .retrain import write_retrain_config  # noqa: E402
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "check_prune_config",
     "insert_prune_hooks",
     "launch",
+    "lazy_prune_hook",
+    "register_coco",
     "register_coco_datasets",
     "write_retrain_config",
 ]

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from detectron2.config import CfgNode as CN
 from detectron2.data import MetadataCatalog
 
 from ..core.data.coco import CocoIndex, load_coco
 from ..core.errors import PruneHooksError, fail
-from ..core.lifecycle import check_coverage, check_options
+from ..core.lifecycle import COVERAGE, check_coverage, check_options
 from ..core.outputs.unseen import check_score_set
 
-__all__ = ["OPTION_LABELS", "PruneSetup", "add_prune_config", "check_prune_config", "register_coco_datasets"]
+__all__ = [
+    "OPTION_LABELS",
+    "PruneSetup",
+    "add_prune_config",
+    "check_prune_config",
+    "register_coco_datasets",
+    "resolve_options",
+]
 
 logger = logging.getLogger("detectron2.prune_hooks")
 
@@ -28,6 +37,7 @@ OPTION_LABELS = {
     "group_by": "PRUNE.GROUP_BY",
     "per_group_max": "PRUNE.PER_GROUP_MAX",
     "dedup": "PRUNE.DEDUP",
+    "period": "PRUNE.PERIOD",
 }
 
 
@@ -86,22 +96,37 @@ def register_coco_datasets(cfg: CN) -> list[str]:
 
 @dataclass(frozen=True)
 class PruneSetup:
-    """What ``cfg.PRUNE`` resolves to before training: computed once (:func:`check_prune_config`) and
-    handed to the hook.
+    """What a config's prune options resolve to before training, whichever config system wrote them (yacs
+    ``cfg.PRUNE``: :func:`check_prune_config`; LazyConfig ``prune``:
+    :func:`~prune_hooks.detectron2.lazy.check_lazy_config`); computed once and handed to the hook.
 
     Attributes:
-        dataset: the scored dataset's name: the training set, or ``PRUNE.SCORE_DATASET``.
+        dataset: the scored dataset's name: the training set, or the other set the options name.
         index: its annotation file.
         image_root: its image folder (the metadata's ``image_root``).
-        n_train: images in the training set (one epoch of scoring passes).
-        coverage: the subset's coverage options, as ``select`` takes them.
+        n_train: images in the training set.
+        train_dataset: the training set's name.
+        options: ``ScoringRun``'s keyword arguments (methods, keep_ratio, aggregation, score_thresh, dump,
+            capture, coverage) and ``period``: iterations between passes.
+        device, output_dir: the model's device; the run is written to ``output_dir/prune``.
+        test_loader: ``test_loader(dataset)``, the scoring pass's loader over a dataset (test pipeline).
+        write_retrain: ``write_retrain(pruned, n_keep, n_total, run)`` writes the retraining config into ``run``.
     """
 
     dataset: str
     index: CocoIndex
     image_root: str
     n_train: int
-    coverage: dict[str, Any]
+    train_dataset: str
+    options: dict[str, Any]
+    device: str
+    output_dir: str
+    test_loader: Callable[[str], Iterable[Any]]
+    write_retrain: Callable[[Path, int, int, Path], Path]
+
+    @property
+    def coverage(self) -> dict[str, Any]:
+        return self.options["coverage"]
 
 
 def check_prune_config(cfg: CN) -> PruneSetup:
@@ -110,33 +135,81 @@ def check_prune_config(cfg: CN) -> PruneSetup:
     The hook calls it when it is built; a train script that calls it before the trainer loads any data
     fails at once on a bad config, and can hand the result to ``insert_prune_hooks(..., setup=...)``.
     """
+    from detectron2.data import build_detection_test_loader
+
+    from .retrain import write_retrain_config
+
     if "PRUNE" not in cfg:
         raise fail("the config has no PRUNE node: call add_prune_config(cfg) before merging the yaml")
     p = cfg.PRUNE
-    other = bool(p.SCORE_DATASET) and tuple(cfg.DATASETS.TRAIN) != (p.SCORE_DATASET,)
-    check_options(p.METHODS, p.KEEP_RATIO, p.AGGREGATION, OPTION_LABELS, p.CAPTURE, other_set=other)
     if p.CAPTURE == "in_loop" and cfg.INPUT.CROP.ENABLED:
         raise fail(
             "PRUNE.CAPTURE in_loop needs the batch's boxes to be the file's boxes resized and flipped; "
             "INPUT.CROP.ENABLED True moves them by a random offset: use PRUNE.CAPTURE pass with crops"
         )
-    if int(p.PERIOD) < 0:
-        raise fail(f"PRUNE.PERIOD must be >= 0 (0 = one epoch), got {p.PERIOD}")
     if len(cfg.DATASETS.TRAIN) != 1:
         raise fail(f"DATASETS.TRAIN must name one COCO dataset to prune, got {list(cfg.DATASETS.TRAIN)}")
+    options = {k.lower(): v for k, v in p.items()}
     train = cfg.DATASETS.TRAIN[0]
-    train_index = _coco_index(train, "DATASETS.TRAIN")
-    scored, index = p.SCORE_DATASET or train, train_index
+    dataset, index, train_index, run_options = resolve_options(options, train, OPTION_LABELS, "DATASETS.TRAIN")
+    period = int(p.PERIOD) or math.ceil(train_index.num_images / cfg.SOLVER.IMS_PER_BATCH)
+    image_root = getattr(MetadataCatalog.get(dataset), "image_root", "")
+    frozen = cfg.clone()
+
+    def retrain(pruned: Path, n_keep: int, n_total: int, run: Path) -> Path:
+        return write_retrain_config(frozen, dataset, pruned, image_root, n_keep, n_total, run / "retrain.yaml")
+
+    return PruneSetup(
+        dataset,
+        index,
+        image_root,
+        train_index.num_images,
+        train,
+        {**run_options, "period": period},
+        cfg.MODEL.DEVICE,
+        cfg.OUTPUT_DIR,
+        lambda name: build_detection_test_loader(frozen, name),
+        retrain,
+    )
+
+
+def resolve_options(
+    options: dict[str, Any], train: str, labels: dict[str, str], train_label: str
+) -> tuple[str, CocoIndex, CocoIndex, dict[str, Any]]:
+    """Check the prune options (lower-case names of ``PRUNE``'s keys, each named for the user by ``labels``)
+    and the datasets they name; returns (scored dataset, its index, the training set's index, ScoringRun's
+    keyword arguments)."""
+    scored = options.get("score_dataset") or train
+    check_options(
+        options["methods"],
+        options["keep_ratio"],
+        options["aggregation"],
+        labels,
+        options["capture"],
+        other_set=scored != train,
+    )
+    if int(options["period"]) < 0:
+        raise fail(f"{labels['period']} must be >= 0 (0 = one epoch), got {options['period']}")
+    train_index = _coco_index(train, train_label)
+    index = train_index
     if scored != train:
-        index = _coco_index(scored, "PRUNE.SCORE_DATASET")
+        index = _coco_index(scored, labels["other_set"])
         try:
-            check_score_set(train_index, index, bool(p.SCORE_ALLOW_OVERLAP), "PRUNE.SCORE_DATASET", warn=logger.warning)
+            allow = bool(options.get("score_allow_overlap"))
+            check_score_set(train_index, index, allow, labels["other_set"], warn=logger.warning)
         except PruneHooksError as e:
             raise fail(str(e)) from None
-    options = {"stratify": p.STRATIFY, "group_by": p.GROUP_BY, "per_group_max": p.PER_GROUP_MAX, "dedup": p.DEDUP}
-    coverage = check_coverage(options, list(p.METHODS), OPTION_LABELS, index)
-    image_root = getattr(MetadataCatalog.get(scored), "image_root", "")
-    return PruneSetup(scored, index, image_root, train_index.num_images, coverage)
+    coverage = {k: options.get(k) for k in COVERAGE}
+    run_options = {
+        "methods": list(options["methods"]),
+        "keep_ratio": options["keep_ratio"],
+        "aggregation": options["aggregation"],
+        "score_thresh": options["score_thresh"],
+        "dump": options["dump_detections"],
+        "capture": options["capture"],
+        "coverage": check_coverage(coverage, list(options["methods"]), labels, index),
+    }
+    return scored, index, train_index, run_options
 
 
 def _coco_index(dataset: str, what: str) -> CocoIndex:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,25 @@ class PruneHook(HookBase):
 
     Args:
         cfg: the training config, with the ``PRUNE`` node (``add_prune_config``).
-        setup: ``check_prune_config(cfg)``, where the train script already made it (else made here).
+        setup: ``check_prune_config(cfg)``, where the train script already made it (else made here); a
+            LazyConfig's comes from :func:`~prune_hooks.detectron2.lazy.lazy_prune_hook`.
     """
 
-    def __init__(self, cfg: CfgNode, setup: PruneSetup | None = None) -> None:
+    def __init__(self, cfg: CfgNode | None = None, setup: PruneSetup | None = None) -> None:
+        if setup is None and cfg is None:
+            raise TypeError("PruneHook needs a config (cfg) or its checked set-up (setup)")
         self.setup = setup or check_prune_config(cfg)
-        self.cfg = cfg.clone()
-        p = cfg.PRUNE
-        self.period = int(p.PERIOD) or math.ceil(self.setup.n_train / cfg.SOLVER.IMS_PER_BATCH)
+        options = dict(self.setup.options)
+        self.period = options.pop("period")
+        self.in_loop = options["capture"] == "in_loop"
         self.run = ScoringRun(
             Detectron2Adapter(self),
             self.setup.index,
-            methods=p.METHODS,
-            keep_ratio=p.KEEP_RATIO,
-            aggregation=p.AGGREGATION,
-            score_thresh=p.SCORE_THRESH,
-            dump=p.DUMP_DETECTIONS,
-            device=cfg.MODEL.DEVICE,
-            out_dir=Path(cfg.OUTPUT_DIR) / "prune",
-            scores_training_set=self.setup.dataset == cfg.DATASETS.TRAIN[0],
-            capture=p.CAPTURE,
-            coverage=self.setup.coverage,
+            device=self.setup.device,
+            out_dir=Path(self.setup.output_dir) / "prune",
+            scores_training_set=self.setup.dataset == self.setup.train_dataset,
+            **options,
         )
-        self.in_loop = p.CAPTURE == "in_loop"
 
     @property
     def model(self) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["launch"]
+__all__ = ["fast_coco_eval_available", "launch"]
 
 
 def launch(
@@ -67,3 +67,11 @@ def _create_cpu_ddp_model(model: torch.nn.Module, *, fp16_compression: bool = Fa
         return model
     kwargs.pop("device_ids", None)
     return DistributedDataParallel(model, **kwargs)
+
+
+def fast_coco_eval_available() -> bool:
+    """detectron2 was built with its C++ ops (its fast COCO evaluator); a python-only build has a stub ``_C``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("detectron2._C")
+    return bool(spec and spec.origin and not spec.origin.endswith(".py"))

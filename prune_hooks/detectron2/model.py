@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList
 from detectron2.utils import comm
@@ -19,8 +19,6 @@ from ..core.lifecycle import Adapter, ImageOutput, StepImage
 from ..core.scoring.dense import pyramid_gt_outputs
 from ..core.scoring.inloop import Step, replayable
 from ..core.selection.methods import PROTOTYPES, SOFT_LABELS
-from .config import OPTION_LABELS
-from .retrain import write_retrain_config
 
 __all__ = ["Detectron2Adapter", "GT_KINDS", "unwrap"]
 
@@ -29,10 +27,9 @@ logger = logging.getLogger("detectron2.prune_hooks")
 
 class Detectron2Adapter(Adapter):
     """The detectron2 answers of :class:`~prune_hooks.core.lifecycle.Adapter` for a
-    :class:`~prune_hooks.detectron2.hook.PruneHook` (``hook.cfg``, ``hook.setup``, ``hook.trainer``)."""
+    :class:`~prune_hooks.detectron2.hook.PruneHook` (``hook.setup``, ``hook.period``, ``hook.trainer``)."""
 
     framework = "detectron2"
-    labels = OPTION_LABELS
 
     def __init__(self, hook: Any) -> None:
         self.hook = hook
@@ -40,7 +37,7 @@ class Detectron2Adapter(Adapter):
 
     def batches(self) -> Iterable[Any]:
         if self._loader is None:
-            self._loader = build_detection_test_loader(self.hook.cfg, self.hook.setup.dataset)
+            self._loader = self.hook.setup.test_loader(self.hook.setup.dataset)
         return self._loader
 
     def model_classes(self) -> list[int]:
@@ -128,17 +125,14 @@ class Detectron2Adapter(Adapter):
         h = self.hook
         return {
             "dataset": h.setup.dataset,
-            "train_dataset": h.cfg.DATASETS.TRAIN[0],
+            "train_dataset": h.setup.train_dataset,
             "image_root": h.setup.image_root,
             "period": h.period,
             "iterations": h.trainer.iter,
         }
 
     def write_retrain(self, run: Path, pruned: Path, n_keep: int, n_total: int) -> Path:
-        h = self.hook
-        return write_retrain_config(
-            h.cfg, h.setup.dataset, pruned, h.setup.image_root, n_keep, n_total, run / "retrain.yaml"
-        )
+        return self.hook.setup.write_retrain(pruned, n_keep, n_total, run)
 
 
 def _training_inputs(args: tuple, kwargs: dict) -> Any:

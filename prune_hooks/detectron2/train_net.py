@@ -12,7 +12,6 @@ generated ``retrain.yaml`` runs with the same command.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -27,14 +26,9 @@ from detectron2.evaluation import COCOEvaluator
 from ..core.errors import PruneHooksError
 from .config import PruneSetup, add_prune_config, check_prune_config, register_coco_datasets
 from .hook import insert_prune_hooks
-from .launch import launch
+from .launch import fast_coco_eval_available, launch
 
 __all__ = ["Trainer", "main", "setup"]
-
-
-def fast_coco_eval_available() -> bool:
-    spec = importlib.util.find_spec("detectron2._C")
-    return bool(spec and spec.origin and not spec.origin.endswith(".py"))
 
 
 class Trainer(DefaultTrainer):

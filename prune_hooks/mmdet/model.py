@@ -17,7 +17,7 @@ from ..core.lifecycle import Adapter, ImageOutput, StepImage
 from ..core.scoring.dense import pyramid_gt_outputs
 from ..core.scoring.inloop import BREAKING_TRANSFORMS, Step, replayable
 from ..core.selection.methods import PROTOTYPES, SOFT_LABELS
-from .config import OPTION_LABELS, pipeline_types
+from .config import pipeline_types
 from .retrain import write_retrain_config
 
 __all__ = ["GT_KINDS", "MMDetAdapter", "unwrap"]
@@ -28,7 +28,6 @@ class MMDetAdapter(Adapter):
     :class:`~prune_hooks.mmdet.hook.PruneHook` (its scored ``dataset_cfg``) in ``runner``."""
 
     framework = "mmdet"
-    labels = OPTION_LABELS
 
     def __init__(self, hook: Any, runner) -> None:
         self.hook, self.runner = hook, runner

@@ -15,7 +15,17 @@ import numpy as np
 from ..errors import PruneHooksError
 from ..io import read_json
 
-__all__ = ["LABEL_ISSUE_COLUMNS", "read_images_csv", "read_label_issues", "read_meta", "read_objects_csv"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "LABEL_ISSUE_COLUMNS",
+    "read_images_csv",
+    "read_label_issues",
+    "read_meta",
+    "read_objects_csv",
+]
+
+# images.csv: these first (file_name: the image entry's, a string), then one float column per image score
+IMAGE_COLUMNS = ("image_id", "n_objects", "file_name")
 
 # label_issues.csv (core.scoring.audit writes its rows)
 LABEL_ISSUE_COLUMNS = (
@@ -54,8 +64,11 @@ def read_meta(run: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _read_table(path: Path, what: str, ints: tuple[str, ...], first: list[str]) -> dict[str, np.ndarray]:
-    """A run CSV as columns: ``ints`` int64, the others float64 (empty = NaN); the header starts with ``first``."""
+def _read_table(
+    path: Path, what: str, ints: tuple[str, ...], first: list[str], strings: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """A run CSV as columns: ``ints`` int64, ``strings`` str, the others float64 (empty = NaN); the header starts
+    with ``first``."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
@@ -70,6 +83,8 @@ def _read_table(path: Path, what: str, ints: tuple[str, ...], first: list[str]) 
         try:
             if name in ints:
                 out[name] = np.array([int(v) for v in col], dtype=np.int64)
+            elif name in strings:
+                out[name] = np.array(col, dtype=object)
             else:
                 out[name] = np.array([float(v) if v != "" else np.nan for v in col], dtype=np.float64)
         except ValueError as e:
@@ -84,6 +99,7 @@ def read_objects_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_images_csv(run: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of RUN/images.csv: ``image_id``/``n_objects`` int64, score columns float64 (NaN = none)."""
+    """Columns of RUN/images.csv: ``image_id``/``n_objects`` int64, ``file_name`` str (runs of 0.1.0 have none),
+    score columns float64 (NaN = none)."""
     ids = ("image_id", "n_objects")
-    return _read_table(Path(run) / "images.csv", "image scores", ids, list(ids))
+    return _read_table(Path(run) / "images.csv", "image scores", ids, list(ids), strings=("file_name",))

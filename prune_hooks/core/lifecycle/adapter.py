@@ -76,8 +76,6 @@ class Adapter(abc.ABC):
     """What a framework adapter implements (see the module docstring for both frameworks)."""
 
     framework: str = ""
-    # how the user writes each option (``check_options``): {"methods": "PRUNE.METHODS", ...}
-    labels: dict[str, str] = {}
 
     @abc.abstractmethod
     def batches(self) -> Iterable[Any]:

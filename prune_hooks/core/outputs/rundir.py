@@ -4,7 +4,7 @@ RUN/meta.json      framework, annotation file + sha256, categories, passes, vers
 RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,iou_mean,iou_std,
                    conf_mean,conf_std,learned_passes,forget_events,learned_last,entropy, then
                    scores computed without passes (scs,si_scs,cb_scs)
-RUN/images.csv     image_id,n_objects, then <method>_<aggregation> for every registered score
+RUN/images.csv     image_id,n_objects,file_name, then <method>_<aggregation> for every registered score
                    method the objects can feed (core.selection.methods), e.g. vps_iou_max,...,entropy_sum
 RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
 RUN/audit.npz      the label audit's state after the last pass (core.scoring.audit.LabelAudit.arrays)
@@ -29,7 +29,7 @@ import torch
 
 from ..._version import __version__
 from ..data.coco import CocoIndex, sha256_file, write_pruned_coco
-from ..data.rundir import LABEL_ISSUE_COLUMNS
+from ..data.rundir import IMAGE_COLUMNS, LABEL_ISSUE_COLUMNS
 from ..errors import PruneHooksError
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..scoring.audit import LabelAudit, label_issues
@@ -141,8 +141,13 @@ def write_run(
         write_label_issues(run, label_issues(index, audit_arrays, soft_mean, table.get("learned_passes")))
     write_csv(
         run / "images.csv",
-        ("image_id", "n_objects", *scores),
-        zip(index.image_ids.tolist(), index.objects_per_image().tolist(), *(v.tolist() for v in scores.values())),
+        (*IMAGE_COLUMNS, *scores),
+        zip(
+            index.image_ids.tolist(),
+            index.objects_per_image().tolist(),
+            [str(im.get("file_name", "")) for im in index.images],
+            *(v.tolist() for v in scores.values()),
+        ),
     )
     meta = {
         "framework": framework,

@@ -20,7 +20,14 @@ import numpy as np
 
 from ..._version import __version__
 from ..data.coco import CocoIndex, load_coco, sha256_file, write_pruned_coco
-from ..data.rundir import LABEL_ISSUE_COLUMNS, read_images_csv, read_label_issues, read_meta, read_objects_csv
+from ..data.rundir import (
+    IMAGE_COLUMNS,
+    LABEL_ISSUE_COLUMNS,
+    read_images_csv,
+    read_label_issues,
+    read_meta,
+    read_objects_csv,
+)
 from ..errors import PruneHooksError
 from ..io import atomic_write_bytes, read_json, write_csv, write_json
 from ..scoring.audit import ISSUE_KINDS
@@ -150,17 +157,18 @@ def merge_runs(runs: list[str | os.PathLike], annotations: str | os.PathLike, ou
             f"unseen merge: {missing.size} images of {annotations} were scored by no run (e.g. {missing[:3].tolist()})"
         )
     out = Path(out)
-    columns = [c for c in tables[0] if c not in ("image_id", "n_objects") and all(c in t for t in tables)]
+    columns = [c for c in tables[0] if c not in IMAGE_COLUMNS and all(c in t for t in tables)]
     image_cols = {
         c: _mean_by_key([t["image_id"] for t in tables], [t[c] for t in tables], index.image_ids) for c in columns
     }
     times_scored = _count_by_key([t["image_id"] for t in tables], index.image_ids)
     write_csv(
         out / "images.csv",
-        ("image_id", "n_objects", *columns, "unseen_runs"),
+        (*IMAGE_COLUMNS, *columns, "unseen_runs"),
         zip(
             index.image_ids.tolist(),
             index.objects_per_image().tolist(),
+            [str(im.get("file_name", "")) for im in index.images],
             *(image_cols[c].tolist() for c in columns),
             times_scored.tolist(),
         ),
@@ -260,7 +268,7 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, ratios=SUBS
     common, ia, ib = np.intersect1d(a["image_id"], b["image_id"], return_indices=True)
     if common.size == 0:
         raise PruneHooksError(f"compare: {run_a} and {run_b} scored no image in common")
-    shared = [c for c in a if c not in ("image_id", "n_objects", "unseen_runs") and c in b]
+    shared = [c for c in a if c not in (*IMAGE_COLUMNS, "unseen_runs") and c in b]
     if not shared:
         raise PruneHooksError(f"compare: {run_a} and {run_b} share no image-score column")
     out = []

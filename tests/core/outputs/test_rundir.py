@@ -42,7 +42,8 @@ def test_vps_run_columns_by_hand(coco_file, tmp_path):
     assert table["vps_iou_max"][1] == pytest.approx(0.2) and table["vps_iou_mean"][1] == pytest.approx(0.1)
     assert math.isnan(table["vps_iou_max"][2])  # no objects: no score
     assert table["forgetting_sum"][1] == 1.0
-    assert set(scores) == {c for c in table if c not in ("image_id", "n_objects")}
+    assert set(scores) == {c for c in table if c not in ("image_id", "n_objects", "file_name")}
+    assert table["file_name"].tolist() == ["c.png", "a.png", "b.png"]  # the image entries', for pandas users
     meta = read_meta(tmp_path)
     assert meta["passes"] == 2 and not meta["soft_labels"] and meta["num_objects"] == 3
     assert not (tmp_path / "label_issues.csv").exists()  # neither soft labels nor an audit
@@ -67,7 +68,7 @@ def test_run_without_passes_and_bad_inputs(coco_file, tmp_path):
     index = load_coco(coco_file)
     write_run(tmp_path, index, framework="test")
     assert (tmp_path / "objects.csv").read_text().splitlines()[0] == "ann_id,image_id,category_id"
-    assert (tmp_path / "images.csv").read_text().splitlines()[0] == "image_id,n_objects"
+    assert (tmp_path / "images.csv").read_text().splitlines()[0] == "image_id,n_objects,file_name"
     with pytest.raises(PruneHooksError, match="accumulator holds 5 objects"):
         write_run(tmp_path, index, VPSAccumulator(5), framework="test")
     with pytest.raises(PruneHooksError, match="object column x has 2 values"):

@@ -157,7 +157,7 @@ def test_scores_class_balance_and_image_sums(tmp_path):
     cols = {c: dict(zip(table["image_id"].tolist(), table[c].tolist())) for c in ("scs_sum", "cb_scs_sum")}
     assert cols["cb_scs_sum"][1] == pytest.approx(1.5) and cols["cb_scs_sum"][2] == pytest.approx(0.5)
     assert math.isnan(cols["scs_sum"][3]) and math.isnan(cols["scs_sum"][4])  # no scored instance: empty
-    assert set(table) == {"image_id", "n_objects", "scs_sum", "si_scs_sum", "cb_scs_sum"}
+    assert set(table) == {"image_id", "n_objects", "file_name", "scs_sum", "si_scs_sum", "cb_scs_sum"}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["shape_without_mask"] == 1 and meta["passes"] == 0
     assert (out / "report" / "report.md").exists()
