@@ -382,3 +382,15 @@ def test_in_loop_takes_the_training_forwards_head_outputs_and_scores_the_same(tm
         assert torch.equal(a.pred_classes, b.pred_classes)
     for a, b in zip(taken[1], recomputed[1]):
         torch.testing.assert_close(a, b)
+
+
+def test_entry_point_refuses_a_config_without_prune_or_no_file_in_one_line(tmp_path):
+    """`python -m prune_hooks.detectron2.train_net` on a config it cannot prune: one line, exit 1, nothing written."""
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("MODEL:\n  DEVICE: cpu\nOUTPUT_DIR: " + str(tmp_path / "out") + "\n")
+    for config, msg in ((plain, "has no PRUNE section"), (tmp_path / "nope.yaml", "file not found")):
+        proc = train_net("--config-file", config, check=False)
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
+        lines = [line for line in lines if "warn" not in line and "pkg_resources" not in line]
+        assert proc.returncode == 1 and len(lines) == 1 and msg in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
