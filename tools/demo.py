@@ -8,6 +8,8 @@ script, and print a summary.
 
 Detectron2: ``python -m prune_hooks.detectron2.train_net``, ``OUTPUT_DIR/prune/retrain.yaml``.
 MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
+Ultralytics: YOLOv8n from its yaml, ``python -m prune_hooks.ultralytics``, ``yolo detect train cfg=.../retrain.yaml``;
+beside the pruned subset, a random subset of the same size retrained the same way (one seed each).
 """
 
 from __future__ import annotations
@@ -160,16 +162,76 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
     )
 
 
+def yolo_map50(save_dir: Path) -> float:
+    """The last val mAP50 (%) Ultralytics wrote to results.csv."""
+    import csv
+
+    with open(save_dir / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return 100 * float(rows[-1]["metrics/mAP50(B)"])
+
+
+def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
+    from prune_hooks.cli import main as cli
+    from prune_hooks.ultralytics.toy import make_toy_yolo
+
+    start = time.time()
+    data = make_toy_yolo(out / "data", {"train": n_train, "val": max(16, n_train // 4)}, size=128)
+    common = ["imgsz=128", "batch=8", "nbs=8", "device=cpu", "workers=0", "plots=False", "amp=False", "seed=0"]
+    common += [f"project={out}", "exist_ok=True", "warmup_epochs=1"]
+    args = ["-m", "prune_hooks.ultralytics", "model=yolov8n.yaml", f"data={data}", f"epochs={epochs}", "name=proxy"]
+    args += ["prune.methods=vps_iou,vps_conf,csod", f"prune.keep_ratio={keep}"]
+    print(f"demo: proxy training, {epochs} epochs -> {out / 'proxy'}", flush=True)
+    t_proxy = train([*args, *common], out / "proxy.log")
+    run = out / "proxy" / "prune"
+    yolo = str(Path(sys.executable).parent / "yolo")
+    print(f"demo: retraining from {run / 'retrain.yaml'}", flush=True)
+    t_retrain = train(["-c", _yolo_cli(yolo, run / "retrain.yaml")], out / "retrain.log")
+    # the same budget drawn at random, retrained with the same arguments
+    subset = json.loads((run / "subset.json").read_text())
+    rand = run / "random"
+    if cli(["select", str(run), "--method", "random", "--count", str(subset["n_images"]), "--out", str(rand)]):
+        raise SystemExit("demo: random selection failed")
+    from ultralytics.utils import YAML
+
+    from prune_hooks.ultralytics import write_subset_files
+
+    pruned = write_subset_files(run, json.loads((rand / "subset.json").read_text()), data, rand)
+    cfg = dict(YAML.load(run / "retrain.yaml"))
+    cfg.update(data=str(pruned), name="proxy_random")
+    YAML.save(rand / "retrain.yaml", cfg)
+    print(f"demo: retraining a random subset of the same size from {rand / 'retrain.yaml'}", flush=True)
+    t_random = train(["-c", _yolo_cli(yolo, rand / "retrain.yaml")], out / "random.log")
+    maps = [yolo_map50(out / n) for n in ("proxy", "proxy_retrain", "proxy_random")]
+    print()
+    print("ultralytics demo (YOLOv8n from its yaml, CPU)")
+    kept = f"{subset['n_images']} of {subset['n_total']} ({subset['method']}, {subset['aggregation']})"
+    print(f"  images kept         {kept}")
+    print(
+        f"  val mAP50           full data (the proxy) {maps[0]:.1f}; retrained, same epochs: pruned subset "
+        f"{maps[1]:.1f}, random subset {maps[2]:.1f} (one training each: differences of a few points are noise)"
+    )
+    print(f"  train time          proxy {t_proxy:.0f}s, retrain {t_retrain:.0f}s, random {t_random:.0f}s")
+    print(f"  files               {run}/ (subset.txt, data_pruned.yaml, retrain.yaml, images.csv, ...)")
+    print(f"  wall time           {time.time() - start:.0f}s")
+
+
+def _yolo_cli(yolo: str, cfg: Path) -> str:
+    """Python code that runs Ultralytics' own command line (``yolo detect train cfg=...``)."""
+    return f"import subprocess, sys; sys.exit(subprocess.call([{yolo!r}, 'detect', 'train', 'cfg={cfg}']))"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet"])
+    ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet", "ultralytics"])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo/<framework>)")
     ap.add_argument("--images", type=int, default=192, help="training images of the toy set")
     ap.add_argument("--epochs", type=int, default=6, help="proxy epochs = scoring passes")
     ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the subset")
     args = ap.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / "demo" / args.framework).resolve()
-    (run_mmdet if args.framework == "mmdet" else run_detectron2)(out, args.images, args.epochs, args.keep)
+    runs = {"detectron2": run_detectron2, "mmdet": run_mmdet, "ultralytics": run_ultralytics}
+    runs[args.framework](out, args.images, args.epochs, args.keep)
     return 0
 
 
