@@ -1,6 +1,6 @@
 # prune_hooks — the two commands of the README, each doing its own set-up.
 #   make test   create .venv if missing, install the real stack, lint (ruff), run the tests
-#   make demo   the demo on the embedded toy data (FRAMEWORK=detectron2 | mmdet)
+#   make demo   the demo on the embedded toy data (FRAMEWORK=detectron2 | mmdet | ultralytics)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -226,12 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--framework", default="detectron2", choices=["detectron2", "mmdet", "ultralytics"])
     ap.add_argument("--out", default=None, help="output directory (default runs/demo/<framework>)")
     ap.add_argument("--images", type=int, default=192, help="training images of the toy set")
-    ap.add_argument("--epochs", type=int, default=6, help="proxy epochs = scoring passes")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="proxy epochs = scoring passes (default 6; ultralytics 30: YOLO from scratch)",
+    )
     ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of the subset")
     args = ap.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / "demo" / args.framework).resolve()
     runs = {"detectron2": run_detectron2, "mmdet": run_mmdet, "ultralytics": run_ultralytics}
-    runs[args.framework](out, args.images, args.epochs, args.keep)
+    epochs = args.epochs or (30 if args.framework == "ultralytics" else 6)
+    runs[args.framework](out, args.images, epochs, args.keep)
     return 0
 
 

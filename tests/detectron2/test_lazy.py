@@ -33,7 +33,7 @@ dataloader.train.mapper.augmentations = [
     L(T.FixedSizeCrop)(crop_size=(64, 64)),
     L(T.RandomFlip)(horizontal=True),
 ]
-dataloader.train.total_batch_size = 2  # one epoch of the 8 toy images = 4 iterations
+dataloader.train.total_batch_size = 4  # one epoch of the 8 toy images = 2 iterations
 dataloader.train.num_workers = 0
 dataloader.test.dataset.names = "lazy_toy_train"
 dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=64, max_size=64)]
@@ -47,9 +47,9 @@ model.proposal_generator.post_nms_topk = (100, 100)
 train.device = "cpu"
 train.amp.enabled = False
 train.ddp.fp16_compression = False
-train.max_iter = 8
+train.max_iter = 4
 train.eval_period = 0
-train.checkpointer.period = 4
+train.checkpointer.period = 2
 train.output_dir = {out!r}
 optimizer.lr = 1e-4
 prune = dict(enabled=True, methods={methods!r}, keep_ratio=0.5)
@@ -79,13 +79,13 @@ def test_lazy_config_proxy_and_retrain_from_the_generated_config(tmp_path):
     run = out / "prune"
     assert_zoo_run(run, files["train"], METHODS, 4)
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["train_dataset"] == "lazy_toy_train" and meta["period"] == 4 and meta["iterations"] == 8
+    assert meta["train_dataset"] == "lazy_toy_train" and meta["period"] == 2 and meta["iterations"] == 4
 
     # retrain.py: the original config with its overrides, on the pruned file, schedule scaled to the subset
     retrain = run / "retrain.py"
     assert "train.seed=0" in retrain.read_text()
     cfg = LazyConfig.load(str(retrain))
-    assert cfg.train.max_iter == 4 and cfg.train.checkpointer.period == 2 and cfg.train.eval_period == 0
+    assert cfg.train.max_iter == 2 and cfg.train.checkpointer.period == 1 and cfg.train.eval_period == 0
     assert cfg.train.output_dir == str(out.resolve()) + "_retrain" and not cfg.prune.enabled
     assert cfg.dataloader.train.dataset.names == "lazy_toy_train_instances_train_pruned"
     assert cfg.model.roi_heads.num_classes == 3  # everything else is the proxy's
