@@ -65,7 +65,7 @@ def probe(python: Path) -> dict[str, object]:
 import json, importlib.metadata as md
 out = {}
 for name in ["torch", "torchvision", "setuptools", "mmengine", "mmcv", "mmdet", "detectron2",
-             "pb1-detectron2", "prune-hooks", "pytest", "ruff", "ultralytics"]:
+             "pb1-detectron2", "prune-hooks", "pytest", "ruff", "ultralytics", "hypothesis"]:
     try:
         out[name] = md.version(name)
     except md.PackageNotFoundError:
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     extras = ["dev", "ultralytics"] + ([] if args.no_mmdet else ["mmdet"])
     extras += [] if args.no_detectron2 else ["detectron2"]
     mm_ok = args.no_mmdet or all(have[n] == v for n, v in MMDET)
-    if not (have["prune_hooks_editable"] and have["pytest"] and have["ruff"] and have["ultralytics"] and mm_ok):
+    if not (have["prune_hooks_editable"] and have["pytest"] and have["ruff"] and have["ultralytics"] and have["hypothesis"] and mm_ok):
         pip(python, "-e", f"{ROOT}[{','.join(extras)}]")
 
     have = probe(python)

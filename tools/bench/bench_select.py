@@ -166,6 +166,8 @@ def cli_timings(args, coco, ids, cats, feat, res, scan) -> tuple[list[dict], flo
             "herding",
         ):
             name = method.split()[0]
+            if args.cli_methods and name not in args.cli_methods:
+                continue
             keep = args.greedy_keep if name in ("kcenter", "herding") else args.keep
             argv = base + ["--method", name, "--keep", str(keep), "--lambda", str(args.lam)]
             wall, rss, _ = run_cli(argv, cache if name == "csod" else None)
@@ -189,6 +191,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (1 beside other work)")
     ap.add_argument("--no-cli", action="store_true", help="CSOD in process only (no CLI timings of every method)")
     ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES), help="feature regimes of CSOD")
+    ap.add_argument("--cli-methods", nargs="+", help="time only these methods through the CLI (default: all)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -77,6 +77,11 @@ def _read_table(
     if not rows or rows[0][: len(first)] != first:
         raise PruneHooksError(f"{path}: expected a header starting with {','.join(first)}, got {rows[:1]}")
     header, body = rows[0], rows[1:]
+    for k, row in enumerate(body, 2):
+        if len(row) != len(header):  # a file cut mid-write, or another table's rows
+            raise PruneHooksError(f"{path}: line {k} has {len(row)} fields, the header {len(header)}")
+    if len(set(header)) != len(header):
+        raise PruneHooksError(f"{path}: duplicate column names in the header {header}")
     out: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         col = [r[j] for r in body]

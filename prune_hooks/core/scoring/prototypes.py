@@ -171,8 +171,8 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         raise PruneHooksError(
             f"prototypes not found: {path} (written by the hooks when 'csod' is among the methods)"
         ) from None
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise PruneHooksError(f"{path}: not a readable npz file ({e})") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:  # an empty or cut file
+        raise PruneHooksError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from None
     if feature.ndim != 2 or image_id.shape != (feature.shape[0],) or category_id.shape != (feature.shape[0],):
         raise PruneHooksError(
             f"{path}: mismatched array lengths: image_id {image_id.shape}, category_id {category_id.shape}, feature "
@@ -184,6 +184,8 @@ def load_prototypes(path: str | os.PathLike, index: CocoIndex | None = None) -> 
         )
     if not np.issubdtype(feature.dtype, np.floating):
         raise PruneHooksError(f"{path}: feature must be floating point, got {feature.dtype}")
+    if feature.shape[0] and feature.shape[1] == 0:
+        raise PruneHooksError(f"{path}: feature rows have no values (shape {feature.shape})")
     # One reduction per row: its largest magnitude (for float16 on the bits, which numpy reduces in SIMD:
     # its float16 ufuncs go element by element). NaN and inf rows: not finite; zero rows: 0.
     if feature.dtype == np.float16:

@@ -16,11 +16,20 @@ from ...errors import PruneHooksError
 from ...io import read_json
 from .stream import file_members
 
-__all__ = ["CocoIndex", "EntrySpans", "check_bbox", "is_int", "is_number", "load_coco", "sha256_file"]
+__all__ = ["CocoIndex", "EntrySpans", "check_bbox", "int_repr", "is_int", "is_number", "load_coco", "sha256_file"]
 
 
 def is_int(v: Any) -> bool:
-    return type(v) is int or (isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+    """An integer id the index can hold: int64 (bool is not an integer here; :func:`int_repr` for messages)."""
+    if type(v) is int or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)):
+        return -(2**63) <= int(v) < 2**63
+    return False
+
+
+def int_repr(v: Any) -> str:
+    """``v`` for an "must be an integer" message: an integer beyond int64 says so."""
+    big = isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63
+    return f"{v!r} (beyond 64 bits)" if big else repr(v)
 
 
 _PLAIN = (int, float)  # exact types: bool is neither
@@ -69,7 +78,7 @@ class _IndexBuilder:
         for k, img in enumerate(images):
             iid = img.get("id") if isinstance(img, dict) else None
             if not is_int(iid):
-                raise PruneHooksError(f"{src}: images[{k}].id must be an integer, got {iid!r}")
+                raise PruneHooksError(f"{src}: images[{k}].id must be an integer, got {int_repr(iid)}")
             if iid in seen:
                 raise PruneHooksError(f"{src}: images[{k}].id {iid} is a duplicate image id")
             seen.add(int(iid))
@@ -82,7 +91,7 @@ class _IndexBuilder:
         for k, cat in enumerate(categories):
             cid = cat.get("id") if isinstance(cat, dict) else None
             if not is_int(cid):
-                raise PruneHooksError(f"{self.src}: categories[{k}].id must be an integer, got {cid!r}")
+                raise PruneHooksError(f"{self.src}: categories[{k}].id must be an integer, got {int_repr(cid)}")
             if cid in self.cat_ids:
                 raise PruneHooksError(f"{self.src}: categories[{k}].id {cid} is a duplicate category id")
             self.cat_ids.add(int(cid))
@@ -97,7 +106,7 @@ class _IndexBuilder:
                 raise PruneHooksError(f"{src}: annotations[{k}] must be an object, got {type(ann).__name__}")
             aid = ann.get("id")
             if not is_int(aid):
-                raise PruneHooksError(f"{src}: annotations[{k}].id must be an integer, got {aid!r}")
+                raise PruneHooksError(f"{src}: annotations[{k}].id must be an integer, got {int_repr(aid)}")
             iid, cid = ann.get("image_id"), ann.get("category_id")
             if not is_int(iid):
                 raise PruneHooksError(f"{src}: annotations[{k}] (id {aid}): image_id {iid!r} is not in 'images'")

@@ -55,6 +55,8 @@ class Detections:
                 raise PruneHooksError(f"{src}: [{k}].category_id {cid!r} is not a category of the annotation file")
             if not is_number(score) or not math.isfinite(float(score)):
                 raise PruneHooksError(f"{src}: [{k}].score must be a finite number, got {score!r}")
+            if not 0 <= score <= 1:  # VPS_conf averages confidences: a logit or a percentage is not one
+                raise PruneHooksError(f"{src}: [{k}].score must be a confidence in [0, 1], got {score!r}")
             x, y, w, h = check_bbox(f"{src}: [{k}]", det.get("bbox"))
             if w < 0 or h < 0:
                 raise PruneHooksError(f"{src}: [{k}]: bbox width and height must be >= 0, got width {w} height {h}")
