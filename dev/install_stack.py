@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     extras = ["dev", "ultralytics"] + ([] if args.no_mmdet else ["mmdet"])
     extras += [] if args.no_detectron2 else ["detectron2"]
     mm_ok = args.no_mmdet or all(have[n] == v for n, v in MMDET)
-    if not (have["prune_hooks_editable"] and have["pytest"] and have["ruff"] and have["ultralytics"] and have["hypothesis"] and mm_ok):
+    tools = ("pytest", "ruff", "ultralytics", "hypothesis")
+    if not (have["prune_hooks_editable"] and all(have[t] for t in tools) and mm_ok):
         pip(python, "-e", f"{ROOT}[{','.join(extras)}]")
 
     have = probe(python)
