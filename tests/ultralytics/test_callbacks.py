@@ -198,3 +198,44 @@ def test_command_line_route(tmp_path):
         [sys.executable, "-m", "prune_hooks.ultralytics", "data=x.yaml"], capture_output=True, text=True
     )
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("[prune_hooks] model= is required")
+
+
+def test_clean_writes_corrected_yolo_labels_in_a_new_folder(proxy, tmp_path):
+    import hashlib
+    import shutil
+
+    root, data, run, callbacks = proxy
+    work = tmp_path / "run"
+    shutil.copytree(run, work)
+    coco = json.loads((work / "annotations.json").read_text())
+    a, b = coco["annotations"][0], coco["annotations"][1]
+    head = "kind,ann_id,image_id,category_id,bbox,suggested_category_id,suggested_bbox,score\n"
+    rows = [
+        f'wrong_class,{a["id"]},{a["image_id"]},{a["category_id"]},"{a["bbox"]}",{(a["category_id"] + 1) % 3},,0.9',
+        f'bad_location,{b["id"]},{b["image_id"]},{b["category_id"]},"{b["bbox"]}",{b["category_id"]},"[1, 1, 5, 5]",.8',
+        f'missing_box,,{a["image_id"]},,,2,"[10.0, 20.0, 8.0, 4.0]",0.7',
+    ]
+    (work / "label_issues.csv").write_text(head + "\n".join(rows) + "\n")
+    labels = sorted((root / "data" / "labels" / "train").glob("*.txt"))
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels}
+    out = tmp_path / "clean"
+    assert cli(["clean", str(work), "--relabel", "--ignore-bad-location", "--add-missing", "--out", str(out)]) == 0
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in labels} == before  # the user's files untouched
+    objects = {int(r.split(",")[0]): r.split(",") for r in (work / "yolo_objects.csv").read_text().splitlines()[1:]}
+    label_a, line_a = objects[a["id"]][2], int(objects[a["id"]][3])
+    new_label = out / "yolo" / "labels" / "train" / Path(label_a).name
+    new_lines = new_label.read_text().splitlines()
+    old_lines = Path(label_a).read_text().splitlines()
+    assert new_lines[line_a - 1].split()[0] == str((a["category_id"] + 1) % 3)  # relabelled
+    assert new_lines[line_a - 1].split()[1:] == old_lines[line_a - 1].split()[1:]
+    w, h = next((im["width"], im["height"]) for im in coco["images"] if im["id"] == a["image_id"])
+    assert new_lines[-1] == f"2 {14 / w:.6f} {22 / h:.6f} {8 / w:.6f} {4 / h:.6f}"  # the missing box, added
+    removed = objects[b["id"]]
+    if removed[2] == label_a:
+        assert len(new_lines) == len(old_lines)  # one line removed, one added
+    from ultralytics.utils import YAML
+
+    cleaned = YAML.load(out / "yolo" / "data_cleaned.yaml")
+    listed = (out / "yolo" / "train.txt").read_text().split()
+    assert cleaned["train"] == str((out / "yolo" / "train.txt").resolve()) and len(listed) == 16
+    assert all(Path(p).is_symlink() and Path(p).resolve().is_file() for p in listed)
