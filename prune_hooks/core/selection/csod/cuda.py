@@ -309,16 +309,21 @@ def available() -> bool:
         return False
 
 
-def cuda_greedy(x, inv_o, bias_o, img_o, bounds, by_image, img_bounds, where, sums64, n, lam, bias_scale, tie_rtol,
-                threads: int | None = None):  # fmt: skip
+def cuda_greedy(x, lay, n: int, lam: float, tie_rtol: float, threads: int | None = None):
     """(picks: image indices in pick order, rows scored, seconds): the plain greedy on the current CUDA device.
 
     ``x``: the source rows in class order (float16, float32 or float64, as stored), on the device (a torch
-    tensor or any CUDA array);
-    ``inv_o``/``bias_o``/``img_o``: per class-order row; ``where``: each file row's class-order place;
-    ``by_image``/``img_bounds``: file rows grouped by image; ``sums64``: per class, float64 sums of unit
-    rows (unchosen, chosen), updated in place. ``threads``: per block, a power of two >= 32 (default
-    THREADS); the grid: ``BLOCKS``. Seconds: from the launch to the picks on the host."""
+    tensor or any CUDA array); ``lay``: the :class:`~prune_hooks.core.selection.csod.greedy.Layout`, whose
+    ``sums64`` is updated in place. ``threads``: per block, a power of two >= 32 (default THREADS); the grid:
+    ``BLOCKS``. Seconds: from the launch to the picks on the host."""
+    inv_o, bias_o, img_o, bounds = lay.inv64[lay.order], lay.bias_o, lay.img_o, lay.bounds
+    by_image, img_bounds, where, sums64, bias_scale = (
+        lay.by_image,
+        lay.img_bounds,
+        lay.where,
+        lay.sums64,
+        lay.bias_scale,
+    )
     p, dim = x.shape
     threads = threads or THREADS
     if dim > MAXD or threads > MAX_THREADS or threads < 32 or threads & (threads - 1):

@@ -41,7 +41,7 @@ import torch
 
 from ...errors import PruneHooksError
 
-__all__ = ["CSODResult", "csod_select"]
+__all__ = ["CSODResult", "Layout", "csod_select"]
 
 logger = logging.getLogger("prune_hooks")
 # Lazy greedy: a pick that would rescore more than max(PREFIX, class rows / RESCAN_DIV) rows rescans the class.
@@ -61,6 +61,38 @@ class CSODResult:
     n_greedy: int  # how many of them the greedy chose; the rest is the documented fill
     rows_scored: int = 0  # prototype rows whose score was computed (P rows = one full scan)
     stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Layout:
+    """The prototypes arranged for the greedies, built once by :func:`csod_select` (one object instead of a dozen
+    arrays per call). Rows are in file order or in *class order* (grouped by class, each class one contiguous
+    block, by image id within it).
+
+    Attributes:
+        order, where: ndarray[P] int64, class-order place -> file row, and back.
+        cls_of_row: ndarray[P] int64, file row -> class index (ascending category id).
+        by_image, img_bounds: file rows grouped by image index; image i's are
+            ``by_image[img_bounds[i]:img_bounds[i + 1]]``.
+        img_o: ndarray[P] int64, class-order place -> image index (ascending image id).
+        bounds: ndarray[C + 1] int64, each class's block of the class order.
+        bias_o, bias_scale: ndarray[P] float64 added to each class-order row's score; its largest magnitude.
+        inv64: ndarray[P] float64, each file row's inverse norm (a unit row is the row times it).
+        sums64: ndarray[C, 2, D] float64, per class the sums of unchosen and chosen unit rows; the greedies
+            update it as they pick.
+    """
+
+    order: np.ndarray
+    where: np.ndarray
+    cls_of_row: np.ndarray
+    by_image: np.ndarray
+    img_bounds: np.ndarray
+    img_o: np.ndarray
+    bounds: np.ndarray
+    bias_o: np.ndarray
+    bias_scale: float
+    inv64: np.ndarray
+    sums64: np.ndarray
 
 
 def csod_select(
@@ -151,7 +183,7 @@ def _greedy(image_id, category_id, feature, n: int, lam, device, lazy, bias) -> 
         bias_o = bias[order]
     bias_scale = float(np.abs(bias_o).max(initial=0.0))
 
-    from .kernels import lazy_greedy, row_norms  # numba, imported when CSOD runs
+    from .kernels import row_norms  # numba, imported when CSOD runs
 
     # One pass in file order (a mapped file is read once): float64 inverse norms (an exact unit row is
     # its source row times this, wherever it is read) and per class the sums of unit rows. float16 rows
@@ -174,21 +206,22 @@ def _greedy(image_id, category_id, feature, n: int, lam, device, lazy, bias) -> 
         raise PruneHooksError(
             "csod: the lazy greedy is exact only for non-negative features; these have negative entries"
         )
-    img_o = img_of_row[order]
+    where = np.empty_like(order)
+    where[order] = np.arange(p)  # each file row's place in class order
+    lay = Layout(
+        order, where, cls_of_row, by_image, img_bounds, img_of_row[order], bounds, bias_o, bias_scale, inv64, sums64
+    )
     extra: dict = {}
     on_gpu = device.type == "cuda" and lazy is not True and 0 < dim <= CUDA_MAXD and _cuda_kernel()
     lazy_cpu = nonneg if lazy is None else lazy  # the CPU's choice, also where the CUDA greedy fails
     lazy = False if on_gpu else lazy_cpu
-    where = np.empty_like(order)
-    where[order] = np.arange(p)  # each file row's place in class order
-    if on_gpu:  # every pick in one kernel on the device (csod_cuda.py)
+    if on_gpu:  # every pick in one kernel on the device (cuda.py)
         from .cuda import cuda_greedy
 
         try:
             picked, rows_scored, kernel_seconds = cuda_greedy(
-                _device_rows(feature, order, device), inv64[order], bias_o, img_o, bounds, by_image, img_bounds,
-                where, sums64, n, float(lam), bias_scale, TIE_RTOL,
-            )  # fmt: skip
+                _device_rows(feature, order, device), lay, n, lam, TIE_RTOL
+            )
         except Exception as e:  # a CUDA setup numba cannot compile or launch for: the CPU greedy
             logger.warning("csod: the CUDA greedy failed (%s: %s); the greedy runs on the CPU", type(e).__name__, e)
             on_gpu, lazy = False, lazy_cpu
@@ -196,17 +229,11 @@ def _greedy(image_id, category_id, feature, n: int, lam, device, lazy, bias) -> 
             picks, refreshes, rechecks = picked.tolist(), 0, 0
             extra = {"kernel_seconds": kernel_seconds}
     if lazy and not on_gpu:  # rows read in place: no normalised copy
-        picked, counts = lazy_greedy(
-            np.asarray(source), inv64, order, where, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o,
-            sums64, int(n), float(lam), bias_scale, RESCAN_DIV, PREFIX, TIE_RTOL,
-        )  # fmt: skip
-        picks = picked.tolist()
-        rows_scored, refreshes, rechecks = (int(x) for x in counts)
+        picks, rows_scored, refreshes, rechecks = _lazy_greedy(lay, np.asarray(source), n, lam)
     elif not on_gpu:
         picks, rows_scored, refreshes, rechecks = _plain_greedy(
-            _unit_rows(feature, order, inv64, device), feature, inv64, order, cls_of_row, by_image, img_bounds,
-            img_o, bounds, bias_o, bias_scale, sums64, n, float(lam),
-        )  # fmt: skip
+            lay, _unit_rows(feature, order, inv64, device), feature, n, lam
+        )
     ids = images[np.asarray(picks, dtype=np.int64)]
     stats = {"refreshes": refreshes, "rechecks": rechecks, "lazy": lazy, "cuda": on_gpu, "prototypes": p, **extra}
     return CSODResult(ids, len(ids), rows_scored, stats)
@@ -256,10 +283,26 @@ def _unit_rows(feature: np.ndarray, order: np.ndarray, inv64: np.ndarray, device
     return u
 
 
-def _plain_greedy(u, feature, inv64, order, cls_of_row, by_image, img_bounds, img_o, bounds, bias_o, bias_scale,
-                  sums64, n, lam):  # fmt: skip
+def _lazy_greedy(lay: Layout, source: np.ndarray, n: int, lam: float) -> tuple[list[int], int, int, int]:
+    """The compiled lazy greedy (kernels.lazy_greedy) on ``source``, the rows as stored (float16 as their bits).
+    Returns (picks: image indices, rows scored, class rescans, float64 rechecks)."""
+    from .kernels import lazy_greedy  # numba, imported when CSOD runs
+
+    arrays = (lay.inv64, lay.order, lay.where, lay.cls_of_row, lay.by_image, lay.img_bounds, lay.img_o, lay.bounds)
+    picked, counts = lazy_greedy(source, *arrays, lay.bias_o, lay.sums64, int(n), float(lam), lay.bias_scale,
+                                 RESCAN_DIV, PREFIX, TIE_RTOL)  # fmt: skip
+    rows_scored, refreshes, rechecks = (int(x) for x in counts)
+    return picked.tolist(), rows_scored, refreshes, rechecks
+
+
+def _plain_greedy(
+    lay: Layout, u: torch.Tensor, feature: np.ndarray, n: int, lam: float
+) -> tuple[list[int], int, int, int]:
     """Every class turn rescores all of the class's candidates (one contiguous mat-vec on u's device).
     Returns (picks: image indices, rows scored, class scans, float64 rechecks)."""
+    lam = float(lam)
+    inv64, order, cls_of_row, by_image, img_bounds = lay.inv64, lay.order, lay.cls_of_row, lay.by_image, lay.img_bounds
+    img_o, bounds, bias_o, bias_scale, sums64 = lay.img_o, lay.bounds, lay.bias_o, lay.bias_scale, lay.sums64
     chosen = np.zeros(len(img_bounds) - 1, dtype=bool)
     left = np.diff(bounds)  # unchosen images per class
     picks: list[int] = []
