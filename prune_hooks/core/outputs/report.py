@@ -24,6 +24,9 @@ __all__ = ["write_report"]
 logger = logging.getLogger("prune_hooks")
 
 
+SHOWN_CLASSES = 15  # at more than twice this many classes the plot shows these at each end, and the rest summed
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -130,15 +133,25 @@ def write_report(
             f"class distribution shift KL(kept || full) = {kl:.4f} nats."
         )
         names = {c["id"]: c["name"] for c in index.categories}
-        # 3. class distribution
-        fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(cats)), 3.5))
-        x = np.arange(len(cats))
-        ax.bar(x - 0.2, full_c / max(full_c.sum(), 1), 0.4, label="full")
-        ax.bar(x + 0.2, kept_c / max(kept_c.sum(), 1), 0.4, label="kept")
-        ax.set_xticks(x, [names.get(int(c), str(c)) for c in cats], rotation=60, ha="right")
+        # 3. class distribution: every class, or at many classes the most shifted ones and the rest as one bar
+        full_f, kept_f = full_c / max(full_c.sum(), 1), kept_c / max(kept_c.sum(), 1)
+        labels = [names.get(int(c), str(c)) for c in cats]
+        if len(cats) > 2 * SHOWN_CLASSES:
+            order = np.argsort(kept_f - full_f, kind="stable")
+            shown = np.concatenate([order[:SHOWN_CLASSES], order[-SHOWN_CLASSES:]])
+            rest = np.setdiff1d(np.arange(len(cats)), shown)
+            full_f = np.append(full_f[shown], full_f[rest].sum())
+            kept_f = np.append(kept_f[shown], kept_f[rest].sum())
+            labels = [labels[i] for i in shown] + [f"the other {len(rest)} classes"]
+        fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(labels)), 3.5))
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, full_f, 0.4, label="full")
+        ax.bar(x + 0.2, kept_f, 0.4, label="kept")
+        ax.set_xticks(x, labels, rotation=60, ha="right")
         ax.set_ylabel("fraction of objects")
         ax.legend()
-        ax.set_title(f"class distribution (KL kept||full {kl:.4f})")
+        most = f", the {SHOWN_CLASSES} least and most kept of {len(cats)}" if len(labels) < len(cats) else ""
+        ax.set_title(f"class distribution (KL kept||full {kl:.4f}{most})")
         figures.append((_save(fig, out / "class_distribution.png"), "class distribution, full vs kept"))
         plt.close(fig)
         # 4. box sizes

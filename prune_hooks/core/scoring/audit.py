@@ -258,6 +258,8 @@ def label_issues(
         seen = np.flatnonzero((audit["track_recent"] == full_mask) & (t_mean >= th.miss_conf))
         miss = []
         for j in seen.tolist():
+            if not _exhaustive(index, int(audit["track_image"][j]), int(audit["track_category_id"][j])):
+                continue  # a federated (LVIS) image whose labels say nothing, or say "absent", of that category
             box = audit["track_box_sum"][j] / audit["track_hits"][j]
             image_id = int(index.image_ids[audit["track_image"][j]])
             miss.append(
@@ -265,6 +267,20 @@ def label_issues(
             )
         rows += sorted(miss, key=lambda x: -x[-1])
     return rows
+
+
+def _exhaustive(index, position: int, category_id: int) -> bool:
+    """Are the image's boxes of ``category_id`` all labelled? COCO: always. A federated image (LVIS: it carries
+    ``not_exhaustive_category_ids`` or ``neg_category_ids``) only for a category it holds boxes of and does not list
+    as not exhaustive; a category it lists in ``neg_category_ids`` was verified absent, so a confident detection of
+    it there is the model's error, not a missing label."""
+    image = index.images[position]
+    if "not_exhaustive_category_ids" not in image and "neg_category_ids" not in image:
+        return True
+    if category_id in set(image.get("not_exhaustive_category_ids") or ()):
+        return False
+    a, b = int(index.offsets[position]), int(index.offsets[position + 1])
+    return category_id in set(index.obj_category_ids[a:b].tolist())
 
 
 CHANGE_COLUMNS = ("change", "ann_id", "image_id", "field", "old", "new", "score")

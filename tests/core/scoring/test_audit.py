@@ -272,3 +272,34 @@ def test_report_shows_each_kind(coco_file, tmp_path):
     for kind in ("wrong_class", "bad_location", "missing_box"):
         assert (run / "report" / f"issues_{kind}.png").stat().st_size > 1000
     assert not (run / "report" / "issues_outlier.png").exists()
+
+
+@pytest.mark.parametrize(
+    "fields,flagged",
+    [
+        ({}, [2, 5]),  # COCO: every category exhaustively labelled, even one with no box in the image
+        ({"not_exhaustive_category_ids": [], "neg_category_ids": []}, [2]),  # LVIS: cat 2 labelled here, exhaustive
+        ({"not_exhaustive_category_ids": [2], "neg_category_ids": []}, []),  # cat 2 may miss boxes in this image
+        ({"not_exhaustive_category_ids": [], "neg_category_ids": [5]}, [2]),  # cat 5 verified absent: the model errs
+    ],
+)
+def test_missing_box_only_where_a_federated_image_is_exhaustive_for_the_class(tmp_path, fields, flagged):
+    from tests.conftest import tiny_coco
+
+    data = tiny_coco()
+    data["images"][1].update(fields)  # image 1 holds objects 10 (cat 1) and 11 (cat 2)
+    data["categories"].append({"id": 5, "name": "fox"})
+    for a in data["annotations"]:
+        a.pop("iscrowd")  # LVIS files have no iscrowd: every box is an object
+    path = tmp_path / "lvis_like.json"
+    path.write_text(json.dumps(data))
+    index = load_coco(path)
+    audit = LabelAudit(index.num_objects)
+    pos = index.image_position()[1]
+    n = index.num_objects
+    for _ in range(RECENT_PASSES):
+        boxes = torch.tensor([[0, 0, 10, 10]] * n).float()
+        cands = candidates((pos, 2, [32, 0, 40, 8], 0.9), (pos, 5, [0, 30, 8, 38], 0.9))
+        audit.add_pass(torch.arange(n), torch.full((n,), 0.9), boxes, cands)
+    rows = label_issues(index, audit.arrays(), None, None)
+    assert sorted(r[5] for r in rows if r[0] == "missing_box") == flagged
