@@ -87,11 +87,13 @@ class Subset:
 
 @dataclass(frozen=True)
 class Cleaned:
-    """What ``clean`` wrote: the cleaned annotation file, changes.csv, and the change rows."""
+    """What ``clean`` wrote: the cleaned annotation file, changes.csv, the change rows, and for a YOLO run the
+    cleaned data file (its labels under ``out/yolo``)."""
 
     path: Path
     changes_path: Path
     changes: list[tuple] = field(default_factory=list)
+    yolo_data: Path | None = None
 
 
 def open_run(run: str | os.PathLike) -> Run:
@@ -284,7 +286,12 @@ def clean(
     path, changes_path, changes = clean_run(
         run, out, relabel=relabel, ignore_bad_location=ignore_bad_location, add_missing=add_missing
     )
-    return Cleaned(path, changes_path, changes)
+    yolo = None
+    if open_run(run).meta.get("framework") == "ultralytics":  # the changes as YOLO label files too
+        from .ultralytics.clean import write_cleaned_labels
+
+        yolo = write_cleaned_labels(run, changes_path, Path(out) if out is not None else Path(run))
+    return Cleaned(path, changes_path, changes, yolo)
 
 
 def compare(run_a: str | os.PathLike, run_b: str | os.PathLike) -> list[dict[str, Any]]:

@@ -131,7 +131,8 @@ def cmd_clean(args: argparse.Namespace) -> None:
     )
     counts = {k: sum(c[0] == k for c in cleaned.changes) for k in ("relabel", "ignore", "add")}
     note = "" if cleaned.changes else " (nothing asked: pass --relabel, --ignore-bad-location or --add-missing)"
-    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"{note} -> {cleaned.path}, {cleaned.changes_path}")
+    yolo = f", YOLO labels for {cleaned.yolo_data}" if cleaned.yolo_data else ""
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"{note} -> {cleaned.path}, {cleaned.changes_path}{yolo}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

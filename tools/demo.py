@@ -8,8 +8,9 @@ script, and print a summary.
 
 Detectron2: ``python -m prune_hooks.detectron2.train_net``, ``OUTPUT_DIR/prune/retrain.yaml``.
 MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
-Ultralytics: YOLOv8n from its yaml, ``python -m prune_hooks.ultralytics``, ``yolo detect train cfg=.../retrain.yaml``;
-beside the pruned subset, a random subset of the same size retrained the same way (one seed each).
+Ultralytics: YOLOv8n from its yaml, ``python -m prune_hooks.ultralytics``,
+``yolo detect train cfg=.../retrain_args.yaml``; beside the pruned subset, a random subset of the same size
+retrained the same way (one seed each).
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
     t_proxy = train([*args, *common], out / "proxy.log")
     run = out / "proxy" / "prune"
     yolo = str(Path(sys.executable).parent / "yolo")
-    print(f"demo: retraining from {run / 'retrain.yaml'}", flush=True)
-    t_retrain = train(["-c", _yolo_cli(yolo, run / "retrain.yaml")], out / "retrain.log")
+    print(f"demo: retraining from {run / 'retrain_args.yaml'}", flush=True)
+    t_retrain = train(["-c", _yolo_cli(yolo, run / "retrain_args.yaml")], out / "retrain.log")
     # the same budget drawn at random, retrained with the same arguments
     subset = json.loads((run / "subset.json").read_text())
     rand = run / "random"
@@ -197,11 +198,11 @@ def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
     from prune_hooks.ultralytics import write_subset_files
 
     pruned = write_subset_files(run, json.loads((rand / "subset.json").read_text()), data, rand)
-    cfg = dict(YAML.load(run / "retrain.yaml"))
+    cfg = dict(YAML.load(run / "retrain_args.yaml"))
     cfg.update(data=str(pruned), name="proxy_random")
-    YAML.save(rand / "retrain.yaml", cfg)
-    print(f"demo: retraining a random subset of the same size from {rand / 'retrain.yaml'}", flush=True)
-    t_random = train(["-c", _yolo_cli(yolo, rand / "retrain.yaml")], out / "random.log")
+    YAML.save(rand / "retrain_args.yaml", cfg)
+    print(f"demo: retraining a random subset of the same size from {rand / 'retrain_args.yaml'}", flush=True)
+    t_random = train(["-c", _yolo_cli(yolo, rand / "retrain_args.yaml")], out / "random.log")
     maps = [yolo_map50(out / n) for n in ("proxy", "proxy_retrain", "proxy_random")]
     print()
     print("ultralytics demo (YOLOv8n from its yaml, CPU)")
@@ -212,7 +213,7 @@ def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
         f"{maps[1]:.1f}, random subset {maps[2]:.1f} (one training each: differences of a few points are noise)"
     )
     print(f"  train time          proxy {t_proxy:.0f}s, retrain {t_retrain:.0f}s, random {t_random:.0f}s")
-    print(f"  files               {run}/ (subset.txt, data_pruned.yaml, retrain.yaml, images.csv, ...)")
+    print(f"  files               {run}/ (subset.txt, data_pruned.yaml, retrain_args.yaml, images.csv, ...)")
     print(f"  wall time           {time.time() - start:.0f}s")
 
 

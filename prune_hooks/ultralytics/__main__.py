@@ -5,7 +5,7 @@
 
 Arguments are Ultralytics' ``key=value`` train arguments, given to ``YOLO(model).train(...)`` unchanged; those
 starting with ``prune.`` are the callbacks' options (``add_prune_callbacks``; lists comma-separated). The
-generated ``retrain.yaml`` retrains with Ultralytics' own command: ``yolo detect train cfg=.../retrain.yaml``.
+generated ``retrain_args.yaml`` retrains with Ultralytics' own command: ``yolo detect train cfg=.../retrain_args.yaml``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Events: ``on_pretrain_routine_start`` refuses what cannot be pruned before any d
 ``data``, a task other than detect / segment); ``on_pretrain_routine_end`` reads the training set's labels into
 ``<save_dir>/prune/annotations.json``; ``on_train_epoch_end`` runs the pass with the EMA weights (what Ultralytics
 validates and saves); ``on_model_save`` writes the state beside ``last.pt`` so ``resume=True`` continues it;
-``on_train_end`` writes the run directory, ``subset.txt``, the pruned data file and ``retrain.yaml``.
+``on_train_end`` writes the run directory, ``subset.txt``, the pruned data file and ``retrain_args.yaml``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The label audit's changes as YOLO label files, in a new folder: the user's files are never written.
 
 ``prune-hooks clean`` on a YOLO run (``framework: ultralytics``) writes, beside the cleaned COCO file and
-``changes.csv``, ``OUT/yolo/``: ``images/`` (links to the training images, the folders as they were below their
-common root), ``labels/`` (every label file, copied, with the changes applied to its lines), ``train.txt`` (the
-linked images) and ``<data stem>_cleaned.yaml`` (the data file with ``train:`` on it). A relabel changes the
-class of its line, a missing box becomes a new line; a badly placed box is removed (YOLO labels have no flag
-that would ignore it, as ``iscrowd`` does in COCO). Untouched lines stay as written (segments included).
+``changes.csv``, ``OUT/yolo/``: ``images/`` (links to the training images, the folders as they were below the
+last ``images/`` folder), ``labels/`` (every label file, copied, with the changes applied to its lines),
+``train.txt`` (the linked images) and ``<data stem>_cleaned.yaml`` (the data file with ``train:`` on it). A
+relabel changes the class of its line, a missing box becomes a new line; a badly placed box is removed (YOLO
+labels have no flag that would ignore it, as ``iscrowd`` does in COCO). Untouched lines stay as written
+(segments included).
 """
 
 from __future__ import annotations
@@ -39,14 +40,13 @@ def write_cleaned_labels(run: str | os.PathLike, changes_csv: str | os.PathLike,
     root = Path(os.path.commonpath([str(Path(p).parent) for p in images.values()]))
     edits: dict[str, dict[int, str | None]] = {}  # label file -> {line: new text, None = removed}
     added: dict[int, list[str]] = {}  # image id -> new lines
-    changes = _rows(Path(changes_csv))
-    boxes = _added_boxes(changes_csv) if any(c["change"] == "add" for c in changes) else {}
-    for c in changes:
+    for c in _rows(Path(changes_csv)):
         ann = int(c["ann_id"])
-        if c["change"] == "add":
+        if c["change"] == "add":  # new: the added annotation's category and box
             w, h = size[int(c["image_id"])]
-            x, y, bw, bh = boxes[ann]
-            line = f"{c['new']} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
+            new = json.loads(c["new"])
+            x, y, bw, bh = new["bbox"]
+            line = f"{new['category_id']} {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
             added.setdefault(int(c["image_id"]), []).append(line)
             continue
         if ann not in where:
@@ -60,8 +60,7 @@ def write_cleaned_labels(run: str | os.PathLike, changes_csv: str | os.PathLike,
             lines[n] = " ".join([c["new"], *tokens[1:]])
     listed = []
     for image_id, path in sorted(images.items()):
-        rel = Path(path).parent.relative_to(root) / Path(path).name
-        image = out / "images" / rel
+        image = out / "images" / _below_images(path, root)
         image.parent.mkdir(parents=True, exist_ok=True)
         if not image.exists():
             image.symlink_to(Path(path).resolve())
@@ -85,7 +84,9 @@ def write_cleaned_labels(run: str | os.PathLike, changes_csv: str | os.PathLike,
     return cleaned
 
 
-def _added_boxes(changes_csv: str | os.PathLike) -> dict[int, list[float]]:
-    """Box of each annotation, from the cleaned COCO file ``clean`` wrote beside changes.csv (the added ones)."""
-    cleaned = next(Path(changes_csv).parent.glob("*_cleaned.json"))
-    return {int(a["id"]): a["bbox"] for a in json.loads(cleaned.read_text(encoding="utf-8"))["annotations"]}
+def _below_images(path: str, root: Path) -> Path:
+    """The part of ``path`` below its last ``images/`` folder (Ultralytics' layout), else below ``root``."""
+    marker = f"{os.sep}images{os.sep}"
+    if marker in path:
+        return Path(path.rsplit(marker, 1)[1])
+    return Path(path).parent.relative_to(root) / Path(path).name

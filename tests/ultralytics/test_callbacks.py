@@ -83,12 +83,12 @@ def test_subset_files_equal_cli_reselection_and_retrain(proxy, tmp_path):
     pruned = YAML.load(run / "data_pruned.yaml")
     original = YAML.load(data)
     assert pruned["train"] == str((run / "subset.txt").resolve()) and pruned["names"] == original["names"]
-    retrain = YAML.load(run / "retrain.yaml")
+    retrain = YAML.load(run / "retrain_args.yaml")
     assert retrain["data"] == str(run / "data_pruned.yaml") and retrain["epochs"] == 4 and not retrain["resume"]
     assert retrain["model"] == "yolov8n.yaml" and retrain["name"] == "proxy_retrain"
     # Ultralytics' own command line retrains from it (one epoch here), on the kept images only
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "yolo"), "detect", "train", f"cfg={run / 'retrain.yaml'}", "epochs=1"],
+        [str(Path(sys.executable).parent / "yolo"), "detect", "train", f"cfg={run / 'retrain_args.yaml'}", "epochs=1"],
         capture_output=True,
         text=True,
         timeout=600,
