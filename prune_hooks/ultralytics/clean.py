@@ -19,6 +19,7 @@ from pathlib import Path
 from ..core.errors import fail
 from ..core.io import atomic_write_text, read_json
 from .data import label_path
+from .retrain import pruned_data_file
 
 __all__ = ["write_cleaned_labels"]
 
@@ -30,8 +31,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def write_cleaned_labels(run: str | os.PathLike, changes_csv: str | os.PathLike, out: str | os.PathLike) -> Path:
     """The YOLO files of the cleaned labels (module docstring) under ``out/yolo``; returns the cleaned data file."""
-    from ultralytics.utils import YAML
-
     run, out = Path(run), Path(out) / "yolo"
     images = {int(r["image_id"]): r["path"] for r in _rows(run / "yolo_images.csv")}
     where = {int(r["ann_id"]): (r["label_file"], int(r["line"])) for r in _rows(run / "yolo_objects.csv")}
@@ -73,15 +72,7 @@ def write_cleaned_labels(run: str | os.PathLike, changes_csv: str | os.PathLike,
         if kept:
             atomic_write_text(label_path(str(image)), "\n".join(kept) + "\n")
     train = atomic_write_text(out / "train.txt", "".join(f"{p}\n" for p in listed))
-    meta = read_json(run / "meta.json", "run metadata")
-    data_file = Path(meta["data"])
-    data = dict(YAML.load(data_file))
-    base = Path(data.get("path") or data_file.parent)
-    data["path"] = str(base if base.is_absolute() else (data_file.parent / base).resolve())
-    data["train"] = str(train.resolve())
-    cleaned = out / f"{data_file.stem}_cleaned.yaml"
-    YAML.save(cleaned, data)
-    return cleaned
+    return pruned_data_file(read_json(run / "meta.json", "run metadata")["data"], train, out, suffix="cleaned")
 
 
 def _below_images(path: str, root: Path) -> Path:

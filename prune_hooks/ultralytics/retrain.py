@@ -32,17 +32,17 @@ def _paths(run: Path) -> dict[int, str]:
         return {int(r["image_id"]): r["path"] for r in csv.DictReader(f)}
 
 
-def pruned_data_file(data_file: str | Path, subset_txt: Path, out: Path) -> Path:
-    """The user's data file with ``train:`` on ``subset_txt`` and every other key as it was (``path:`` made
-    absolute, so that ``val:`` resolves as before wherever the new file lies)."""
+def pruned_data_file(data_file: str | Path, train_list: Path, out: Path, suffix: str = "pruned") -> Path:
+    """``out/<data stem>_<suffix>.yaml``: the user's data file with ``train:`` on ``train_list`` and every other key
+    as it was (``path:`` made absolute, so that ``val:`` resolves as before wherever the new file lies)."""
     from ultralytics.utils import YAML
 
     data_file = Path(data_file).resolve()
     data = dict(YAML.load(data_file))
     root = Path(data.get("path") or data_file.parent)
     data["path"] = str(root if root.is_absolute() else (data_file.parent / root).resolve())
-    data["train"] = str(subset_txt.resolve())
-    path = out / f"{data_file.stem}_pruned.yaml"
+    data["train"] = str(Path(train_list).resolve())
+    path = out / f"{data_file.stem}_{suffix}.yaml"
     YAML.save(path, data)
     return path
 
