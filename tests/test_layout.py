@@ -110,3 +110,10 @@ def test_adapters_do_not_import_each_other():
         if len(parts) > 1 and parts[1] in ADAPTERS:
             others = [t for t in targets if t.split(".")[1] in ADAPTERS and t.split(".")[1] != parts[1]]
             assert not others, (module, others)
+
+
+def test_the_package_top_lists_the_api():
+    """``import prune_hooks`` stays light (the API loads on first use), so it lists the API's names itself."""
+    from prune_hooks import _API, api
+
+    assert sorted(_API) == sorted(api.__all__)
