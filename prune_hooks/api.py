@@ -177,7 +177,9 @@ class _Selector:
             logger.warning("%s changed since the run was scored (sha256 differs from meta.json)", ann)
         self.run, self.inputs = run, RunInputs(run, self.index)
 
-    def budget(self, keep: float | None, prune: float | None, count: int | None) -> tuple[int, float]:
+    def budget(
+        self, keep: float | None = None, prune: float | None = None, count: int | None = None
+    ) -> tuple[int, float]:
         from .core.selection.algorithms import keep_count
 
         given = {k: v for k, v in (("keep", keep), ("prune", prune), ("count", count)) if v is not None}

@@ -73,7 +73,7 @@ def cmd_select(args: argparse.Namespace) -> None:
             logger.warning("skipping %s: %s", method, why)
             continue
         for name, value in budgets:
-            n_keep, ratio = sel.budget(**{name: value, **{k: None for k in ("keep", "prune", "count") if k != name}})
+            n_keep, ratio = sel.budget(**{name: value})
             out = out_root if single else out_root / "subsets" / f"{method}_keep{ratio:g}"
             subset = sel.select(method, n_keep, ratio, out, **options)
             done += 1
