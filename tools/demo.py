@@ -4,13 +4,12 @@
 Generate the toy shapes set, write a proxy config (Faster R-CNN shrunk to R18-FPN, with the prune
 hook), train it with the framework's train script (the hook scores every object at each epoch end and
 writes the run directory when training ends), retrain from the generated config with the same
-script, and print a summary.
+script, retrain a random subset of the same size the same way (one seed each), and print a summary.
 
 Detectron2: ``python -m prune_hooks.detectron2.train_net``, ``OUTPUT_DIR/prune/retrain.yaml``.
 MMDetection: mmdet's own train script (``tools/train_mmdet.py``), ``<work_dir>/prune/retrain.py``.
 Ultralytics: YOLOv8n from its yaml, ``python -m prune_hooks.ultralytics``,
-``yolo detect train cfg=.../retrain_args.yaml``; beside the pruned subset, a random subset of the same size
-retrained the same way (one seed each).
+``yolo detect train cfg=.../retrain_args.yaml``.
 """
 
 from __future__ import annotations
@@ -59,11 +58,23 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
 
     from detectron2.config import get_cfg
 
-    from prune_hooks.detectron2 import add_prune_config
+    from prune_hooks.detectron2 import add_prune_config, write_retrain_config
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
-    proxy_ap, retrain_ap = last_ap(out / "proxy"), last_ap(Path(re.OUTPUT_DIR))
+    rand, pruned = random_subset(run)
+    base = cfg.clone()
+    base.OUTPUT_DIR = str(out / "random")
+    name, _, image_root = next(e for e in cfg.PRUNE.COCO_DATASETS if e[0] == cfg.DATASETS.TRAIN[0])
+    n_keep = json.loads((rand / "subset.json").read_text())["n_images"]
+    rand_yaml = write_retrain_config(base, name, pruned, image_root, n_keep, n_train, rand / "retrain.yaml")
+    print(f"demo: retraining a random subset of the same size from {rand_yaml}", flush=True)
+    t_random = train([*train_net, "--config-file", rand_yaml], out / "random.log")
+    proxy_ap, retrain_ap, random_ap = (
+        last_ap(out / "proxy"),
+        last_ap(Path(re.OUTPUT_DIR)),
+        last_ap(out / "random_retrain"),
+    )
     passes = [
         float(m)
         for m in re_mod.findall(
@@ -77,11 +88,23 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
         n_train,
         passes,
         (cfg.SOLVER.MAX_ITER, re.SOLVER.MAX_ITER),
-        (proxy_ap, retrain_ap),
-        (t_proxy, t_retrain),
+        (proxy_ap, retrain_ap, random_ap),
+        (t_proxy, t_retrain, t_random),
         "retrain.yaml",
         start,
     )
+
+
+def random_subset(run: Path) -> tuple[Path, Path]:
+    """A random subset of the pruned subset's size (``prune-hooks select --method random``) in ``run``/random:
+    the directory and its pruned COCO file."""
+    from prune_hooks.cli import main as cli
+
+    subset = json.loads((run / "subset.json").read_text())
+    rand = run / "random"
+    if cli(["select", str(run), "--method", "random", "--count", str(subset["n_images"]), "--out", str(rand)]):
+        raise SystemExit("demo: random selection failed")
+    return rand, next(rand.glob("*_pruned.json"))
 
 
 def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, start) -> None:
@@ -101,10 +124,17 @@ def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, st
     )
     print(f"  iterations          proxy {iters[0]}, retrain {iters[1]}")
     print(
-        f"  val AP / AP50       proxy {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}, retrain {aps[1]['AP']:.1f} / "
-        f"{aps[1]['AP50']:.1f}"
+        f"  val AP / AP50       full data (the proxy, {iters[0]} iterations) {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}"
     )
-    print(f"  train time          proxy {times[0]:.0f}s, retrain {times[1]:.0f}s")
+    print(
+        f"                      retrained, {iters[1]} iterations: pruned subset {aps[1]['AP']:.1f} / "
+        f"{aps[1]['AP50']:.1f}, random subset of the same size {aps[2]['AP']:.1f} / {aps[2]['AP50']:.1f}"
+    )
+    print(
+        "                      (one training seed each: differences of a few points are noise; "
+        "docs/benchmarks.md has the repeated comparison)"
+    )
+    print(f"  train time          proxy {times[0]:.0f}s, retrain {times[1]:.0f}s, random {times[2]:.0f}s")
     print(
         f"  files               {run}/ (meta.json, objects.csv, images.csv, prototypes.npz, subset.json, "
         f"{retrain_name}, ...)"
@@ -140,6 +170,17 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
     run = out / "proxy" / "prune"
     print(f"demo: retraining from {run / 'retrain.py'}", flush=True)
     t_retrain = train([train_mmdet, run / "retrain.py"], out / "retrain.log", env)
+    from mmengine.config import Config
+
+    from prune_hooks.mmdet.retrain import write_retrain_config
+
+    rand, pruned = random_subset(run)
+    base = Config.fromfile(str(proxy))
+    base.work_dir = str(out / "random")
+    n_keep = json.loads((rand / "subset.json").read_text())["n_images"]
+    rand_py = write_retrain_config(base, pruned, n_keep, n_train, rand / "retrain.py")
+    print(f"demo: retraining a random subset of the same size from {rand_py}", flush=True)
+    t_random = train([train_mmdet, rand_py], out / "random.log", env)
     batch = 4  # the toy config's train_dataloader.batch_size
     kept = json.loads((run / "subset.json").read_text())["n_images"]
     passes = [
@@ -156,8 +197,8 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
         n_train,
         passes,
         iters,
-        (mmdet_ap(out / "proxy"), mmdet_ap(Path(str(out / "proxy") + "_retrain"))),
-        (t_proxy, t_retrain),
+        (mmdet_ap(out / "proxy"), mmdet_ap(Path(str(out / "proxy") + "_retrain")), mmdet_ap(out / "random_retrain")),
+        (t_proxy, t_retrain, t_random),
         "retrain.py",
         start,
     )
@@ -173,7 +214,6 @@ def yolo_map50(save_dir: Path) -> float:
 
 
 def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
-    from prune_hooks.cli import main as cli
     from prune_hooks.ultralytics.toy import make_toy_yolo
 
     start = time.time()
@@ -190,9 +230,7 @@ def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
     t_retrain = train(["-c", _yolo_cli(yolo, run / "retrain_args.yaml")], out / "retrain.log")
     # the same budget drawn at random, retrained with the same arguments
     subset = json.loads((run / "subset.json").read_text())
-    rand = run / "random"
-    if cli(["select", str(run), "--method", "random", "--count", str(subset["n_images"]), "--out", str(rand)]):
-        raise SystemExit("demo: random selection failed")
+    rand, _ = random_subset(run)
     from ultralytics.utils import YAML
 
     from prune_hooks.ultralytics import write_subset_files

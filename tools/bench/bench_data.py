@@ -64,6 +64,7 @@ BACKGROUNDS = (
 DUP_START = 0.077  # P(a new train scene starts a group of 2-4): ~20% of train images in groups
 NOISE = {"flip": 0.03, "jitter": 0.02, "missing": 0.02}
 RLE_EVERY = 25  # one instance in 25 is written as RLE instead of polygons
+RARE, RARE_EVERY = (8, 9), 10  # video: Bag and Ankle boot only in every 10th sequence
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -117,8 +118,9 @@ def _silhouette(photo: np.ndarray) -> np.ndarray:
     return mask.astype(np.float32)
 
 
-def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray], bgs: dict):
-    """One image and its objects: [{cls, box (x, y, w, h), ...factors}] in paste order, visible ones only."""
+def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray], bgs: dict, freq: np.ndarray = FREQ):
+    """One image and its objects: [{cls, box (x, y, w, h), ...factors}] in paste order, visible ones only;
+    ``freq``: the class frequencies to draw from."""
     names = list(bgs)
     bg_name = names[int(rng.integers(len(names)))]
     img = _crop(rng, bgs[bg_name], size, size) * rng.uniform(0.7, 1.2, 3)
@@ -133,7 +135,7 @@ def render_scene(rng, size: int, photos: np.ndarray, by_class: list[np.ndarray],
         y, x = int(rng.integers(0, size - s)), int(rng.integers(0, size - s))
         img[y : y + s, x : x + s][m] = patch[m]
     for _ in range(int(rng.integers(1, 7))):
-        cls = int(rng.choice(len(CLASSES), p=FREQ))
+        cls = int(rng.choice(len(CLASSES), p=freq))
         photo = photos[by_class[cls][int(rng.integers(len(by_class[cls])))]].astype(np.float32)
         sil = _silhouette(photo)
         ys, xs = np.nonzero(sil)
@@ -332,6 +334,117 @@ def make_fashion(
     return files
 
 
+def _frame(rng, canvas: np.ndarray, objs: list[dict], x: int, y: int, size: int):
+    """The ``size`` window of a scene at (x, y), re-exposed; objects at least half inside, masks and boxes cropped."""
+    img = canvas[y : y + size, x : x + size] * rng.uniform(0.92, 1.08)
+    inside = []
+    for o in objs:
+        m = o["mask"][y : y + size, x : x + size]
+        if m.sum() < max(20, 0.5 * o["mask"].sum()):
+            continue
+        ys, xs = np.nonzero(m)
+        box = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+        inside.append({**o, "box": box, "mask": m, "truncated": o["truncated"] or bool(m.sum() < o["mask"].sum())})
+    return img, inside
+
+
+def make_video(
+    root: Path,
+    n_train: int,
+    n_val: int,
+    size: int = 256,
+    seed: int = 0,
+    photos: dict | None = None,
+    backgrounds: dict | None = None,
+) -> dict[str, Path]:
+    """Redundant train data: sequences of frames of one scene each, the camera panning 1-3 px a frame over a
+    scene 1.5x the frame (objects shift, enter and leave), each frame re-exposed and re-noised. Sequence
+    lengths are log-normal (median 10, 3 to 60 frames); the two rarest classes (Bag, Ankle boot) appear only
+    in every 10th sequence (RARE_EVERY), where their frequency is raised. Label noise as ``fashion``, drawn per
+    frame. Val: single frames of fresh scenes (t10k photos), every class at FREQ, clean. Each image has
+    ``sequence`` (and ``frame``) fields; factors.json records them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bgs = backgrounds if backgrounds is not None else load_backgrounds()
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+    common = FREQ * np.isin(np.arange(len(CLASSES)), RARE, invert=True)
+    rare = FREQ + np.isin(np.arange(len(CLASSES)), RARE) * 0.15
+    canvas_side = size * 3 // 2
+    files, factors, image_id, ann_id, sequence = {}, {}, 1, 1, 1
+    for split, count in (("train", n_train), ("val", n_val)):
+        photos_, labels = photos[split] if photos is not None else load_fashion(split)
+        by_class = [np.nonzero(labels == c)[0] for c in range(len(CLASSES))]
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, anns, k, n_seq = [], [], 0, 0
+        while k < count:
+            if split == "train":
+                length = int(np.clip(round(rng.lognormal(np.log(10), 0.8)), 3, 60))
+                freq = rare if n_seq % RARE_EVERY == RARE_EVERY // 2 else common
+            else:
+                length, freq = 1, FREQ
+            length = min(length, count - k)
+            canvas, objs, f = render_scene(rng, canvas_side, photos_, by_class, bgs, freq / freq.sum())
+            x, y = (float(v) for v in rng.integers(0, canvas_side - size + 1, 2))
+            vx, vy = rng.uniform(1, 3, 2) * rng.choice([-1, 1], 2)
+            for frame in range(length):
+                img, frame_objs = _frame(rng, canvas, objs, int(x), int(y), size)
+                img = img + rng.normal(0, f["noise"] + 1.0, img.shape)
+                name = f"{split}_{image_id:06d}.jpg"
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / split / name, quality=92)
+                images.append(
+                    {"id": image_id, "file_name": name, "width": size, "height": size, "sequence": sequence}
+                    | ({"frame": frame} if split == "train" else {})
+                )
+                per_obj = []
+                for o in frame_objs:
+                    o = _label_noise(rng, o, size) if split == "train" else o
+                    if o is None:
+                        per_obj.append("missing")
+                        continue
+                    per_obj.append(o.get("noise", ""))
+                    bx, by, bw, bh = (round(v, 2) for v in o["box"])
+                    anns.append(
+                        {
+                            "id": ann_id,
+                            "image_id": image_id,
+                            "category_id": o["cls"] + 1,
+                            "bbox": [bx, by, bw, bh],
+                            "area": round(bw * bh, 2),
+                            "iscrowd": 0,
+                            "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0),
+                        }
+                    )
+                    ann_id += 1
+                factors[str(image_id)] = {
+                    **f,
+                    "split": split,
+                    "sequence": sequence,
+                    "frame": frame,
+                    "sequence_length": length,
+                    "dup_group": None,
+                    "n_objects": len(frame_objs),
+                    "objects": [
+                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")}
+                        | {"noise": n, "box": [round(v, 2) for v in o["box"]]}
+                        for o, n in zip(frame_objs, per_obj)
+                    ],
+                }
+                x, y = x + vx, y + vy
+                if not 0 <= x <= canvas_side - size:
+                    vx, x = -vx, min(max(x, 0), canvas_side - size)
+                if not 0 <= y <= canvas_side - size:
+                    vy, y = -vy, min(max(y, 0), canvas_side - size)
+                image_id += 1
+                k += 1
+            sequence += 1
+            n_seq += 1
+        files[split] = root / "annotations" / f"instances_{split}.json"
+        _write_json(files[split], {"images": images, "annotations": anns, "categories": cats})
+    _write_json(root / "factors.json", factors)
+    return files
+
+
 def _deepforest_wheel(dest: Path) -> Path:
     wheels = sorted(dest.glob("deepforest-*.whl"))
     if not wheels:
@@ -414,12 +527,20 @@ def main(argv=None) -> int:
     f.add_argument("--val", type=int, default=150)
     f.add_argument("--size", type=int, default=256)
     f.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("video")
+    v.add_argument("out")
+    v.add_argument("--train", type=int, default=400)
+    v.add_argument("--val", type=int, default=150)
+    v.add_argument("--size", type=int, default=256)
+    v.add_argument("--seed", type=int, default=0)
     d = sub.add_parser("deepforest")
     d.add_argument("out")
     d.add_argument("--tile", type=int, default=400)
     args = ap.parse_args(argv)
     if args.kind == "fashion":
         files = make_fashion(Path(args.out), args.train, args.val, args.size, args.seed)
+    elif args.kind == "video":
+        files = make_video(Path(args.out), args.train, args.val, args.size, args.seed)
     else:
         files = make_deepforest(Path(args.out), args.tile)
     for split, path in files.items():

@@ -23,12 +23,14 @@ import argparse
 import csv
 import json
 import math
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_data import RARE
 from common import RESULTS, ROOT, Detectron2Bench, MMDetBench, fmt, run_unseen  # tools/bench/ is sys.path[0]
 
 METHODS = [
@@ -47,6 +49,8 @@ METHODS = [
 ]
 
 
+SEEDED = ("random", "random_uniform", "random_ratio")  # subsets drawn per seed
+FIRST = "first"  # --methods entry: the first keep·N images of the file list (no selection at all)
 UNSEEN = "unseen-vps"  # --methods entry: tools/unseen.py's vps_iou:max subset (K = 2 folds, one refill step)
 
 
@@ -230,26 +234,34 @@ def factor_lines(work: Path) -> list[str]:
         if kind == "flip"
     }
     n = len(factors)
-    lines = [
-        "",
-        "What the subsets kept (generation factors of the train images): % of kept images holding a noisy label "
-        f"(full set: {100 * len(noisy) / n:.0f}%) / % that are near-duplicate copies (full set: "
-        f"{100 * len(copies) / n:.0f}%).",
-        "",
-    ]
-    cells: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    video = any("sequence" in f for f in factors.values())
+    if video:  # sequences covered, and images holding one of the classes seen in few sequences
+        rare = {i for i, f in factors.items() if any(o["cls"] in RARE for o in f["objects"])}
+        seqs = {i: f["sequence"] for i, f in factors.items()}
+        what = (
+            f"% of kept images holding a noisy label (full set: {100 * len(noisy) / n:.0f}%) / % of the "
+            f"{len(set(seqs.values()))} sequences with a kept frame / % of kept images holding a rare class (full set: "
+            f"{100 * len(rare) / n:.0f}%)."
+        )
+    else:
+        what = (
+            f"% of kept images holding a noisy label (full set: {100 * len(noisy) / n:.0f}%) / % that are "
+            f"near-duplicate copies (full set: {100 * len(copies) / n:.0f}%)."
+        )
+    lines = ["", f"What the subsets kept (generation factors of the train images): {what}", ""]
+    cells: dict[tuple[str, float], list[tuple[float, ...]]] = {}
     for sub in sorted((work / "subsets").glob("*/subset.json")):
         d = json.loads(sub.read_text())
-        name = sub.parent.name.rsplit("_k", 1)[0]
-        method = (
-            "random"
-            if name.startswith("random_s")
-            else name.replace("vps_iou_", "vps_iou:").replace("vps_conf_", "vps_conf:")
-        )
+        name = re.sub(r"_s\d+$", "", sub.parent.name.rsplit("_k", 1)[0])
+        method = name.replace("vps_iou_", "vps_iou:").replace("vps_conf_", "vps_conf:")
         ids = set(d["image_ids"])
-        cells.setdefault((method, d["keep_ratio"]), []).append(
-            (100 * len(ids & noisy) / len(ids), 100 * len(ids & copies) / len(ids))
-        )
+        share = (100 * len(ids & noisy) / len(ids),)
+        if video:
+            n_seq = len(set(seqs.values()))
+            share += (100 * len({seqs[i] for i in ids}) / n_seq, 100 * len(ids & rare) / len(ids))
+        else:
+            share += (100 * len(ids & copies) / len(ids),)
+        cells.setdefault((method, d["keep_ratio"]), []).append(share)
     keeps = sorted({k for _, k in cells})
     lines += ["| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |", "|---" * (len(keeps) + 1) + "|"]
     for m in sorted(
@@ -258,10 +270,7 @@ def factor_lines(work: Path) -> list[str]:
         lines.append(
             f"| {m} | "
             + " | ".join(
-                f"{np.mean([c[0] for c in cells[(m, k)]]):.0f} / {np.mean([c[1] for c in cells[(m, k)]]):.0f}"
-                if (m, k) in cells
-                else ""
-                for k in keeps
+                " / ".join(f"{v:.0f}" for v in np.mean(cells[(m, k)], axis=0)) if (m, k) in cells else "" for k in keeps
             )
             + " |"
         )
@@ -301,10 +310,44 @@ def shape_run(work: Path, train_file: Path, cli) -> Path:
     return run
 
 
+def make_subset(bench, work: Path, files: dict, spec: str, keep: float, seed: int | None, sel: Path, cli) -> None:
+    """Write ``sel``/subset.json and the pruned file of ``spec`` (method[:aggregation][+option...]) at ``keep``."""
+    from prune_hooks.core.data.coco import load_coco
+    from prune_hooks.core.outputs.rundir import write_subset
+    from prune_hooks.core.selection import methods as registry
+    from prune_hooks.core.selection.algorithms import subset_record
+
+    base, *options = spec.split("+")
+    method, _, agg = base.partition(":")
+    if method == UNSEEN:
+        unseen_subset(bench, work, keep, sel)
+        return
+    if method == FIRST:  # the first images of the file list: Ultralytics fraction=, Subset(range(n))
+        index = load_coco(files["train"])
+        n = max(1, round(keep * index.num_images))
+        write_subset(sel, subset_record(FIRST, None, keep, index.num_images, None, index.image_ids[:n]), index)
+        return
+    source = work / "proxy" / "prune"
+    if registry.get(method).needs == (registry.MASKS,):
+        source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
+    argv = ["select", str(source), "--method", method, "--keep", str(keep), "--out", str(sel)]
+    argv += ["--aggregation", agg] if agg else []
+    argv += ["--seed", str(seed)] if seed is not None else []
+    for opt in options:
+        if opt == "stratify":
+            argv += ["--stratify"]
+        elif opt == "group":
+            argv += ["--group-by", "sequence"]
+        else:
+            argv += ["--dedup", opt.removeprefix("dedup")]
+    if cli(argv) != 0:
+        raise SystemExit(f"select failed: {sel.name}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", choices=("detectron2", "mmdet"), default="detectron2")
-    ap.add_argument("--data", choices=("fashion", "deepforest"), default="fashion")
+    ap.add_argument("--data", choices=("fashion", "video", "deepforest"), default="fashion")
     ap.add_argument("--scale", type=float, default=1.0, help="fashion: 400*scale train / 150*scale val images")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--keep", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7])
@@ -312,12 +355,19 @@ def main() -> int:
         "--methods",
         nargs="+",
         default=METHODS,
-        help="method[:aggregation][+stratify][+dedup<cosine>], e.g. vps_iou:max+stratify, vps_iou:max+dedup0.95",
+        help="method[:aggregation][+stratify][+dedup<cosine>][+group], e.g. vps_iou:max+stratify, "
+        "vps_iou:max+dedup0.95, vps_iou:max+group (--group-by sequence); 'first': the file list's first images",
     )
     ap.add_argument("--seeds", type=int, default=3, help="random baseline seeds")
     ap.add_argument(
         "--repeats", type=int, default=1, help="training seeds per subset (and per full-data row): R >= 2 for intervals"
     )
+    ap.add_argument(
+        "--paired-random",
+        action="store_true",
+        help="random baselines: one subset per training seed (subset seed = training seed) instead of --seeds each",
+    )
+    ap.add_argument("--full-repeats", type=int, default=None, help="full-data trainings (default --repeats)")
     ap.add_argument(
         "--min-schedule",
         type=float,
@@ -331,7 +381,6 @@ def main() -> int:
     import bench_data
 
     from prune_hooks.cli import main as cli
-    from prune_hooks.core.selection import methods as registry
 
     start = time.time()
     suffix = "" if (args.framework, args.data) == ("detectron2", "fashion") else f"_{args.framework}_{args.data}"
@@ -346,9 +395,10 @@ def main() -> int:
         diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in setting.items() if old.get(k) != v)
         raise SystemExit(f"{work} holds results of another setting ({diff}): use another --work or delete it")
     saved.write_text(json.dumps(setting))
-    if args.data == "fashion":
+    if args.data in ("fashion", "video"):
         n_train, n_val, classes, size = int(400 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
-        files = bench_data.make_fashion(work / "data", n_train, n_val, size=size)
+        make = bench_data.make_fashion if args.data == "fashion" else bench_data.make_video
+        files = make(work / "data", n_train, n_val, size=size)
     else:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
         n_train, n_val = (len(json.loads(files[s].read_text())["images"]) for s in ("train", "val"))
@@ -390,7 +440,6 @@ def main() -> int:
         write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, keeps(rows, args.keep))
         print(row, f"[{time.time() - start:.0f}s]", flush=True)
 
-    run = work / "proxy" / "prune"
     if ("full", 1.0, None, 0) not in seen:
         print(f"proxy: {n_train} train / {n_val} val images, {bench.iters} iterations", flush=True)
         secs, m = bench.proxy()
@@ -406,44 +455,39 @@ def main() -> int:
             }
         )
 
-    for r in range(1, args.repeats):
+    for r in range(1, args.repeats if args.full_repeats is None else args.full_repeats):
         if ("full", 1.0, None, r) not in seen:
             secs, m = bench.full(r)
             record({"method": "full", "keep": 1.0, "seed": None, "repeat": r, "kept": n_train, "iters": bench.iters,
                     "seconds": round(secs), **m})  # fmt: skip
 
     mmdet_bench = None
-    for keep in args.keep:
-        for spec in args.methods:
-            spec_base, _, other = spec.partition("@")  # X@mmdet: X's subset retrained by MMDetection
-            base, *options = spec_base.split("+")
-            method, _, agg = base.partition(":")
-            for seed in range(args.seeds) if method == "random" else [None]:
-                name = f"{spec_base.replace(':', '_').replace('+', '_')}{'' if seed is None else f'_s{seed}'}_k{keep:g}"
-                sel = work / "subsets" / name
-                if not (sel / "subset.json").exists() and method == UNSEEN:
-                    unseen_subset(bench, work, keep, sel)
-                elif not (sel / "subset.json").exists():
-                    source = run
-                    if registry.get(method).needs == (registry.MASKS,):
-                        source = shape_run(work, files["train"], cli)  # training-free: no proxy needed
-                    argv = ["select", str(source), "--method", method, "--keep", str(keep), "--out", str(sel)]
-                    argv += ["--aggregation", agg] if agg else []
-                    argv += ["--seed", str(seed)] if seed is not None else []
-                    for opt in options:
-                        argv += ["--stratify"] if opt == "stratify" else ["--dedup", opt.removeprefix("dedup")]
-                    if cli(argv) != 0:
-                        raise SystemExit(f"select failed: {name}")
-                n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
-                trainer = bench
-                if other:
-                    if other != "mmdet" or args.framework != "detectron2":
-                        raise SystemExit(f"--methods {spec}: only '@mmdet' on the detectron2 benchmark")
-                    mmdet_bench = mmdet_bench or MMDetBench(work, files, n_train, args.epochs, classes, size)
-                    trainer = mmdet_bench
-                for r in range(args.repeats):
+    # training seed outermost: an interrupted run leaves every cell with the same number of seeds
+    for r in range(args.repeats):
+        for keep in args.keep:
+            for spec in args.methods:
+                spec_base, _, other = spec.partition("@")  # X@mmdet: X's subset retrained by MMDetection
+                base, *options = spec_base.split("+")
+                method, _, agg = base.partition(":")
+                if method in SEEDED:
+                    seeds = [r] if args.paired_random else range(args.seeds)
+                else:
+                    seeds = [None]
+                for seed in seeds:
                     if (spec, keep, seed, r) in seen:
                         continue
+                    name = f"{spec_base.replace(':', '_').replace('+', '_')}{'' if seed is None else f'_s{seed}'}"
+                    name += f"_k{keep:g}"
+                    sel = work / "subsets" / name
+                    if not (sel / "subset.json").exists():
+                        make_subset(bench, work, files, spec_base, keep, seed, sel, cli)
+                    n_keep = json.loads((sel / "subset.json").read_text())["n_images"]
+                    trainer = bench
+                    if other:
+                        if other != "mmdet" or args.framework != "detectron2":
+                            raise SystemExit(f"--methods {spec}: only '@mmdet' on the detectron2 benchmark")
+                        mmdet_bench = mmdet_bench or MMDetBench(work, files, n_train, args.epochs, classes, size)
+                        trainer = mmdet_bench
                     n_sched = math.ceil(args.min_schedule * n_train)
                     secs, iters, m = trainer.retrain(f"{name}{f'_r{r}' if r else ''}", sel, n_keep, r, n_sched)
                     record({"method": spec, "keep": keep, "seed": seed, "repeat": r, "kept": n_keep, "iters": iters,
