@@ -14,6 +14,7 @@ from ..data.rundir import LABEL_ISSUE_COLUMNS, read_label_issues, read_meta, rea
 from ..errors import PruneHooksError
 from ..io import atomic_write_text, read_json, write_csv, write_json
 from ..scoring.audit import CHANGE_COLUMNS, ISSUE_KINDS, AuditThresholds, clean_dataset, label_issues
+from ..scoring.softlabels import load_soft_labels
 from .rundir import pruned_name, write_label_issues
 
 __all__ = ["audit_run", "clean_run"]
@@ -49,10 +50,9 @@ def audit_run(run: str | os.PathLike, th: AuditThresholds, out: str | os.PathLik
         if not np.array_equal(audit.pop("ann_id"), index.ann_ids):
             raise PruneHooksError(f"{run / 'audit.npz'}: its objects are not those of {index.path}")
     if (run / "soft_labels.npz").is_file():
-        with np.load(run / "soft_labels.npz") as z:
-            if not np.array_equal(z["ann_id"], index.ann_ids):
-                raise PruneHooksError(f"{run / 'soft_labels.npz'}: its objects are not those of {index.path}")
-            soft = z["probs"].astype(np.float64)
+        ann, _, soft = load_soft_labels(run / "soft_labels.npz")
+        if not np.array_equal(ann, index.ann_ids):
+            raise PruneHooksError(f"{run / 'soft_labels.npz'}: its objects are not those of {index.path}")
     if audit is None and soft is None:
         raise PruneHooksError(f"{run} has neither audit.npz nor soft_labels.npz: nothing to audit")
     learned = read_objects_csv(run).get("learned_passes")

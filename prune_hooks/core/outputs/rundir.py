@@ -6,7 +6,8 @@ RUN/objects.csv    ann_id,image_id,category_id, then from scoring passes passes,
                    scores computed without passes (scs,si_scs,cb_scs)
 RUN/images.csv     image_id,n_objects,file_name, then <method>_<aggregation> for every registered score
                    method the objects can feed (core.selection.methods), e.g. vps_iou_max,...,entropy_sum
-RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]
+RUN/soft_labels.npz   ann_id[N], columns[C+1] (category ids, -1 = background), probs[N, C+1]; past
+                   DEFAULT_TOP_K columns: top_columns[N, k], top_probs[N, k], rest[N] (core.scoring.softlabels)
 RUN/audit.npz      the label audit's state after the last pass (core.scoring.audit.LabelAudit.arrays)
 RUN/label_issues.csv  kind,ann_id,image_id,category_id,bbox,suggested_category_id,suggested_bbox,score:
                    wrong_class / outlier (soft labels), bad_location / missing_box (audit), see core.scoring.audit
@@ -34,7 +35,7 @@ from ..errors import PruneHooksError
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..scoring.audit import LabelAudit, label_issues
 from ..scoring.scores import VPSAccumulator, aggregate
-from ..scoring.softlabels import SoftLabels, entropy
+from ..scoring.softlabels import SoftLabels, SoftMeans, entropy, save_soft_labels
 from ..selection import methods as registry
 from ..selection.algorithms import keep_count
 from ..selection.inputs import RunInputs
@@ -69,7 +70,7 @@ VPS_OBJECT_COLUMNS = (
 def object_table(
     index: CocoIndex,
     acc: VPSAccumulator | None = None,
-    soft_mean: np.ndarray | None = None,
+    soft_mean: SoftMeans | None = None,
     extra: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The columns of objects.csv, ndarray[N] each in ``index`` order: ids, the VPS state of ``acc``
@@ -116,7 +117,7 @@ def write_run(
         ``<method>_<aggregation>`` for every registered score method the objects table can feed.
     """
     run = Path(run)
-    soft_mean = soft.means() if soft is not None else None
+    soft_mean = soft.top() if soft is not None else None
     table = object_table(index, acc, soft_mean, objects)
     header = [c for c in ("ann_id", "image_id", "category_id", *VPS_OBJECT_COLUMNS) if c in table]
     header += [c for c in table if c not in header]
@@ -129,9 +130,7 @@ def write_run(
             scores[column] = aggregate(values, index.offsets, how)
     if soft_mean is not None:
         columns = np.concatenate([index.category_ids, [-1]]).astype(np.int64)
-        buf = io.BytesIO()
-        np.savez(buf, ann_id=index.ann_ids, columns=columns, probs=soft_mean.astype(np.float32))
-        atomic_write_bytes(run / "soft_labels.npz", buf.getvalue())
+        save_soft_labels(run / "soft_labels.npz", index.ann_ids, columns, soft_mean)
     audit_arrays = audit.arrays() if audit is not None and audit.passes else None
     if audit_arrays is not None:
         buf = io.BytesIO()

@@ -11,7 +11,6 @@ The proxies themselves are ordinary hook runs whose scored set is not their trai
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from ..data.rundir import (
     read_objects_csv,
 )
 from ..errors import PruneHooksError
-from ..io import atomic_write_bytes, read_json, write_csv, write_json
+from ..io import read_json, write_csv, write_json
 from ..scoring.audit import ISSUE_KINDS
 from ..scoring.scores import rank_images
+from ..scoring.softlabels import SoftLabels, SoftMeans, load_soft_labels, save_soft_labels
 from .rundir import write_label_issues
 
 __all__ = ["FOLD_KEY", "SUBSET_RATIOS", "check_score_set", "compare_runs", "fold_split", "merge_runs", "write_folds"]
@@ -191,9 +191,7 @@ def merge_runs(runs: list[str | os.PathLike], annotations: str | os.PathLike, ou
     )
     soft = _merge_soft_labels([Path(r) for r in runs], index)
     if soft is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **soft)
-        atomic_write_bytes(out / "soft_labels.npz", buf.getvalue())
+        save_soft_labels(out / "soft_labels.npz", index.ann_ids, *soft)
     issues = _merge_label_issues([Path(r) for r in runs])
     if issues is not None:
         write_label_issues(out, issues)
@@ -234,28 +232,31 @@ def _count_by_key(keys_per_run: list[np.ndarray], keys: np.ndarray) -> np.ndarra
     return count
 
 
-def _merge_soft_labels(runs: list[Path], index: CocoIndex) -> dict[str, np.ndarray] | None:
+def _merge_soft_labels(runs: list[Path], index: CocoIndex) -> tuple[np.ndarray, SoftMeans] | None:
+    """The runs' soft labels averaged per object over the runs that recorded it: (columns, soft labels)."""
     parts = []
     for r in runs:
         path = r / "soft_labels.npz"
         if not path.is_file():
             return None
-        with np.load(path) as z:
-            parts.append((z["ann_id"], z["columns"], z["probs"].astype(np.float64)))
+        parts.append(load_soft_labels(path))
     columns = parts[0][1]
     if any(not np.array_equal(c, columns) for _, c, _ in parts):
         return None
-    total = np.zeros((index.num_objects, len(columns)))
-    count = np.zeros(index.num_objects)
+    k = max(p[2].cols.shape[1] for p in parts)
+    total = SoftLabels(index.num_objects, len(columns), top_k=k)
     pos = {int(a): p for p, a in enumerate(index.ann_ids)}
-    for ann, _, probs in parts:
+    for ann, _, soft in parts:
         rows = np.array([pos[int(a)] for a in ann], dtype=np.int64)
-        ok = np.isfinite(probs).all(axis=1)
-        np.add.at(total, rows[ok], probs[ok])
-        np.add.at(count, rows[ok], 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        probs = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], np.nan)
-    return {"ann_id": index.ann_ids, "columns": columns, "probs": probs.astype(np.float32)}
+        aligned = SoftMeans(
+            np.full((index.num_objects, soft.cols.shape[1]), -1, np.int64),
+            np.full((index.num_objects, soft.cols.shape[1]), np.nan),
+            np.full(index.num_objects, np.nan),
+            len(columns),
+        )
+        aligned.cols[rows], aligned.probs[rows], aligned.rest[rows] = soft.cols, soft.probs, soft.rest
+        total.merge(SoftLabels.of_means(aligned, k))
+    return columns, total.top()
 
 
 def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, ratios=SUBSET_RATIOS) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import torch
 from ..errors import PruneHooksError
 from ..io import no_gc
 from .matching import NEAR_IOU, box_iou
-from .softlabels import entropy, outliers, suspects
+from .softlabels import SoftMeans, entropy, outliers, suspects
 
 __all__ = [
     "RECENT_PASSES",
@@ -206,7 +206,7 @@ def _xywh(b: np.ndarray) -> str:
 def label_issues(
     index,
     audit: dict[str, np.ndarray] | None,
-    soft: np.ndarray | None,
+    soft: np.ndarray | SoftMeans | None,
     learned_passes: np.ndarray | None,
     th: AuditThresholds = AuditThresholds(),
 ) -> list[tuple]:
@@ -215,7 +215,7 @@ def label_issues(
     Args:
         index: the run's CocoIndex.
         audit: :meth:`LabelAudit.arrays` (None: no bad_location / missing_box flags).
-        soft: soft labels ndarray[N, C + 1] (None: no wrong_class / outlier flags).
+        soft: soft labels, ndarray[N, C + 1] or SoftMeans (None: no wrong_class / outlier flags).
         learned_passes: ndarray[N] (for outliers).
     """
     rows: list[tuple] = []
@@ -231,7 +231,7 @@ def label_issues(
             (obj_row("wrong_class", r, int(c), "", p) for r, c, p in zip(wrong, cats, probs)), key=lambda x: -x[-1]
         )
         if learned_passes is not None:
-            h = entropy(soft) / np.log(soft.shape[1])
+            h = entropy(soft) / np.log(soft.num_columns if isinstance(soft, SoftMeans) else soft.shape[1])
             rows += sorted(
                 (obj_row("outlier", r, "", "", h[r]) for r in outliers(soft, learned_passes, th.near_uniform)),
                 key=lambda x: -x[-1],

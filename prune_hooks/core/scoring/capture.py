@@ -148,7 +148,7 @@ class VPSCapture:
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
-            soft = padded[:, self._columns]
+            soft = self.soft.reduce(torch.arange(a, b, device=self.device), padded[:, self._columns])
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
         self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft, near_conf, near_box))
@@ -158,7 +158,7 @@ class VPSCapture:
         if self._pending:
             objects = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
         else:
-            k = self.soft.num_columns if self.soft is not None else 0
+            k = self.soft.packed_width if self.soft is not None else 0
             e = torch.zeros(0)
             objects = (e.long(), e, e, e.bool(), torch.zeros(0, k), e, torch.zeros(0, 4))
         if self._candidates:
@@ -198,8 +198,8 @@ class VPSCapture:
                 t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, near_conf, near_box)
             )
             self.acc.update(idx, iou, conf, ok)
-            if self.soft is not None and soft.shape[1] == self.soft.num_columns:
-                self.soft.update(idx, soft)
+            if self.soft is not None and soft.shape[1] == self.soft.packed_width:
+                self.soft.apply(idx, soft)
         self.acc.end_pass()
         self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates([p[1] for p in parts]))
         self._seen.clear()
@@ -258,8 +258,8 @@ class VPSCapture:
             self.audit.load_state_dict(state["audit"])
         if "soft_labels" in state:
             if self.soft is None:
-                s = state["soft_labels"]["sum"]
-                self.soft = SoftLabels(self.index.num_objects, int(s.shape[1]), device=self.device)
+                k = SoftLabels.columns_of(state["soft_labels"])
+                self.soft = SoftLabels(self.index.num_objects, k, device=self.device)
             self.soft.load_state_dict(state["soft_labels"])
 
 
