@@ -102,3 +102,29 @@ def assert_same_weights(hooked, plain):
     assert hooked.keys() == plain.keys()
     moved = [k for k in plain if not torch.equal(hooked[k], plain[k])]
     assert not moved, moved[:5]
+
+
+LVIS_CLASSES = 1203
+
+
+def add_unused_categories(files, total=LVIS_CLASSES):
+    """Give the toy annotation files ``total`` categories (LVIS v1's count), all but the toy's three unused;
+    returns every category name in id order."""
+    for path in files.values():
+        data = json.loads(Path(path).read_text())
+        known = len(data["categories"])
+        data["categories"] += [{"id": i, "name": f"unused_{i}"} for i in range(known + 1, total + 1)]
+        Path(path).write_text(json.dumps(data))
+    return [c["name"] for c in data["categories"]]
+
+
+def assert_top_k_soft_labels(run, n_columns):
+    """A run over more classes than the soft labels keep: the top-k form, each row's mass whole."""
+    soft = np.load(run / "soft_labels.npz")
+    assert "probs" not in soft.files and len(soft["columns"]) == n_columns
+    assert soft["top_columns"].shape == soft["top_probs"].shape and soft["top_columns"].shape[1] < n_columns
+    np.testing.assert_allclose(soft["top_probs"].sum(1) + soft["rest"], 1.0, atol=1e-4)
+    images = read_images_csv(run)
+    has = images["n_objects"] > 0
+    assert np.isfinite(images["entropy_max"][has]).all()
+    assert (run / "label_issues.csv").is_file()

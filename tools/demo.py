@@ -107,6 +107,13 @@ def random_subset(run: Path) -> tuple[Path, Path]:
     return rand, next(rand.glob("*_pruned.json"))
 
 
+def ap_text(ap: dict) -> str:
+    """AP / AP50, or why there is none: an evaluation without detections reports no AP (NaN)."""
+    if any(math.isnan(ap.get(k, math.nan)) for k in ("AP", "AP50")):
+        return "no AP (no detection on val: too few iterations to learn)"
+    return f"{ap['AP']:.1f} / {ap['AP50']:.1f}"
+
+
 def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, start) -> None:
     meta = json.loads((run / "meta.json").read_text())
     subset = json.loads((run / "subset.json").read_text())
@@ -123,12 +130,10 @@ def summary(framework, run, n_train, passes, iters, aps, times, retrain_name, st
         f"{subset['aggregation']})"
     )
     print(f"  iterations          proxy {iters[0]}, retrain {iters[1]}")
+    print(f"  val AP / AP50       full data (the proxy, {iters[0]} iterations) {ap_text(aps[0])}")
     print(
-        f"  val AP / AP50       full data (the proxy, {iters[0]} iterations) {aps[0]['AP']:.1f} / {aps[0]['AP50']:.1f}"
-    )
-    print(
-        f"                      retrained, {iters[1]} iterations: pruned subset {aps[1]['AP']:.1f} / "
-        f"{aps[1]['AP50']:.1f}, random subset of the same size {aps[2]['AP']:.1f} / {aps[2]['AP50']:.1f}"
+        f"                      retrained, {iters[1]} iterations: pruned subset {ap_text(aps[1])}, "
+        f"random subset of the same size {ap_text(aps[2])}"
     )
     print(
         "                      (one training seed each: differences of a few points are noise; "
@@ -163,7 +168,8 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
         "gamma=0.1)]\n"
         f"default_hooks = dict(checkpoint=dict(interval={epochs}))\n"
     )
-    env = dict(os.environ, PRUNE_TOY_ROOT=str(out / "data") + "/")
+    os.environ["PRUNE_TOY_ROOT"] = str(out / "data") + "/"  # the toy config's data_root, here (Config.fromfile below)
+    env = dict(os.environ)  # and in the trainings
     train_mmdet = ROOT / "tools" / "train_mmdet.py"
     print(f"demo: proxy training, {epochs} epochs -> {out / 'proxy'}", flush=True)
     t_proxy = train([train_mmdet, proxy, "--work-dir", out / "proxy"], out / "proxy.log", env)

@@ -394,3 +394,17 @@ def test_entry_point_refuses_a_config_without_prune_or_no_file_in_one_line(tmp_p
         lines = [line for line in lines if "warn" not in line and "pkg_resources" not in line]
         assert proc.returncode == 1 and len(lines) == 1 and msg in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_lvis_class_count_most_unused(tmp_path):
+    """1,203 categories (LVIS v1's count), three of them used: the box head predicts all, the soft labels keep
+    their top columns, the run directory is whole."""
+    from tests.conftest import LVIS_CLASSES, add_unused_categories, assert_top_k_soft_labels
+
+    config, files, cfg = make_config(tmp_path, METHODS=["vps_iou", "entropy"])
+    add_unused_categories(files)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = LVIS_CLASSES
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.PRUNE.DUMP_DETECTIONS = 4, (), False
+    config.write_text(cfg.dump())
+    train_net("--config-file", config)
+    assert_top_k_soft_labels(tmp_path / "out" / "prune", LVIS_CLASSES + 1)

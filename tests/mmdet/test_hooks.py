@@ -344,3 +344,19 @@ def test_in_loop_takes_the_training_forwards_rpn_outputs_and_scores_the_same(tmp
         assert torch.equal(a.labels, b.labels)
     for a, b in zip(taken[1], recomputed[1]):
         torch.testing.assert_close(a, b)
+
+
+def test_lvis_class_count_most_unused(tmp_path):
+    """1,203 categories (LVIS v1's count), three of them used, through mmdet's train script."""
+    from tests.conftest import LVIS_CLASSES, add_unused_categories, assert_top_k_soft_labels
+
+    config, files = write_config(tmp_path, epochs=1, hook="dict(type='PruneHook', methods=['vps_iou', 'entropy'])")
+    names = add_unused_categories(files)
+    meta = f"dict(classes={tuple(names)!r})"
+    config.write_text(
+        config.read_text() + f"model = dict(roi_head=dict(bbox_head=dict(num_classes={LVIS_CLASSES})))\n"
+        f"train_dataloader = dict(dataset=dict(metainfo={meta}))\n"
+        f"val_dataloader = dict(dataset=dict(metainfo={meta}))\n"
+    )
+    train(config, tmp_path)
+    assert_top_k_soft_labels(tmp_path / "work" / "prune", LVIS_CLASSES + 1)

@@ -239,3 +239,20 @@ def test_clean_writes_corrected_yolo_labels_in_a_new_folder(proxy, tmp_path):
     listed = (out / "yolo" / "train.txt").read_text().split()
     assert cleaned["train"] == str((out / "yolo" / "train.txt").resolve()) and len(listed) == 16
     assert all(Path(p).is_symlink() and Path(p).resolve().is_file() for p in listed)
+
+
+def test_lvis_class_count_most_unused(tmp_path):
+    """1,203 names in the data file (LVIS v1's count), three of them in the labels."""
+    from ultralytics.utils import YAML
+
+    from tests.conftest import LVIS_CLASSES, assert_top_k_soft_labels
+
+    data = make_toy_yolo(tmp_path / "data", {"train": 8})
+    spec = dict(YAML.load(data))
+    names = list(spec["names"].values()) if isinstance(spec["names"], dict) else list(spec["names"])
+    spec["names"] = names + [f"unused_{i}" for i in range(len(names), LVIS_CLASSES)]
+    YAML.save(data, spec)
+    model = YOLO("yolov8n.yaml")
+    add_prune_callbacks(model, methods=["vps_iou", "entropy"])
+    model.train(data=str(data), epochs=1, project=str(tmp_path / "runs"), name="lvis", **TRAIN)
+    assert_top_k_soft_labels(tmp_path / "runs" / "lvis" / "prune", LVIS_CLASSES + 1)
