@@ -83,7 +83,8 @@ def test_proxy_run_writes_run_directory_and_retrains(tmp_path):
     import torch
 
     state = torch.load(run / "state.pt", weights_only=True)
-    assert state["vps"]["passes"] == 3 and tuple(state["soft_labels"]["sum"].shape) == soft["probs"].shape
+    assert state["vps"]["passes"] == 3 and state["soft_labels"]["num_columns"] == soft["probs"].shape[1]
+    assert int(state["soft_labels"]["count"].max()) == 3  # the soft labels' state: top-k columns, every pass
     assert cli(["select", str(run), "--method", "all", "--keep", "0.5", "--out", str(tmp_path / "all")]) == 0
     inputs = RunInputs(run, load_coco(files["train"]))
     for m in ("vps_iou", "csod", "entropy", "forgetting", "kcenter", "random_ratio"):
