@@ -209,3 +209,38 @@ def test_score_set_must_be_unseen(gt):
     said = []
     assert check_score_set(full, half, True, "PRUNE.SCORE_DATASET", warn=said.append) == 4
     assert "4 of 4 scored images are also training images" in said[0]
+
+
+@pytest.mark.parametrize("n_columns", [3, 40])
+def test_merged_soft_labels_are_the_mean_over_the_runs(gt, tmp_path, n_columns):
+    """Dense (every column kept) and top-k soft label files: the merge averages each object's distributions."""
+    from prune_hooks.core.scoring.softlabels import SoftLabels, load_soft_labels, save_soft_labels
+
+    index = load_coco(gt)
+    columns = np.arange(n_columns)
+    rng = np.random.default_rng(2)
+    dists, runs = [], []
+    for k in range(2):
+        probs = rng.dirichlet(np.full(n_columns, 0.3), size=index.num_objects)
+        probs[:, 5 % n_columns] += 3.0  # one column every run agrees on: kept in both top-k states
+        probs /= probs.sum(1, keepdims=True)
+        state = SoftLabels(index.num_objects, n_columns, top_k=8)
+        state.update(np.arange(index.num_objects), probs)
+        path = fake_run(tmp_path / f"r{k}", gt, {i: 0.5 for i in index.image_ids.tolist()})
+        save_soft_labels(path / "soft_labels.npz", index.ann_ids, columns, state.top())
+        dists.append(probs)
+        runs.append(str(path))
+    out = tmp_path / "merged"
+    assert cli(["unseen", "merge", *runs, "--annotations", str(gt), "--out", str(out)]) == 0
+    _, cols, merged = load_soft_labels(out / "soft_labels.npz")
+    assert cols.tolist() == columns.tolist() and merged.exact == (n_columns <= 8)
+    mean = (dists[0] + dists[1]) / 2
+    if merged.exact:
+        np.testing.assert_allclose(merged.dense(), mean, atol=1e-6)
+    else:  # the agreed column is kept and exact; every row's mass stays whole
+        c = 5 % n_columns
+        rows = np.arange(index.num_objects)
+        where = np.argmax(merged.cols == c, axis=1)
+        assert (merged.cols[rows, where] == c).all()
+        np.testing.assert_allclose(merged.probs[rows, where], mean[:, c], atol=1e-6)
+        np.testing.assert_allclose(merged.probs.sum(1) + merged.rest, 1.0, atol=1e-5)
