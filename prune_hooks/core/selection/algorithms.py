@@ -157,8 +157,8 @@ def kcenter_greedy(features: np.ndarray, n: int, seed: int, device: str | None =
     for _ in progress(range(n - 1), desc="kcenter", unit="pick"):
         j = int(torch.argmax(dist))
         picks.append(j)
-        dist = torch.minimum(dist, (sq - 2 * (x @ x[j]) + sq[j]).clamp_(min=0))
-        dist[torch.as_tensor(picks, device=x.device)] = -1
+        dist = torch.minimum(dist, (sq - 2 * (x @ x[j]) + sq[j]).clamp_(min=0))  # centers so far stay at -1
+        dist[j] = -1
     return np.array(picks, dtype=np.int64)
 
 
