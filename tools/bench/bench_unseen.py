@@ -5,10 +5,12 @@
 
 Same data, model and schedule as bench_quality.py (400 train / 150 val images, MobileNetV2-FPN, 5 epochs).
 
-(a) Stability: vps_iou:max image scores of two full-data proxies that differ only by their training
-    seed (SEED 0 / 1), against two UNSEEN runs (K = 2 fold proxies, merged) that differ only by their
-    fold seed (0 / 1): Spearman, Kendall, subset overlap (``prune-hooks compare``).
-(b) Quality: for each keep ratio, the UNSEEN subset (fold scores, then one refill step, through
+(a) Stability: vps_iou:max image scores of --runs full-data proxies that differ only by their training
+    seed (SEED 0, 1, ...), against --runs UNSEEN runs per K in --k (K fold proxies, merged) that differ only
+    by their fold seed: Spearman, Kendall, subset overlap (``prune-hooks compare``) of every pair of runs,
+    mean ± sample std over the pairs. With K = 2 each image is scored by one model; with K > 2 by the
+    mean of K - 1 models that never trained on it.
+(b) Quality: for each keep ratio and each K, the UNSEEN subset (fold scores, then one refill step, through
     tools/unseen.py) and the full proxy's vps_iou:max subset, each retrained from its generated
     retrain.yaml with training seeds 0..--seeds-1 (mean ± sample std); random from bench_quality's
     results on the same data (3 subset seeds). A retraining that ends with no detection at all counts
@@ -49,8 +51,24 @@ def full_proxy(cfg, work: Path, seed: int) -> Path:
     return out / "prune"
 
 
-def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int) -> Path:
-    return run_unseen(user_yaml, work / f"unseen_s{fold_seed}", fold_seed, keep, steps)
+def unseen(user_yaml: Path, work: Path, fold_seed: int, keep: float, steps: int, k: int = 2) -> Path:
+    name = f"unseen_s{fold_seed}" if k == 2 else f"unseen_k{k}_s{fold_seed}"  # K = 2: the first version's folders
+    return run_unseen(user_yaml, work / name, fold_seed, keep, steps, k)
+
+
+def pair_stats(runs: list[Path], column: str) -> dict:
+    """``compare_runs`` of every pair of ``runs`` on ``column``: mean and sample std of each figure, and n."""
+    from itertools import combinations
+
+    import numpy as np
+
+    pairs = [{r["column"]: r for r in compare_runs(a, b)}[column] for a, b in combinations(runs, 2)]
+    out: dict = {"pairs": len(pairs)}
+    for key in ("spearman", "kendall", *(f"overlap@{k:g}" for k in (0.1, 0.3, 0.5, 0.7))):
+        vals = [p[key] for p in pairs]
+        out[key] = float(np.mean(vals))
+        out[f"{key}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return out
 
 
 def main() -> int:
@@ -60,6 +78,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per retrained subset")
     ap.add_argument("--stability-only", action="store_true", help="part (a) only: no refill steps, no retraining")
+    ap.add_argument("--k", type=int, nargs="+", default=[2], help="folds of the UNSEEN runs (each K its own rows)")
+    ap.add_argument("--runs", type=int, default=2, help="runs per row of (a): seeds 0..runs-1, every pair compared")
     args = ap.parse_args()
     import bench_data
 
@@ -75,25 +95,27 @@ def main() -> int:
     user_yaml.write_text(user.dump())
 
     # (a) stability
-    full = [full_proxy(cfg, work, s) for s in (0, 1)]
-    merged = [unseen(user_yaml, work, s, args.keep[0], 0) / "merged" for s in (0, 1)]
     col = "vps_iou_max"
-    pick = {r["column"]: r for r in compare_runs(full[0], full[1])}[col]
-    pick_u = {r["column"]: r for r in compare_runs(merged[0], merged[1])}[col]
-    cross = {r["column"]: r for r in compare_runs(full[0], merged[0])}[col]
+    full = [full_proxy(cfg, work, s) for s in range(args.runs)]
+    stability = {"full": pair_stats(full, col)}
+    for k in args.k:
+        merged = [unseen(user_yaml, work, s, args.keep[0], 0, k) / "merged" for s in range(args.runs)]
+        stability[f"unseen_k{k}"] = pair_stats(merged, col)
+        stability[f"full_vs_unseen_k{k}"] = {r["column"]: r for r in compare_runs(full[0], merged[0])}[col]
     # (b) quality
     rows = []
     for keep in [] if args.stability_only else args.keep:
-        out = unseen(user_yaml, work, 0, keep, 1)
-        final = out / f"final_keep{keep:g}"
-        rows.append(
-            {
-                "method": "unseen vps_iou:max",
-                "keep": keep,
-                **retrain(final / "retrain.yaml", f"u{keep}", work, args.seeds),
-                "proxy_iterations": proxy_iterations(out, keep),
-            }
-        )
+        for k in args.k:
+            out = unseen(user_yaml, work, 0, keep, 1, k)
+            final = out / f"final_keep{keep:g}"
+            rows.append(
+                {
+                    "method": f"unseen vps_iou:max, K = {k}",
+                    "keep": keep,
+                    **retrain(final / "retrain.yaml", f"u{keep}" if k == 2 else f"u{keep}_k{k}", work, args.seeds),
+                    "proxy_iterations": proxy_iterations(out, keep),
+                }
+            )
         sel = work / f"vps_k{keep:g}"
         if not (sel / "retrain.yaml").exists():
             assert cli(["select", str(full[0]), "--method", "vps_iou", "--keep", str(keep), "--out", str(sel)]) == 0
@@ -136,7 +158,7 @@ def main() -> int:
                 }
             )
     result = {
-        "stability": {"full_s0_vs_s1": pick, "unseen_s0_vs_s1": pick_u, "full_s0_vs_unseen_s0": cross},
+        "stability": stability,
         "quality": rows,
         "minutes": round((time.time() - start) / 60, 1),
         "command": "python tools/bench/bench_unseen.py " + " ".join(sys.argv[1:]),
@@ -145,21 +167,28 @@ def main() -> int:
     (out / "bench_unseen.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         f"# UNSEEN on the Fashion-MNIST benchmark (detectron2)\n\n`{result['command']}`; "
-        "400 train / 150 val images, MobileNetV2-FPN, 5 epochs. Stability: one pair of runs per row. "
+        f"400 train / 150 val images, MobileNetV2-FPN, 5 epochs. Stability: {args.runs} runs per row, every pair "
+        "compared (mean ± sample std over the pairs; the last rows: one pair each). "
         f"Quality: {args.seeds} training seeds per subset, mean ± sample std; a training that ends with "
         "no detection (loss blew up) counts as AP 0 and is listed under *collapsed*.\n",
         "## Stability of vps_iou:max image scores\n",
-        "| pair | Spearman | Kendall | overlap@0.1 | @0.3 | @0.5 | @0.7 |",
-        "|---|---|---|---|---|---|---|",
+        "| runs | pairs | Spearman | Kendall | overlap@0.1 | @0.3 | @0.5 | @0.7 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in (
-        ("two full proxies, training seeds 0 / 1", pick),
-        ("two UNSEEN runs, fold seeds 0 / 1", pick_u),
-        ("full proxy vs UNSEEN (seed 0 each)", cross),
-    ):
+
+    def cell(r: dict, key: str, digits: int) -> str:
+        sd = r.get(f"{key}_sd")
+        return f"{r[key]:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and r.get("pairs", 1) > 1 else "")
+
+    names = {"full": "full-data proxies, training seeds differ"}
+    for k in args.k:
+        names[f"unseen_k{k}"] = f"UNSEEN K = {k}, fold seeds differ"
+        names[f"full_vs_unseen_k{k}"] = f"full proxy vs UNSEEN K = {k} (seed 0 each)"
+    for key, name in names.items():
+        r = stability[key]
         md.append(
-            f"| {name} | {r['spearman']:.3f} | {r['kendall']:.3f} | "
-            + " | ".join(f"{r[f'overlap@{k:g}']:.2f}" for k in (0.1, 0.3, 0.5, 0.7))
+            f"| {name} | {r.get('pairs', 1)} | {cell(r, 'spearman', 3)} | {cell(r, 'kendall', 3)} | "
+            + " | ".join(cell(r, f"overlap@{k:g}", 2) for k in (0.1, 0.3, 0.5, 0.7))
             + " |"
         )
     md += [

@@ -217,18 +217,18 @@ def train_script(work: Path) -> Path:
     return path
 
 
-def run_unseen(user_yaml: Path, out: Path, fold_seed: int, keep: float, steps: int) -> Path:
-    """tools/unseen.py (detectron2, K = 2, vps_iou:max) on the user config; resumable, folds shared by keeps.
+def run_unseen(user_yaml: Path, out: Path, fold_seed: int, keep: float, steps: int, k: int = 2) -> Path:
+    """tools/unseen.py (detectron2, K folds, vps_iou:max) on the user config; resumable, folds shared by keeps.
     It runs in tools/bench (the backbone module's folder), so every path is made absolute first."""
     user_yaml, out = user_yaml.resolve(), out.resolve()
     cmd = [sys.executable, str(ROOT / "tools" / "unseen.py"), "--framework", "detectron2", "--config", str(user_yaml),
-           "--k", "2", "--steps", str(steps), "--keep", str(keep), "--seed", str(fold_seed),
+           "--k", str(k), "--steps", str(steps), "--keep", str(keep), "--seed", str(fold_seed),
            "--method", "vps_iou:max", "--work", str(out), "--train-script", str(train_script(out.parent))]  # fmt: skip
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH)
     if proc.returncode:
         raise SystemExit(f"unseen failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
-    print(f"unseen seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
+    print(f"unseen K {k} seed {fold_seed} keep {keep} steps {steps}: {time.time() - start:.0f}s", flush=True)
     return out
 
 
