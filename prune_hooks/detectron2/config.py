@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 
 from detectron2.config import CfgNode as CN
 from detectron2.data import MetadataCatalog
+from detectron2.utils import comm
 
 from ..core.data.coco import CocoIndex, load_coco
 from ..core.errors import PruneHooksError, fail
@@ -38,6 +39,8 @@ OPTION_LABELS = {
     "per_group_max": "PRUNE.PER_GROUP_MAX",
     "dedup": "PRUNE.DEDUP",
     "period": "PRUNE.PERIOD",
+    "pass_batch": "PRUNE.PASS_BATCH",
+    "pass_workers": "PRUNE.PASS_WORKERS",
 }
 
 
@@ -63,6 +66,11 @@ def add_prune_config(cfg: CN) -> CN:
     # loader) or "in_loop" (the training batches, from the training step's own backbone features;
     # docs/methods.md, "In-loop capture"). Refused with INPUT.CROP.ENABLED and SCORE_DATASET.
     cfg.PRUNE.CAPTURE = "pass"
+    # The scoring pass's loader (the test mapper, every image once across ranks): images per batch on each
+    # rank (0 = the training batch per rank, SOLVER.IMS_PER_BATCH / world size; the test loader's is 1) and
+    # loader workers (-1 = DATALOADER.NUM_WORKERS).
+    cfg.PRUNE.PASS_BATCH = 0
+    cfg.PRUNE.PASS_WORKERS = -1
     # Scoring passes keep low-score detections so that every object can be matched.
     cfg.PRUNE.SCORE_THRESH = 0.0
     # Score another COCO dataset than DATASETS.TRAIN (UNSEEN fold proxies: images the model never
@@ -135,7 +143,7 @@ def check_prune_config(cfg: CN) -> PruneSetup:
     The hook calls it when it is built; a train script that calls it before the trainer loads any data
     fails at once on a bad config, and can hand the result to ``insert_prune_hooks(..., setup=...)``.
     """
-    from detectron2.data import build_detection_test_loader
+    from detectron2.data import DatasetMapper, get_detection_dataset_dicts
 
     from .retrain import write_retrain_config
 
@@ -155,6 +163,13 @@ def check_prune_config(cfg: CN) -> PruneSetup:
     period = int(p.PERIOD) or math.ceil(train_index.num_images / cfg.SOLVER.IMS_PER_BATCH)
     image_root = getattr(MetadataCatalog.get(dataset), "image_root", "")
     frozen = cfg.clone()
+    batch, workers = check_pass_loader(p.PASS_BATCH, p.PASS_WORKERS, OPTION_LABELS)
+    batch = batch or max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
+    workers = cfg.DATALOADER.NUM_WORKERS if workers < 0 else workers
+
+    def test_loader(name: str):
+        dicts = get_detection_dataset_dicts([name], filter_empty=False)
+        return pass_loader(dicts, DatasetMapper(frozen, False), batch, workers)
 
     def retrain(pruned: Path, n_keep: int, n_total: int, run: Path) -> Path:
         return write_retrain_config(frozen, dataset, pruned, image_root, n_keep, n_total, run / "retrain.yaml")
@@ -168,9 +183,31 @@ def check_prune_config(cfg: CN) -> PruneSetup:
         {**run_options, "period": period},
         cfg.MODEL.DEVICE,
         cfg.OUTPUT_DIR,
-        lambda name: build_detection_test_loader(frozen, name),
+        test_loader,
         retrain,
     )
+
+
+def check_pass_loader(batch: Any, workers: Any, labels: dict[str, str]) -> tuple[int, int]:
+    """The pass loader's options as ints: batch >= 0 (0: the caller's default), workers >= -1 (-1: ditto)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise fail(f"{labels['pass_batch']} must be an integer >= 0 (0: the training batch per rank), got {batch!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < -1:
+        raise fail(f"{labels['pass_workers']} must be an integer >= -1 (-1: the data loader's), got {workers!r}")
+    return batch, workers
+
+
+def pass_loader(dicts: list, mapper: Callable, batch: int, workers: int):
+    """The scoring pass's loader: ``mapper`` over ``dicts``, every image once across ranks (detectron2's
+    ``InferenceSampler``), ``batch`` images per batch as a list (what the model's inference takes)."""
+    import torch.utils.data as tud
+    from detectron2.data.build import trivial_batch_collator
+    from detectron2.data.common import DatasetFromList, MapDataset
+    from detectron2.data.samplers import InferenceSampler
+
+    data = MapDataset(DatasetFromList(dicts, copy=False), mapper)
+    sampler = tud.BatchSampler(InferenceSampler(len(data)), batch, drop_last=False)
+    return tud.DataLoader(data, batch_sampler=sampler, num_workers=workers, collate_fn=trivial_batch_collator)
 
 
 def resolve_options(

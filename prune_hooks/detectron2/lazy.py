@@ -24,11 +24,12 @@ from typing import Any
 
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
 
 from ..core.errors import fail
 from ..core.io import atomic_write_text
 from ..core.outputs.schedule import describe_changes, scale_schedule
-from .config import PruneSetup, resolve_options
+from .config import PruneSetup, check_pass_loader, pass_loader, resolve_options
 
 __all__ = ["DEFAULTS", "check_lazy_config", "lazy_prune_hook", "register_coco", "write_lazy_retrain"]
 
@@ -48,6 +49,8 @@ DEFAULTS = {
     "score_dataset": "",
     "score_allow_overlap": False,
     "dump_detections": False,
+    "pass_batch": 0,  # images per scoring-pass batch on each rank; 0: the training batch per rank
+    "pass_workers": -1,  # scoring-pass loader workers; -1: dataloader.test's num_workers
 }
 LABELS = {
     "methods": "prune.methods",
@@ -60,6 +63,8 @@ LABELS = {
     "per_group_max": "prune.per_group_max",
     "dedup": "prune.dedup",
     "period": "prune.period",
+    "pass_batch": "prune.pass_batch",
+    "pass_workers": "prune.pass_workers",
 }
 
 
@@ -109,10 +114,13 @@ def check_lazy_config(cfg: Any, config_file: str, overrides: list[str]) -> Prune
     image_root = getattr(MetadataCatalog.get(dataset), "image_root", "")
     test = copy.deepcopy(cfg.dataloader.test)
     source = (str(Path(config_file).resolve()), list(overrides), train, image_root, dict(cfg.train))
+    pass_batch, workers = check_pass_loader(options["pass_batch"], options["pass_workers"], LABELS)
+    pass_batch = pass_batch or max(1, batch // comm.get_world_size())
+    workers = int(test.get("num_workers", 0)) if workers < 0 else workers
 
     def test_loader(name: str):
         test.dataset.names = name
-        return instantiate(test)
+        return pass_loader(instantiate(test.dataset), instantiate(test.mapper), pass_batch, workers)
 
     def retrain(pruned: Path, n_keep: int, n_total: int, run: Path) -> Path:
         return write_lazy_retrain(*source, pruned, n_keep, n_total, run / "retrain.py")

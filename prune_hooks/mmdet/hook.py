@@ -60,6 +60,9 @@ class PruneHook(Hook):
             --dedup): CCS strata over the first method's score; spread over an image field or
             FIELD:REGEX, at most ``per_group_max`` per group (None: round robin); skip images whose mean
             prototype has cosine >= ``dedup`` with a kept one. None / False = off.
+        pass_batch_size, pass_workers: the scoring pass's loader (the test pipeline over the training set):
+            images per batch on each rank and loader workers. None: ``test_dataloader``'s, except a test
+            batch of 1 (the model zoo's) becomes ``train_dataloader``'s batch size.
     """
 
     priority = "BELOW_NORMAL"
@@ -80,6 +83,8 @@ class PruneHook(Hook):
         group_by: str | None = None,
         per_group_max: int | None = None,
         dedup: float | None = None,
+        pass_batch_size: int | None = None,
+        pass_workers: int | None = None,
     ) -> None:
         self.coverage = {"stratify": stratify, "group_by": group_by, "per_group_max": per_group_max, "dedup": dedup}
         self.methods = check_options(
@@ -92,6 +97,11 @@ class PruneHook(Hook):
             raise fail(f"PruneHook interval must be a positive number of iterations, got {interval}")
         self.keep_ratio, self.aggregation = float(keep_ratio), aggregation
         self.interval, self.score_thr, self.dump = interval, float(score_thr), bool(dump_detections)
+        for name, value in (("pass_batch_size", pass_batch_size), ("pass_workers", pass_workers)):
+            low = 1 if name == "pass_batch_size" else 0
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise fail(f"PruneHook {name} must be an integer >= {low} or None, got {value!r}")
+        self.pass_batch_size, self.pass_workers = pass_batch_size, pass_workers
         self.run: ScoringRun | None = None
 
     def before_run(self, runner) -> None:

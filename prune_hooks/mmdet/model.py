@@ -41,9 +41,13 @@ class MMDetAdapter(Adapter):
                 raise fail("scoring passes use the test pipeline: the config has no test_dataloader.dataset.pipeline")
             dataset = copy.deepcopy(self.hook.dataset_cfg)
             dataset.update(pipeline=test["dataset"]["pipeline"], test_mode=True)
+            batch = self.hook.pass_batch_size or test.get("batch_size", 1)
+            if batch == 1 and self.hook.pass_batch_size is None:  # the zoo's test batch: the training one instead
+                batch = cfg.train_dataloader.get("batch_size", 1)
+            workers = test.get("num_workers", 0) if self.hook.pass_workers is None else self.hook.pass_workers
             loader = dict(
-                batch_size=test.get("batch_size", 1),
-                num_workers=test.get("num_workers", 0),
+                batch_size=batch,
+                num_workers=workers,
                 persistent_workers=False,
                 sampler=dict(type="DefaultSampler", shuffle=False),
                 dataset=dataset,
