@@ -172,6 +172,7 @@ def test_resume_continues_statistics(tmp_path):
         (["PRUNE.GROUP_BY", "video_id"], "PRUNE.GROUP_BY 'video_id': no image has a matching 'video_id' field"),
         (["PRUNE.METHODS", "['csod']", "PRUNE.STRATIFY", "True"], "PRUNE.STRATIFY needs a score method first"),
         (["PRUNE.DEDUP", "1.5"], r"PRUNE.DEDUP must be a cosine in \[-1, 1\], got 1.5"),
+        (["PRUNE.PASS_BATCH", "-2"], r"PRUNE.PASS_BATCH must be an integer >= 0 \(0: the training batch per rank\)"),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, opts, msg):
@@ -409,3 +410,19 @@ def test_lvis_class_count_most_unused(tmp_path):
     config.write_text(cfg.dump())
     train_net("--config-file", config)
     assert_top_k_soft_labels(tmp_path / "out" / "prune", LVIS_CLASSES + 1)
+
+
+@pytest.mark.parametrize("pass_batch,sizes", [(0, [2, 2, 2, 2]), (3, [3, 3, 2])])
+def test_pass_loader_batches_every_image_once(tmp_path, pass_batch, sizes):
+    """PRUNE.PASS_BATCH images per batch (0: the training batch, SOLVER.IMS_PER_BATCH = 2 here), each image once."""
+    from prune_hooks.detectron2 import check_prune_config, register_coco_datasets
+
+    files = make_toy_coco(tmp_path / "toy", {"train": 8})
+    cfg = toy_config(files, tmp_path / "toy", tmp_path / "out", prefix=f"pass_batch_{pass_batch}")
+    cfg.SOLVER.IMS_PER_BATCH, cfg.PRUNE.ENABLED, cfg.PRUNE.PASS_BATCH = 2, True, pass_batch
+    register_coco_datasets(cfg)
+    setup = check_prune_config(cfg)
+    batches = list(setup.test_loader(setup.dataset))
+    assert [len(b) for b in batches] == sizes
+    ids = [d["image_id"] for b in batches for d in b]
+    assert sorted(ids) == sorted(im["id"] for im in json.loads(Path(files["train"]).read_text())["images"])

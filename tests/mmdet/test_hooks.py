@@ -179,6 +179,7 @@ def test_resume_continues_statistics(tmp_path):
         ),
         ("dict(type='PruneHook', group_by='video_id')", "", "PruneHook group_by 'video_id': no image has a matching"),
         ("dict(type='PruneHook', methods=['csod'], stratify=True)", "", "PruneHook stratify needs a score method"),
+        ("dict(type='PruneHook', pass_batch_size=0)", "", "PruneHook pass_batch_size must be an integer >= 1"),
     ],
 )
 def test_bad_config_fails_at_start(tmp_path, hook, extra, msg):
