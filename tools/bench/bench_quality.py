@@ -368,6 +368,7 @@ def main() -> int:
         help="random baselines: one subset per training seed (subset seed = training seed) instead of --seeds each",
     )
     ap.add_argument("--full-repeats", type=int, default=None, help="full-data trainings (default --repeats)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the tables from WORK's results; train nothing")
     ap.add_argument(
         "--min-schedule",
         type=float,
@@ -398,7 +399,10 @@ def main() -> int:
     if args.data in ("fashion", "video"):
         n_train, n_val, classes, size = int(400 * args.scale), int(150 * args.scale), len(bench_data.CLASSES), 256
         make = bench_data.make_fashion if args.data == "fashion" else bench_data.make_video
-        files = make(work / "data", n_train, n_val, size=size)
+        ann = work / "data" / "annotations"
+        files = {s: ann / f"instances_{s}.json" for s in ("train", "val")}
+        if not all(f.exists() for f in files.values()):  # made once: a rerun (resume, report) reads the same files
+            files = make(work / "data", n_train, n_val, size=size)
     else:
         files, classes, size = bench_data.make_deepforest(work / "data"), 1, 400
         n_train, n_val = (len(json.loads(files[s].read_text())["images"]) for s in ("train", "val"))
@@ -421,7 +425,12 @@ def main() -> int:
         + "). 2 CPU cores."
         + (
             f" This invocation trains its methods with {args.repeats} training seeds (SEED 0..{args.repeats - 1}; "
-            f"random: {args.seeds} subset seeds × {args.repeats}); cells of other invocations in the same results "
+            + (
+                "random: one subset per training seed, drawn with that seed"
+                if args.paired_random
+                else f"random: {args.seeds} subset seeds × {args.repeats}"
+            )
+            + "); cells of other invocations in the same results "
             "keep their own count: n per cell is in the table of differences."
             if args.repeats > 1
             else ""
@@ -432,6 +441,12 @@ def main() -> int:
     rows = [json.loads(x) for x in done_path.read_text().splitlines()] if done_path.exists() else []
     seen = {(r["method"], r["keep"], r.get("seed"), r.get("repeat", 0)) for r in rows}
     out = Path(args.out) / f"bench_quality{suffix}"
+    if args.report_only:
+        write_results(out, Path(args.out) / f"ratio_vs_ap{suffix}.png", rows, header, keeps(rows, args.keep))
+        md = out.with_suffix(".md")
+        md.write_text(md.read_text() + "\n".join(factor_lines(work)) + "\n")
+        print(md.read_text())
+        return 0
 
     def record(row: dict) -> None:
         rows.append(row)
