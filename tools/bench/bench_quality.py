@@ -142,19 +142,20 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
     palette = plt.get_cmap("tab20").colors  # one colour per method: the default cycle repeats after 10
     for i, m in enumerate(methods):
         ks = [k for k in keeps if (m, k) in cells]
-        ys = [np.mean([r["AP"] for r in cells[(m, k)]]) for k in ks]
-        sd = [np.std([r["AP"] for r in cells[(m, k)]], ddof=1) if len(cells[(m, k)]) > 1 else 0.0 for k in ks]
+        ys = [np.mean([r["AP50"] for r in cells[(m, k)]]) for k in ks]
+        sd = [np.std([r["AP50"] for r in cells[(m, k)]], ddof=1) if len(cells[(m, k)]) > 1 else 0.0 for k in ks]
         style = (
             dict(color="k", lw=2)
             if m == "random"
             else dict(color=palette[i % len(palette)], ls="--" if m.startswith("vps_conf") else "-")
         )
-        ax.errorbar(ks, ys, yerr=sd if m == "random" else None, marker="o", ms=3, capsize=3, label=m, **style)
-    if "AP" in full:
-        ax.axhline(full["AP"], color="gray", ls=":", label="full data")
+        shift = 0.004 * (i - len(methods) / 2)  # side by side: the bars of one ratio do not hide each other
+        ax.errorbar([k + shift for k in ks], ys, yerr=sd, marker="o", ms=3, capsize=3, label=m, **style)
+    if "AP50" in full:
+        ax.axhline(full["AP50"], color="gray", ls=":", label="full data")
     ax.set_xlabel("keep ratio (fraction of train images)")
-    ax.set_ylabel("val AP (%)")
-    ax.set_title("AP after retraining on the subset (iterations scaled to the subset)")
+    ax.set_ylabel("val AP50 (%), mean ± sample std over seeds")
+    ax.set_title("AP50 after retraining on the subset (iterations scaled to the subset)")
     ax.legend(fontsize=7, ncol=2)
     fig.savefig(plot, dpi=110, bbox_inches="tight")
     plt.close(fig)
