@@ -255,6 +255,37 @@ def segmentation(mask: np.ndarray, rle: bool = False):
     return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("ascii")}
 
 
+def _annotate(rng, objs: list[dict], noisy: bool, size: int, image_id: int, ann_id: int, anns: list):
+    """Append the COCO annotations of one image's objects to ``anns`` (train: label noise first); returns the
+    next annotation id and the objects' factors (``noise``: flip / jitter / missing / "", the true box)."""
+    per_obj = []
+    for o in objs:
+        o = _label_noise(rng, o, size) if noisy else o
+        if o is None:
+            per_obj.append("missing")
+            continue
+        per_obj.append(o.get("noise", ""))
+        x, y, w, h = (round(v, 2) for v in o["box"])
+        anns.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": o["cls"] + 1,
+                "bbox": [x, y, w, h],
+                "area": round(w * h, 2),
+                "iscrowd": 0,
+                "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0),
+            }
+        )
+        ann_id += 1
+    factors = [
+        {k: o[k] for k in ("cls", "size", "contrast", "occlusion", "truncated")}
+        | {"noise": n, "box": [round(v, 2) for v in o["box"]]}  # the true box, before noise
+        for o, n in zip(objs, per_obj)
+    ]
+    return ann_id, factors
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -295,36 +326,13 @@ def make_fashion(
                 name = f"{split}_{image_id:06d}.jpg"
                 Image.fromarray(np.clip(scene, 0, 255).astype(np.uint8)).save(root / split / name, quality=92)
                 images.append({"id": image_id, "file_name": name, "width": size, "height": size})
-                per_obj = []
-                for o in scene_objs:
-                    o = _label_noise(rng, o, size) if split == "train" else o
-                    if o is None:
-                        per_obj.append("missing")
-                        continue
-                    per_obj.append(o.get("noise", ""))
-                    x, y, w, h = (round(v, 2) for v in o["box"])
-                    anns.append(
-                        {
-                            "id": ann_id,
-                            "image_id": image_id,
-                            "category_id": o["cls"] + 1,
-                            "bbox": [x, y, w, h],
-                            "area": round(w * h, 2),
-                            "iscrowd": 0,
-                            "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0),
-                        }
-                    )
-                    ann_id += 1
+                ann_id, objects = _annotate(rng, scene_objs, split == "train", size, image_id, ann_id, anns)
                 factors[str(image_id)] = {
                     **f,
                     "split": split,
                     "dup_group": group,
                     "n_objects": len(scene_objs),
-                    "objects": [
-                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")}
-                        | {"noise": n, "box": [round(v, 2) for v in o["box"]]}  # the true box, before noise
-                        for o, n in zip(scene_objs, per_obj)
-                    ],
+                    "objects": objects,
                 }
                 image_id += 1
                 k += 1
@@ -396,26 +404,7 @@ def make_video(
                     {"id": image_id, "file_name": name, "width": size, "height": size, "sequence": sequence}
                     | ({"frame": frame} if split == "train" else {})
                 )
-                per_obj = []
-                for o in frame_objs:
-                    o = _label_noise(rng, o, size) if split == "train" else o
-                    if o is None:
-                        per_obj.append("missing")
-                        continue
-                    per_obj.append(o.get("noise", ""))
-                    bx, by, bw, bh = (round(v, 2) for v in o["box"])
-                    anns.append(
-                        {
-                            "id": ann_id,
-                            "image_id": image_id,
-                            "category_id": o["cls"] + 1,
-                            "bbox": [bx, by, bw, bh],
-                            "area": round(bw * bh, 2),
-                            "iscrowd": 0,
-                            "segmentation": segmentation(o["mask"], rle=ann_id % RLE_EVERY == 0),
-                        }
-                    )
-                    ann_id += 1
+                ann_id, objects = _annotate(rng, frame_objs, split == "train", size, image_id, ann_id, anns)
                 factors[str(image_id)] = {
                     **f,
                     "split": split,
@@ -424,11 +413,7 @@ def make_video(
                     "sequence_length": length,
                     "dup_group": None,
                     "n_objects": len(frame_objs),
-                    "objects": [
-                        {k2: o[k2] for k2 in ("cls", "size", "contrast", "occlusion", "truncated")}
-                        | {"noise": n, "box": [round(v, 2) for v in o["box"]]}
-                        for o, n in zip(frame_objs, per_obj)
-                    ],
+                    "objects": objects,
                 }
                 x, y = x + vx, y + vy
                 if not 0 <= x <= canvas_side - size:
