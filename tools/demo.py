@@ -62,11 +62,10 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
 
     re = add_prune_config(get_cfg())
     re.merge_from_file(str(run / "retrain.yaml"))
-    rand, pruned = random_subset(run)
+    rand, pruned, n_keep = random_subset(run)
     base = cfg.clone()
     base.OUTPUT_DIR = str(out / "random")
     name, _, image_root = next(e for e in cfg.PRUNE.COCO_DATASETS if e[0] == cfg.DATASETS.TRAIN[0])
-    n_keep = json.loads((rand / "subset.json").read_text())["n_images"]
     rand_yaml = write_retrain_config(base, name, pruned, image_root, n_keep, n_train, rand / "retrain.yaml")
     print(f"demo: retraining a random subset of the same size from {rand_yaml}", flush=True)
     t_random = train([*train_net, "--config-file", rand_yaml], out / "random.log")
@@ -95,16 +94,16 @@ def run_detectron2(out: Path, n_train: int, epochs: int, keep: float) -> None:
     )
 
 
-def random_subset(run: Path) -> tuple[Path, Path]:
+def random_subset(run: Path) -> tuple[Path, Path, int]:
     """A random subset of the pruned subset's size (``prune-hooks select --method random``) in ``run``/random:
-    the directory and its pruned COCO file."""
+    the directory, its pruned COCO file and its number of images."""
     from prune_hooks.cli import main as cli
 
-    subset = json.loads((run / "subset.json").read_text())
+    n_keep = json.loads((run / "subset.json").read_text())["n_images"]
     rand = run / "random"
-    if cli(["select", str(run), "--method", "random", "--count", str(subset["n_images"]), "--out", str(rand)]):
+    if cli(["select", str(run), "--method", "random", "--count", str(n_keep), "--out", str(rand)]):
         raise SystemExit("demo: random selection failed")
-    return rand, next(rand.glob("*_pruned.json"))
+    return rand, next(rand.glob("*_pruned.json")), n_keep
 
 
 def ap_text(ap: dict) -> str:
@@ -180,15 +179,13 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
 
     from prune_hooks.mmdet.retrain import write_retrain_config
 
-    rand, pruned = random_subset(run)
+    rand, pruned, n_keep = random_subset(run)
     base = Config.fromfile(str(proxy))
     base.work_dir = str(out / "random")
-    n_keep = json.loads((rand / "subset.json").read_text())["n_images"]
     rand_py = write_retrain_config(base, pruned, n_keep, n_train, rand / "retrain.py")
     print(f"demo: retraining a random subset of the same size from {rand_py}", flush=True)
     t_random = train([train_mmdet, rand_py], out / "random.log", env)
     batch = 4  # the toy config's train_dataloader.batch_size
-    kept = json.loads((run / "subset.json").read_text())["n_images"]
     passes = [
         float(m)
         for m in re_mod.findall(
@@ -196,7 +193,7 @@ def run_mmdet(out: Path, n_train: int, epochs: int, keep: float) -> None:
             (out / "proxy.log").read_text(),
         )
     ]
-    iters = (epochs * math.ceil(n_train / batch), epochs * math.ceil(kept / batch))
+    iters = (epochs * math.ceil(n_train / batch), epochs * math.ceil(n_keep / batch))
     summary(
         "mmdet",
         run,
@@ -236,7 +233,7 @@ def run_ultralytics(out: Path, n_train: int, epochs: int, keep: float) -> None:
     t_retrain = train(["-c", _yolo_cli(yolo, run / "retrain_args.yaml")], out / "retrain.log")
     # the same budget drawn at random, retrained with the same arguments
     subset = json.loads((run / "subset.json").read_text())
-    rand, _ = random_subset(run)
+    rand, _, _ = random_subset(run)
     from ultralytics.utils import YAML
 
     from prune_hooks.ultralytics import write_subset_files

@@ -97,8 +97,7 @@ class PruneHook(Hook):
             raise fail(f"PruneHook interval must be a positive number of iterations, got {interval}")
         self.keep_ratio, self.aggregation = float(keep_ratio), aggregation
         self.interval, self.score_thr, self.dump = interval, float(score_thr), bool(dump_detections)
-        for name, value in (("pass_batch_size", pass_batch_size), ("pass_workers", pass_workers)):
-            low = 1 if name == "pass_batch_size" else 0
+        for name, value, low in (("pass_batch_size", pass_batch_size, 1), ("pass_workers", pass_workers, 0)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise fail(f"PruneHook {name} must be an integer >= {low} or None, got {value!r}")
         self.pass_batch_size, self.pass_workers = pass_batch_size, pass_workers

@@ -145,13 +145,14 @@ class VPSCapture:
         iou, conf, index = cipa_match(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
         ok = learned(labels, pred_labels, index, iou)
         near_conf, near_box = near_prediction(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
+        rows = torch.arange(a, b, device=self.device)
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
-            soft = self.soft.reduce(torch.arange(a, b, device=self.device), padded[:, self._columns])
+            soft = self.soft.reduce(rows, padded[:, self._columns])
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
-        self._pending.append((torch.arange(a, b, device=self.device), iou, conf, ok, soft, near_conf, near_box))
+        self._pending.append((rows, iou, conf, ok, soft, near_conf, near_box))
 
     def local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
         """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results."""

@@ -7,6 +7,7 @@ object whose soft label's argmax is another foreground class with mean probabili
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import PruneHooksError
+from ..io import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -291,10 +293,6 @@ def save_soft_labels(path, ann_ids: np.ndarray, columns: np.ndarray, soft: SoftM
     columns ``top_columns`` [N, k] (-1 = none), ``top_probs`` [N, k] and ``rest`` [N]; with ``ann_id`` and
     ``columns`` (category ids, -1 = background) either way, and ``rest_entropy`` [N] (the rest's normalized
     entropy as the passes saw it) in the top-k form."""
-    import io
-
-    from ..io import atomic_write_bytes
-
     buf = io.BytesIO()
     if soft.exact:
         np.savez(buf, ann_id=ann_ids, columns=columns, probs=soft.dense().astype(np.float32))
@@ -323,8 +321,8 @@ def _as_means(soft: np.ndarray | SoftMeans) -> SoftMeans:
 
 
 def entropy(soft: np.ndarray | SoftMeans) -> np.ndarray:
-    """Entropy (nats) of each row of ``soft`` (ndarray[N, K] or kept columns + rest, the rest spread evenly over
-    the columns not kept); NaN rows stay NaN."""
+    """Entropy (nats) of each row of ``soft`` (ndarray[N, K], or kept columns + rest: the rest counted with its
+    normalized entropy as the passes saw it, at most an even spread over the columns not kept); NaN rows stay NaN."""
     if not isinstance(soft, SoftMeans):
         return _entropy(np.asarray(soft, dtype=np.float64))
     out = _entropy(np.where(soft.cols >= 0, soft.probs, 0.0))
