@@ -18,6 +18,7 @@ from ..core.errors import fail
 from ..core.lifecycle import Adapter, ImageOutput, StepImage
 from ..core.scoring.dense import pyramid_gt_outputs
 from ..core.scoring.inloop import Step, replayable
+from ..core.scoring.shards import Comm
 from ..core.selection.methods import PROTOTYPES, SOFT_LABELS
 
 __all__ = ["Detectron2Adapter", "GT_KINDS", "unwrap"]
@@ -106,8 +107,8 @@ class Detectron2Adapter(Adapter):
             original = (int(x.get("height", size[0])), int(x.get("width", size[1])))
             yield StepImage(x["image_id"], r.pred_boxes.tensor, r.scores, r.pred_classes, pr, g, size, original)
 
-    def all_gather(self):
-        return comm.all_gather if comm.get_world_size() > 1 else None
+    def comm(self) -> Comm:
+        return Comm(comm.get_rank(), comm.get_world_size(), lambda obj, dst: comm.gather(obj, dst=dst))
 
     def is_main(self) -> bool:
         return comm.is_main_process()

@@ -5,17 +5,19 @@ dense detector with the bbox head also run on the GT boxes, mmengine gathering, 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from mmengine.dist import all_gather_object, get_world_size, is_main_process
+from mmengine.dist import gather_object, get_rank, get_world_size, is_main_process
 from mmengine.model import is_model_wrapper
 
 from ..core.errors import fail
 from ..core.lifecycle import Adapter, ImageOutput, StepImage
 from ..core.scoring.dense import pyramid_gt_outputs
 from ..core.scoring.inloop import BREAKING_TRANSFORMS, Step, replayable
+from ..core.scoring.shards import Comm
 from ..core.selection.methods import PROTOTYPES, SOFT_LABELS
 from .config import pipeline_types
 from .retrain import write_retrain_config
@@ -124,8 +126,11 @@ class MMDetAdapter(Adapter):
             size, original = tuple(m["img_shape"][:2]), tuple(m["ori_shape"][:2])
             yield StepImage(m["img_id"], _tensor(r.bboxes), r.scores, r.labels, pr, g, size, original)
 
-    def all_gather(self):
-        return all_gather_object if get_world_size() > 1 else None
+    def comm(self) -> Comm:
+        if get_world_size() == 1:
+            return Comm()
+        group = _cpu_group()
+        return Comm(get_rank(), get_world_size(), lambda obj, dst: gather_object(obj, dst=dst, group=group))
 
     def is_main(self) -> bool:
         return is_main_process()
@@ -236,3 +241,12 @@ def _gt_kind(model) -> str | None:
     head = getattr(model, "bbox_head", None)
     dense = ("prior_generator", "predict_by_feat", "num_classes")
     return "dense" if head is not None and all(hasattr(head, n) for n in dense) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_group() -> Any:
+    """A gloo group for gathering host objects (the default group when training already uses gloo; NCCL would
+    move every pickled object through the GPU). Made once, by every rank, when the hook builds its run."""
+    import torch.distributed as dist
+
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")

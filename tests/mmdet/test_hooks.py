@@ -204,7 +204,10 @@ def test_coverage_options_shape_the_hooks_subset_as_the_cli_does(tmp_path):
     assert subset["image_ids"] == json.loads((ref / "subset.json").read_text())["image_ids"]
 
 
-def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
+@pytest.mark.parametrize("world", [2, 3])
+def test_cpu_processes_equal_one_process_over_the_same_passes(tmp_path, world):
+    """Each rank keeps its range of objects (sharded state); the run holds the one-process statistics of the
+    passes, and one process resumes the state the ranks wrote (another world size)."""
     config, files = write_config(tmp_path, epochs=2)
     env = dict(os.environ, PRUNE_TOY_ROOT=str(tmp_path / "toy") + "/")
     with socket.socket() as sock:
@@ -215,7 +218,7 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node",
-        "2",
+        str(world),
         "--master_port",
         str(port),
         str(ROOT / "tools" / "train_mmdet.py"),
@@ -228,7 +231,7 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     log = proc.stdout + proc.stderr
-    assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine counts processes as GPUs
+    assert "Distributed training: True" in log and f"GPU number: {world}" in log  # mmengine counts processes as GPUs
     run = tmp_path / "work" / "prune"
     passes = sorted((run / "passes").glob("pass_*.json"))
     assert len(passes) == 2
@@ -238,6 +241,13 @@ def test_two_cpu_processes_equal_one_process_over_the_same_passes(tmp_path):
     protos = np.load(run / "prototypes.npz")
     assert sorted(zip(protos["image_id"].tolist(), protos["category_id"].tolist())) == pairs
     assert log.count("prune run written to") == 1  # rank 0 alone writes
+    if world == 3:
+        more = ("--cfg-options", "train_cfg.max_epochs=3", "train_cfg.val_interval=3")
+        proc = train(config, tmp_path, "--resume", *more)
+        assert "resumed prune state: 2 scoring passes" in proc.stdout + proc.stderr
+        passes = sorted((run / "passes").glob("pass_*.json"))
+        assert len(passes) == 3
+        assert_matches_cli(run, files, passes, tmp_path, 1e-5)
 
 
 def test_shape_methods_scored_at_start_beside_vps(tmp_path):

@@ -11,7 +11,7 @@ threshold_owners(model) box_predictor.test_score_thresh    roi_head/bbox_head te
 in_loop_parts(model)    backbone, RPN head, inputs         neck, RPN head, data_samples
 step_images(model, s)   the step's batch on its features   the step's samples on its features
 run_meta()              dataset names, period, iterations  ann_file, iterations
-all_gather / is_main    detectron2.utils.comm              mmengine.dist
+comm / is_main          detectron2.utils.comm              mmengine.dist
 log / put_scalar        logger / EventStorage              runner.logger / message hub
 write_retrain(...)      retrain.yaml                       retrain.py
 """
@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import torch
 
 from ..scoring.inloop import Step
+from ..scoring.shards import SINGLE, Comm
 
 __all__ = ["Adapter", "ImageOutput", "StepImage"]
 
@@ -127,9 +128,9 @@ class Adapter(abc.ABC):
         """Where ``infer`` reads GT-box outputs for this model, in a few words (for logs and refusals)."""
         return "no box head or dense head this adapter knows"
 
-    def all_gather(self) -> Callable[[Any], list[Any]] | None:
-        """The framework's gather of picklable objects in a distributed run, else None."""
-        return None
+    def comm(self) -> Comm:
+        """This process's rank, the world size and the framework's gather of picklable objects to one rank."""
+        return SINGLE
 
     def is_main(self) -> bool:
         return True

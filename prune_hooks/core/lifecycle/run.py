@@ -109,7 +109,7 @@ class ScoringRun:
         self.score_thresh, self.dump = float(score_thresh), bool(dump)
         self.out_dir = Path(out_dir)
         self.scores_training_set = bool(scores_training_set)
-        self.capture = VPSCapture(index, device=device, record=self.dump)
+        self.capture = VPSCapture(index, device=device, record=self.dump, comm=adapter.comm())
         needs = needs_of(self.methods)
         self.want_prototypes = PROTOTYPES in needs or self.coverage.get("dedup_threshold") is not None
         self._lut: torch.Tensor | None = None
@@ -179,7 +179,7 @@ class ScoringRun:
                         probs=out.probs,
                         features=out.features,
                     )
-        closed = cap.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), vps=vps, dump=self.dump)
+        closed = cap.close_pass(self.out_dir, ad.is_main(), vps=vps, dump=self.dump)
         if closed is None:
             return
         t, seen = closed
@@ -222,7 +222,7 @@ class ScoringRun:
         """In-loop capture: end an epoch's observations like the end of a pass."""
         ad, skipped, self.skipped = self.adapter, self.skipped, 0
         seconds, self.in_loop_seconds = self.in_loop_seconds, 0.0
-        closed = self.capture.close_pass(self.out_dir, ad.all_gather(), ad.is_main(), dump=self.dump)
+        closed = self.capture.close_pass(self.out_dir, ad.is_main(), dump=self.dump)
         if closed is None or not ad.is_main():
             return
         t, seen = closed
@@ -266,7 +266,8 @@ class ScoringRun:
         from ..outputs.report import report_or_warn  # matplotlib only when a run is written
 
         run, n_total = self.out_dir, self.index.num_images
-        never = self.never_matched()
+        capture = self.capture.whole()  # every rank's objects
+        never = self.never_matched(capture)
         meta = {**meta, "methods": self.methods, "scores_training_set": self.scores_training_set}
         meta["capture"] = self.capture_mode
         meta["never_matched"] = never
@@ -274,7 +275,7 @@ class ScoringRun:
         method = self.methods[0]
         subset, pruned, n_keep = write_hook_run(
             run,
-            self.capture,
+            capture,
             self.adapter.framework,
             meta,
             method,
@@ -297,13 +298,13 @@ class ScoringRun:
         self.adapter.log(f"prune run written to {run}: kept {n_keep} of {n_total} images ({how}); {then}")
         return subset
 
-    def never_matched(self) -> int:
+    def never_matched(self, capture: VPSCapture) -> int:
         """Objects no prediction ever matched in any pass (matched IoU and confidence 0 throughout);
         when they are most objects, say so loudly: their VPS is 0 and carries no information."""
         n = self.index.num_objects
-        if not n or self.capture.acc.passes == 0:
+        if not n or capture.acc.passes == 0:
             return 0
-        vps = self.capture.acc.vps()
+        vps = capture.acc.vps()
         never = int(((vps["iou_mean"] == 0) & (vps["conf_mean"] == 0) & (vps["passes"] > 0)).sum())
         if never > n / 2:
             self.adapter.log(

@@ -168,9 +168,11 @@ class LabelAudit:
             t["score_sum"] = np.concatenate([t["score_sum"], [n[3] for n in new]])
             t["hits"] = np.concatenate([t["hits"], np.ones(len(new), np.int64)])
             t["recent"] = np.concatenate([t["recent"], np.ones(len(new), np.int64)])
-        alive = t["recent"] != 0
+        # live tracks in image order (stable): the same order whichever ranks kept which images
+        keep = np.flatnonzero(t["recent"] != 0)
+        keep = keep[np.argsort(t["image"][keep], kind="stable")]
         for key in t:
-            t[key] = t[key][alive]
+            t[key] = t[key][keep]
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The state as numpy arrays, slots ordered oldest pass first (what RUN/audit.npz holds)."""

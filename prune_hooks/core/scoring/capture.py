@@ -3,13 +3,14 @@
 The adapters turn their outputs (detectron2 ``Instances``, mmdet ``DetDataSample``) into plain tensors
 in original image coordinates with COCO category ids and call :meth:`VPSCapture.add_image`; the
 ground truth comes from the annotation file itself, so objects are keyed by COCO annotation id
-whatever the framework's loader keeps.
+whatever the framework's loader keeps. In a run of several processes each rank keeps the state of its range
+of the file's objects (:mod:`.shards`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from .audit import LabelAudit, unexplained
 from .matching import box_iou, cipa_match, learned, near_prediction
 from .prototypes import PrototypeCollector, save_prototypes
 from .scores import VPSAccumulator
+from .shards import SINGLE, Comm, exchange, image_ranges, join_states, shard_state
 from .softlabels import SoftLabels
 
 __all__ = ["VPSCapture"]
@@ -33,16 +35,26 @@ class VPSCapture:
         index: the training annotation file.
         device: where the accumulator and the ground-truth boxes live (the model's device).
         record: also keep each pass's predictions as COCO results (for checking against the CLI).
+        comm: the process's rank, the world size and the framework's gather; with several ranks the
+            accumulators hold this rank's range of objects (``rows``, ``images``) only.
     """
 
-    def __init__(self, index: CocoIndex, device: torch.device | str = "cpu", record: bool = False) -> None:
+    def __init__(
+        self, index: CocoIndex, device: torch.device | str = "cpu", record: bool = False, comm: Comm = SINGLE
+    ) -> None:
         self.index = index
         self.device = torch.device(device)
-        self.acc = VPSAccumulator(index.num_objects, device=self.device)
-        self.audit = LabelAudit(index.num_objects, device=self.device)
+        self.comm = comm
+        self._image_ranges = image_ranges(index.offsets, comm.world)
+        self._row_ranges = np.asarray(index.offsets, dtype=np.int64)[self._image_ranges]
+        r = comm.rank
+        self.images = (int(self._image_ranges[r]), int(self._image_ranges[r + 1]))
+        self.rows = (int(self._row_ranges[r]), int(self._row_ranges[r + 1]))
+        n = self.rows[1] - self.rows[0]
+        self.acc = VPSAccumulator(n, device=self.device)
+        self.audit = LabelAudit(n, device=self.device)
+        self._whole: dict[str, Any] | None = None  # main of a sharded run: every rank's state after the last pass
         self._pos = index.image_position()
-        self._gt_boxes = torch.as_tensor(index.obj_boxes, dtype=torch.float32, device=self.device)
-        self._gt_labels = torch.as_tensor(index.obj_category_ids, device=self.device)
         self._pending: list[tuple[torch.Tensor, ...]] = []  # per image: the objects' matches
         self._candidates: list[tuple[torch.Tensor, ...]] = []  # per image: unexplained detections (label audit)
         self._seen: set[int] = set()
@@ -66,16 +78,17 @@ class VPSCapture:
         cols = [where.get(int(c), k + 1) for c in self.index.category_ids] + [k]  # k + 1: a zero column
         self._columns = torch.as_tensor(cols, device=self.device)
         if self.soft is None:
-            self.soft = SoftLabels(self.index.num_objects, len(cols), device=self.device)
+            self.soft = SoftLabels(self.acc.num_objects, len(cols), device=self.device)
 
     def collect_prototypes(self) -> None:
         """Also keep per-image per-class mean features in :meth:`add_image` (until :meth:`take_prototypes`)."""
         self.prototypes = PrototypeCollector(self.index)
 
-    def take_prototypes(self, all_gather: Callable[[Any], list[Any]] | None = None) -> dict[str, Any]:
+    def take_prototypes(self) -> dict[str, Any] | None:
+        """Every rank's prototypes of the pass (on the main process; None on the others)."""
         if self.prototypes is None:
             raise PruneHooksError("no prototypes collected: call collect_prototypes() before the pass")
-        arrays = self.prototypes.arrays(all_gather)
+        arrays = self.prototypes.arrays(self.comm)
         self.prototypes = None
         self.prototypes_taken = True
         return arrays
@@ -92,9 +105,10 @@ class VPSCapture:
         return int(self.index.offsets[pos]), int(self.index.offsets[pos + 1])
 
     def gt_boxes(self, image_id: int) -> torch.Tensor:
-        """The image's object boxes, Tensor[n, 4] xyxy in original image coordinates, on the device."""
+        """The image's object boxes, Tensor[n, 4] xyxy in original image coordinates, on the device (read from
+        the index's host arrays per image: no copy of every box on the device)."""
         a, b = self.object_slice(image_id)
-        return self._gt_boxes[a:b]
+        return torch.as_tensor(self.index.obj_boxes[a:b], dtype=torch.float32).to(self.device)
 
     def add_image(
         self,
@@ -133,7 +147,7 @@ class VPSCapture:
         boxes = boxes.to(self.device, torch.float32)
         scores = scores.to(self.device, torch.float32)
         pred_labels = category_ids.to(self.device)
-        gt = self._gt_boxes[a:b]
+        gt = self.gt_boxes(image_id)
         pair_iou = box_iou(gt.float(), boxes) if a < b and len(boxes) else None  # shared by the three uses
         odd = unexplained(gt, boxes, scores, pair_iou)
         if odd.any():
@@ -141,7 +155,7 @@ class VPSCapture:
             self._candidates.append((pos_t, pred_labels[odd].long().cpu(), boxes[odd].cpu(), scores[odd].cpu()))
         if a == b:
             return
-        labels = self._gt_labels[a:b]
+        labels = torch.as_tensor(self.index.obj_category_ids[a:b]).to(self.device)
         iou, conf, index = cipa_match(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
         ok = learned(labels, pred_labels, index, iou)
         near_conf, near_box = near_prediction(gt, labels, boxes, scores, pred_labels, iou=pair_iou)
@@ -149,7 +163,7 @@ class VPSCapture:
         if probs is not None and self._columns is not None:
             probs = probs.to(self.device, torch.float32)
             padded = torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=1)
-            soft = self.soft.reduce(rows, padded[:, self._columns])
+            soft = self.soft.reduce(padded[:, self._columns])
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
         self._pending.append((rows, iou, conf, ok, soft, near_conf, near_box))
@@ -173,21 +187,31 @@ class VPSCapture:
             )
         return objects, cands, self.results
 
-    def end_pass(self, all_gather: Callable[[Any], list[Any]] | None = None) -> list[dict[str, Any]]:
-        """Close the pass: one vectorized accumulator update with every image of the pass.
-
-        Args:
-            all_gather: in distributed runs, the framework's gather (e.g. detectron2
-                ``comm.all_gather``). Every rank then applies all ranks' matches, so every rank, and
-                so any checkpoint, holds the complete state.
+    def end_pass(self) -> list[dict[str, Any]]:
+        """Close the pass: every rank's rows go to the rank that keeps their objects, then one vectorized
+        accumulator update; with several ranks the main process then gathers every rank's state (host memory),
+        which checkpoints and the written run read.
 
         Returns:
-            the pass's recorded COCO results from all ranks (empty unless ``record``).
+            the pass's recorded COCO results from all ranks on the main process (empty unless ``record``).
         """
-        local = self.local_pass()
+        objects, cands, results = self.local_pass()
         self._pending.clear()
         self._candidates.clear()
-        parts = all_gather(local) if all_gather is not None else [local]
+        world = self.comm.world
+        if world > 1:
+            obj_owner = torch.from_numpy(np.searchsorted(self._row_ranges, objects[0].numpy(), "right") - 1)
+            cand_owner = torch.from_numpy(np.searchsorted(self._image_ranges, cands[0].numpy(), "right") - 1)
+            parts = exchange(
+                self.comm,
+                [
+                    (tuple(t[obj_owner == d] for t in objects), tuple(t[cand_owner == d] for t in cands))
+                    for d in range(world)
+                ],
+            )
+            recorded = self.comm.to(results, 0) or [] if self.record else []
+        else:
+            parts, recorded = [(objects, cands)], [results]
         idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.
@@ -198,40 +222,40 @@ class VPSCapture:
             idx, iou, conf, ok, soft, near_conf, near_box = (
                 t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, near_conf, near_box)
             )
+            idx = idx - self.rows[0]
             self.acc.update(idx, iou, conf, ok)
             if self.soft is not None and soft.shape[1] == self.soft.packed_width:
                 self.soft.apply(idx, soft)
         self.acc.end_pass()
         self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates([p[1] for p in parts]))
         self._seen.clear()
-        results, seen_images = [], set()
-        for _, _, res in parts:
+        if world > 1:
+            states = self.comm.to(self._local_state(), 0)
+            if states is not None:
+                self._whole = join_states(states)
+        out, seen_images = [], set()
+        for res in recorded:
             ids = {r["image_id"] for r in res} - seen_images
-            results.extend(r for r in res if r["image_id"] in ids)
+            out.extend(r for r in res if r["image_id"] in ids)
             seen_images |= ids
         self.results = []
-        return results
+        return out
 
     def close_pass(
-        self,
-        out_dir: Path,
-        all_gather: Callable[[Any], list[Any]] | None,
-        main_process: bool,
-        vps: bool = True,
-        dump: bool = False,
+        self, out_dir: Path, main_process: bool, vps: bool = True, dump: bool = False
     ) -> tuple[int, int] | None:
         """End a hook's pass: collected prototypes gathered and saved to ``out_dir/prototypes.npz``,
         then the VPS pass closed (and its detections dumped to ``out_dir/passes/``), only the main
         process writing. Returns (pass number, images this rank saw), or None for a features-only pass."""
         if self.prototypes is not None:
-            arrays = self.take_prototypes(all_gather)
-            if main_process:
+            arrays = self.take_prototypes()
+            if main_process and arrays is not None:
                 save_prototypes(Path(out_dir) / "prototypes.npz", arrays)
         if not vps:
             self.discard_pass()
             return None
         seen = self.images_seen
-        results = self.end_pass(all_gather=all_gather)
+        results = self.end_pass()
         if main_process and dump:
             write_json(Path(out_dir) / "passes" / f"pass_{self.acc.passes:03d}.json", results, indent=None)
         return self.acc.passes, seen
@@ -247,21 +271,53 @@ class VPSCapture:
     def images_seen(self) -> int:
         return len(self._seen)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _local_state(self) -> dict[str, Any]:
         state = {"vps": self.acc.state_dict(), "audit": self.audit.state_dict()}
         if self.soft is not None:
             state["soft_labels"] = self.soft.state_dict()
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state, every object in the file's order (on the main process of a sharded run: as gathered
+        at the last pass; other ranks return their part, marked, which :meth:`load_state_dict` refuses)."""
+        if self.comm.world == 1:
+            return self._local_state()
+        if self.comm.rank != 0:
+            return {**self._local_state(), "rows": torch.tensor(self.rows)}
+        if self._whole is None:  # no pass yet: nothing recorded
+            return VPSCapture(self.index).state_dict()
+        return self._whole
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.acc.load_state_dict(state["vps"])
-        if "audit" in state:  # checkpoints of earlier versions have none: the audit starts at the resume
-            self.audit.load_state_dict(state["audit"])
-        if "soft_labels" in state:
+        """Resume from a whole state (any world size wrote it): this rank takes its range of objects."""
+        if "rows" in state:
+            raise PruneHooksError(f"prune state holds objects {state['rows'].tolist()} of one rank, not the whole run")
+        held = int(torch.as_tensor(state["vps"]["learned_passes"]).shape[0])
+        if held != self.index.num_objects:
+            raise PruneHooksError(
+                f"prune state holds {held} objects, {self.index.path} has {self.index.num_objects}: "
+                "was the dataset changed?"
+            )
+        mine = shard_state(state, self.rows, self.images) if self.comm.world > 1 else state
+        self.acc.load_state_dict(mine["vps"])
+        if "audit" in mine:  # checkpoints of earlier versions have none: the audit starts at the resume
+            self.audit.load_state_dict(mine["audit"])
+        if "soft_labels" in mine:
             if self.soft is None:
-                k = SoftLabels.columns_of(state["soft_labels"])
-                self.soft = SoftLabels(self.index.num_objects, k, device=self.device)
-            self.soft.load_state_dict(state["soft_labels"])
+                k = SoftLabels.columns_of(mine["soft_labels"])
+                self.soft = SoftLabels(self.acc.num_objects, k, device=self.device)
+            self.soft.load_state_dict(mine["soft_labels"])
+        if self.comm.world > 1 and self.comm.rank == 0:
+            self._whole = state
+
+    def whole(self) -> VPSCapture:
+        """The whole state as one capture (for writing the run, on the main process): this capture in a run of
+        one process, else one on the CPU holding what every rank kept at the last pass."""
+        if self.comm.world == 1:
+            return self
+        cap = VPSCapture(self.index)
+        cap.load_state_dict(self.state_dict())
+        return cap
 
 
 def _distinct_candidates(parts: list[tuple[torch.Tensor, ...]]) -> tuple[np.ndarray, ...]:

@@ -16,7 +16,7 @@ import mmap
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch
 from ..data.coco import CocoIndex
 from ..errors import PruneHooksError
 from ..io import atomic_writer
+from .shards import SINGLE, Comm
 
 __all__ = ["PrototypeCollector", "save_prototypes", "load_prototypes", "image_features", "row_chunks"]
 
@@ -55,9 +56,11 @@ class PrototypeCollector:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def arrays(self, all_gather: Callable[[Any], list[Any]] | None = None) -> dict[str, np.ndarray]:
-        """All ranks' prototypes (every rank gets them) as the npz arrays, in file order."""
-        parts = all_gather(self._rows) if all_gather is not None else [self._rows]
+    def arrays(self, comm: Comm = SINGLE) -> dict[str, np.ndarray] | None:
+        """All ranks' prototypes as the npz arrays, in file order, on the main process (None on the others)."""
+        parts = comm.to(self._rows, 0)
+        if parts is None:
+            return None
         rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for part in parts:
             for pos, value in part.items():

@@ -33,6 +33,7 @@ SUSPECT_COLUMNS = ("ann_id", "image_id", "category_id", "suspected_category_id",
 
 
 DEFAULT_TOP_K = 8
+CHUNK = 1 << 20  # rows of one apply step
 
 
 class SoftLabels:
@@ -41,10 +42,11 @@ class SoftLabels:
     Each object keeps the ``top_k`` columns of largest accumulated probability (``cols`` int16, ``mass``
     float32 sums), the mass of every other column in one number (``rest``, read as spread evenly over
     them), two sums that describe the rest's shape (for the entropy) and its number of distributions
-    (``count``): 6·k + 14 bytes an object (k = 8: 62). A pass adds
-    its distribution to that picture: the kept columns add their probability, a column not kept its
-    even share of the rest plus its probability, and the k largest stay kept; the others' mass is the
-    new rest. With ``top_k`` >= K every column is kept and the sums are the dense ones, float for float.
+    (``count``): 6·k + 14 bytes an object (k = 8: 62). A pass brings each object's 2·k largest columns and the
+    mass of the others (:meth:`reduce`, whatever rank scored it) and adds that to the picture: a kept column adds
+    its probability (its even share of the columns not brought, if it is not among them), a brought column not
+    kept enters with its probability plus its even share of the rest, and the k largest stay kept; the others'
+    mass is the new rest. With ``top_k`` >= K every column is kept and the sums are the dense ones, float for float.
     """
 
     def __init__(
@@ -72,35 +74,35 @@ class SoftLabels:
         return int(self.cols.shape[1])
 
     @property
+    def sent(self) -> int:
+        """Columns of a pass's distribution :meth:`reduce` keeps: the 2·k largest (all when K <= 2·k)."""
+        return min(2 * self.top_k, self.num_columns)
+
+    @property
     def packed_width(self) -> int:
         """Columns of :meth:`reduce`'s output."""
-        return 3 * self.top_k + 3
+        return 2 * self.sent + 3
 
-    def reduce(self, indices: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """What one pass's distributions ``probs`` Tensor[n, K] of objects ``indices`` add, in O(k) a row:
-        Tensor[n, 3k + 3] = (probs at the kept columns, the k largest other columns, their probs, the row's
-        total, the mass and -sum p·log p of the columns not kept). Valid until the next :meth:`apply` (the kept
-        columns may change there)."""
-        idx = torch.as_tensor(indices, device=self.mass.device).long()
+    def reduce(self, probs: torch.Tensor) -> torch.Tensor:
+        """One pass's distributions ``probs`` Tensor[n, K] in O(k) numbers a row, whatever the state:
+        Tensor[n, 2m + 3] = (the m = :attr:`sent` largest columns, their probabilities, the row's total, the
+        mass and -sum p·log p of the other columns). Stateless, so any rank can reduce an object's row and
+        send it to the rank that keeps the object."""
         probs = torch.as_tensor(probs, device=self.mass.device, dtype=torch.float32)
-        if probs.shape != (idx.numel(), self.num_columns):
+        if probs.ndim != 2 or probs.shape[1] != self.num_columns:
             raise PruneHooksError(
-                f"[SoftLabels] probs must have shape {(idx.numel(), self.num_columns)}, got {tuple(probs.shape)}"
+                f"[SoftLabels] probs must have shape (n, {self.num_columns}), got {tuple(probs.shape)}"
             )
-        cols = self.cols[idx].long()
-        safe = torch.where(cols >= 0, cols, self.num_columns)  # column K: a zero pad for empty slots
-        padded = torch.cat([probs, probs.new_zeros(len(idx), 1)], dim=1)
-        kept = padded.gather(1, safe)
-        other = padded.scatter(1, safe, float("-inf"))[:, : self.num_columns]
-        cand_v, cand_c = other.topk(self.top_k, dim=1)
-        p_out = torch.where(torch.isfinite(other), other, 0.0).clamp(min=0)
-        h_out = -(p_out * torch.log(p_out.clamp(min=1e-30))).sum(1, keepdim=True)
-        return torch.cat(
-            [kept, cand_c.float(), cand_v, probs.sum(1, keepdim=True), p_out.sum(1, keepdim=True), h_out], 1
-        )
+        vals, cols = probs.topk(self.sent, dim=1)
+        total = probs.sum(1, keepdim=True)
+        h_all = _plogp(probs).sum(1, keepdim=True)
+        h_sent = _plogp(vals).sum(1, keepdim=True)
+        unsent = (total - vals.clamp(min=0).sum(1, keepdim=True)).clamp(min=0)
+        return torch.cat([cols.float(), vals, total, unsent, (h_all - h_sent).clamp(min=0)], 1)
 
     def apply(self, indices: torch.Tensor, packed: torch.Tensor) -> None:
-        """Add :meth:`reduce`'s rows to the objects ``indices`` (distinct)."""
+        """Add :meth:`reduce`'s rows to the objects ``indices`` (distinct), ``CHUNK`` rows at a time (bounded
+        temporaries however many objects a pass holds)."""
         idx = torch.as_tensor(indices, device=self.mass.device).long()
         packed = torch.as_tensor(packed, device=self.mass.device, dtype=torch.float32)
         if packed.shape != (idx.numel(), self.packed_width):
@@ -108,20 +110,32 @@ class SoftLabels:
                 f"[SoftLabels] packed rows must have shape {(idx.numel(), self.packed_width)}, got "
                 f"{tuple(packed.shape)}"
             )
-        k = self.top_k
-        kept, cand_c, cand_p = packed[:, :k], packed[:, k : 2 * k].long(), packed[:, 2 * k : 3 * k]
-        total, r_out, h_out = packed[:, 3 * k], packed[:, 3 * k + 1], packed[:, 3 * k + 2]
+        for a in range(0, idx.numel(), CHUNK):
+            self._apply(idx[a : a + CHUNK], packed[a : a + CHUNK])
+
+    def _apply(self, idx: torch.Tensor, packed: torch.Tensor) -> None:
+        k, m = self.top_k, self.sent
+        p_cols, p_vals = packed[:, :m].long(), packed[:, m : 2 * m]
+        total, unsent, h_un = packed[:, 2 * m], packed[:, 2 * m + 1], packed[:, 2 * m + 2]
         cols, mass, rest = self.cols[idx].long(), self.mass[idx], self.rest[idx]
         before = mass.sum(1) + rest
-        mass = mass + kept  # empty slots add the pad's 0
-        # a column not kept holds its even share of the rest so far (what means() shows for it)
-        free = (self.num_columns - (cols >= 0).sum(1)).clamp(min=1)
-        cand_v = cand_p + (rest / free)[:, None]
-        new_mass, new_cols, pos = _top(torch.cat([mass, cand_v], 1), torch.cat([cols, cand_c], 1), k)
-        taken = ((pos - k)[:, :, None] == torch.arange(k, device=pos.device)).any(1)  # candidates kept
-        p_in = torch.where(taken & torch.isfinite(cand_p), cand_p, 0.0).clamp(min=0)
-        r_pass = (r_out - p_in.sum(1)).clamp(min=0)
-        h_pass = (h_out + (p_in * torch.log(p_in.clamp(min=1e-30))).sum(1)).clamp(min=0)
+        has = cols >= 0
+        # the pass's probability of each kept column: sent, or its even share of the columns not sent
+        share = unsent / max(self.num_columns - m, 1)
+        match = (cols[:, :, None] == p_cols[:, None, :]) & has[:, :, None]
+        in_pass = match.any(2)
+        p_kept = torch.where(in_pass, (match * p_vals[:, None, :]).sum(2), share[:, None]) * has
+        # a sent column not kept enters with its probability plus its even share of the rest so far
+        free = (self.num_columns - has.sum(1)).clamp(min=1)
+        new = ~((p_cols[:, :, None] == cols[:, None, :]) & has[:, None, :]).any(2)
+        cand_v = torch.where(new, p_vals + (rest / free)[:, None], float("-inf"))
+        new_mass, new_cols, pos = _top(torch.cat([mass + p_kept, cand_v], 1), torch.cat([cols, p_cols], 1), k)
+        # this pass's mass and entropy outside the columns kept now: the shape of the rest
+        p_all = torch.cat([p_kept, torch.where(new, p_vals, 0.0)], 1)
+        r_pass = (total - (p_all.gather(1, pos.clamp(min=0)) * (pos >= 0)).sum(1)).clamp(min=0)
+        sent_kept = (p_cols[:, :, None] == new_cols[:, None, :]).any(2)
+        unsent_kept = ((pos >= 0) & (pos < k) & ~in_pass.gather(1, pos.clamp(min=0, max=k - 1))).sum(1)
+        h_pass = (_plogp(torch.where(sent_kept, 0.0, p_vals)).sum(1) + h_un - unsent_kept * _plogp(share)).clamp(min=0)
         self.rest_r[idx] += r_pass
         self.rest_rh[idx] += h_pass + r_pass * torch.log(r_pass.clamp(min=1e-30))  # r·H(rest / r)
         self.cols[idx] = new_cols.to(self.cols.dtype)
@@ -131,7 +145,7 @@ class SoftLabels:
 
     def update(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
         """Add one distribution per object of ``indices`` (distinct), ``probs`` Tensor[n, K]."""
-        self.apply(indices, self.reduce(indices, probs))
+        self.apply(indices, self.reduce(probs))
 
     def merge(self, other: SoftLabels) -> None:
         """Add another state of the same objects (e.g. another rank's): columns kept by both add up."""
@@ -222,6 +236,12 @@ class SoftLabels:
         self.rest_r.copy_(state["rest_r"])
         self.rest_rh.copy_(state["rest_rh"])
         self.count.copy_(state["count"])
+
+
+def _plogp(p: torch.Tensor) -> torch.Tensor:
+    """-p·log p elementwise (0 where p <= 0)."""
+    p = p.clamp(min=0)
+    return -p * torch.log(p.clamp(min=1e-30))
 
 
 def _top(mass: torch.Tensor, cols: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ import torch
 from prune_hooks.core.data.coco import load_coco
 from prune_hooks.core.errors import PruneHooksError
 from prune_hooks.core.scoring.prototypes import PrototypeCollector, load_prototypes, row_chunks, save_prototypes
+from prune_hooks.core.scoring.shards import Comm
 
 
 def test_collector_means_per_image_and_class_in_file_order(coco_file):
@@ -28,7 +29,8 @@ def test_collector_gathers_other_ranks(coco_file):
     a, b = PrototypeCollector(index), PrototypeCollector(index)
     a.add(1, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     b.add(3, torch.tensor([[5.0, 6.0]]))
-    both = a.arrays(lambda rows: [rows, b._rows])
+    both = a.arrays(Comm(0, 2, lambda rows, dst: [rows, b._rows]))  # rank 0 of 2: receives both
+    assert a.arrays(Comm(1, 2, lambda rows, dst: None)) is None  # other ranks: nothing
     assert both["image_id"].tolist() == [3, 1, 1]
 
 
