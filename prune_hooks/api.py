@@ -116,7 +116,7 @@ def score_detections(
     if not detections:
         raise PruneHooksError("detections: give at least one COCO results file (one per scoring pass)")
     index = load_coco(annotations)
-    acc, audit_state = VPSAccumulator(index.num_objects), LabelAudit(index.num_objects)
+    acc, audit_state = VPSAccumulator(index.num_objects), LabelAudit(index.obj_boxes)
     everything = torch.arange(index.num_objects)
     for t, path in enumerate(progress(detections, desc="scoring passes", unit="pass"), 1):
         m = cipa_pass(index, load_detections(path, index))

@@ -4,11 +4,12 @@ closely top-k soft labels (core.scoring.softlabels) agree with the exact dense r
 
     python tools/bench/bench_state.py [--objects 60000] [--passes 12] [--ks 1 2 3 4 8 16] [--out DIR]
 
-Bytes: measured on the tensors of a real ``VPSCapture`` (VPS accumulator, label audit ring buffers, soft
-labels, the ground truth kept on the model's device) for each class count, divided by its objects; the
-dense layout of earlier versions (float32 [N, K + 1] sums and an int32 count) is the formula 4·(K + 1) + 4
-in place of the soft-label term. Every rank holds the whole state (it is not sharded), so 8 ranks hold
-8 copies: the per-rank figure is the 1-rank one.
+Bytes: measured on the device tensors of a real ``VPSCapture`` (VPS accumulator, label audit ring buffers,
+soft labels; ground-truth boxes are read per image from the host index) for each class count, divided by its
+objects; the layout of earlier versions (int64 / int32 counters, float32 audit slots, ground truth on the
+device: 120 bytes, and float32 [N, K + 1] soft-label sums with an int32 count: 4·(K + 1) + 4) is given beside
+it. Each of W ranks keeps 1/W of the objects (core.scoring.shards); the main process also holds the whole
+state in host memory after each pass (for checkpoints).
 
 Agreement: a synthetic stream of class distributions on COCO's shape (81 columns, long-tailed true classes,
 5% of objects annotated with another class, objects learned at different speeds, 3% never learned) fed to
@@ -67,17 +68,18 @@ def state_bytes(n_classes: int) -> dict[str, float]:
         "vps": size(
             acc.stats.count, acc.stats.mean, acc.stats.m2, acc.learned_passes, acc.forget_events, acc.learned_last
         ),  # fmt: skip
-        "audit": size(cap.audit.conf, cap.audit.box, cap.audit.valid),
-        "ground truth": size(cap._gt_boxes, cap._gt_labels),
+        "audit": size(cap.audit.conf, cap.audit.box_rel, cap.audit.valid),
         "soft labels": size(
             cap.soft.cols, cap.soft.mass, cap.soft.rest, cap.soft.rest_r, cap.soft.rest_rh, cap.soft.count
         ),  # fmt: skip
     }
     parts["total"] = sum(parts.values())
     parts["soft labels, dense layout"] = 4.0 * (n_classes + 1) + 4.0
-    parts["total, dense layout"] = parts["total"] - parts["soft labels"] + parts["soft labels, dense layout"]
+    parts["total, dense layout"] = EARLIER_FIXED + parts["soft labels, dense layout"]
     return parts
 
+
+EARLIER_FIXED = 33 + 63 + 24  # VPS, audit, ground truth on the device, before soft labels (earlier layout)
 
 # (std of each object's own logit noise, std of the noise drawn anew each pass, background logit offset)
 REGIMES = {"independent": (0.0, 1.0, 1.0), "flat": (1.0, 0.3, 1.0), "peaked": (2.5, 0.3, 3.0)}
@@ -176,21 +178,24 @@ def main() -> int:
         f"`python tools/bench/bench_state.py --objects {args.objects} --passes {args.passes}`; CPU. "
         f"Soft labels keep the top k = {DEFAULT_TOP_K} columns (the default) per object.",
         "",
-        "Bytes per object (measured on a VPSCapture's tensors; 'dense' = the soft-label layout of earlier "
-        "versions), and the state per rank. Every rank holds the whole state: 8 ranks hold the same per rank.",
+        "Bytes per object on the model's device (measured on a VPSCapture's tensors; 'before' = the layout of "
+        f"earlier versions: {EARLIER_FIXED} bytes of VPS, audit and ground truth, dense float32 soft labels, every "
+        "rank holding every object), and the device state per rank: each of W ranks keeps 1/W of the objects; "
+        "the main process also holds the whole state (the 1-rank figure) in host memory for checkpoints.",
         "",
-        "| data | classes | boxes | VPS | audit | ground truth | soft labels (dense → top-k) | total (dense → top-k) "
-        "| per rank, 1 or 8 ranks (dense → top-k) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data | classes | boxes | VPS | audit | soft labels (before → now) | total (before → now) "
+        "| per rank: before (any W) → now 1 rank / 8 ranks |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     result: dict = {"bytes": {}, "agreement": None}
     for name, (classes, images, boxes) in DATASETS.items():
         b = state_bytes(classes)
         result["bytes"][name] = {"classes": classes, "images": images, "boxes": boxes, **b}
         lines.append(
-            f"| {name} | {classes:,} | {boxes:,} | {b['vps']:.0f} | {b['audit']:.0f} | {b['ground truth']:.0f} | "
+            f"| {name} | {classes:,} | {boxes:,} | {b['vps']:.0f} | {b['audit']:.0f} | "
             f"{b['soft labels, dense layout']:,.0f} → {b['soft labels']:.0f} | {b['total, dense layout']:,.0f} → "
-            f"{b['total']:.0f} | {b['total, dense layout'] * boxes / 1e9:.2f} → {b['total'] * boxes / 1e9:.2f} GB |"
+            f"{b['total']:.0f} | {b['total, dense layout'] * boxes / 1e9:.2f} → {b['total'] * boxes / 1e9:.2f} / "
+            f"{b['total'] * boxes / 8e9:.2f} GB |"
         )
     rows, secs = [], 0.0
     for regime in REGIMES:

@@ -91,14 +91,22 @@ def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class LabelAudit:
     """The audit's state over a run's passes (see the module docstring).
 
-    Object history lives on ``device`` as ring buffers of ``recent`` slots; tracks live on the CPU.
+    Object history lives on ``device`` as ring buffers of ``recent`` slots: the confidence in float16 and the
+    box as float16 offsets from the object's own box in units of its width and height (a near prediction sits
+    within a few widths: about 1e-3 of the object's size, whatever the image's size), 11 bytes a slot;
+    tracks live on the CPU.
+
+    Args:
+        gt_boxes: ndarray[N, 4] xyxy, the objects' boxes (the index's host array; read per pass, not copied).
     """
 
-    def __init__(self, num_objects: int, device: torch.device | str | None = None, recent: int = RECENT_PASSES):
+    def __init__(self, gt_boxes: np.ndarray, device: torch.device | str | None = None, recent: int = RECENT_PASSES):
         self.recent = recent
         self.passes = 0
-        z = lambda *s, dtype=torch.float32: torch.zeros(recent, num_objects, *s, dtype=dtype, device=device)  # noqa: E731
-        self.conf, self.box, self.valid = z(), z(4), z(dtype=torch.bool)
+        self._gt = np.asarray(gt_boxes).reshape(-1, 4)
+        n = len(self._gt)
+        z = lambda *s, dtype=torch.float16: torch.zeros(recent, n, *s, dtype=dtype, device=device)  # noqa: E731
+        self.conf, self.box_rel, self.valid = z(), z(4), z(dtype=torch.bool)
         self.tracks = {
             "image": np.zeros(0, np.int64),  # image position in the index
             "category_id": np.zeros(0, np.int64),
@@ -131,8 +139,8 @@ class LabelAudit:
         self.valid[slot] = False
         idx = torch.as_tensor(indices, device=self.conf.device).long()
         if idx.numel():
-            for buf, v in ((self.conf, conf), (self.box, box)):
-                buf[slot, idx] = torch.as_tensor(v, device=buf.device).to(buf.dtype)
+            self.conf[slot, idx] = torch.as_tensor(conf, device=self.conf.device).to(self.conf.dtype)
+            self.box_rel[slot, idx] = self._encode(idx, torch.as_tensor(box, device=self.conf.device))
             self.valid[slot, idx] = True
         self.passes += 1
         with no_gc():  # many small lists per pass; none holds a cycle
@@ -174,16 +182,30 @@ class LabelAudit:
         for key in t:
             t[key] = t[key][keep]
 
+    def _scale(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = self._gt[rows].astype(np.float32)
+        return g, np.tile(np.maximum(g[:, 2:] - g[:, :2], 1.0), 2)
+
+    def _encode(self, idx: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        g, s = (torch.from_numpy(a).to(box.device) for a in self._scale(idx.cpu().numpy()))
+        return ((box.float() - g) / s).to(torch.float16)
+
+    def boxes(self) -> torch.Tensor:
+        """Tensor[recent, N, 4] float32 xyxy (CPU): the recorded boxes decoded."""
+        g, s = (torch.from_numpy(a) for a in self._scale(np.arange(len(self._gt))))
+        return g + self.box_rel.float().cpu() * s
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The state as numpy arrays, slots ordered oldest pass first (what RUN/audit.npz holds)."""
         order = [(self.passes + k) % self.recent for k in range(self.recent)]
-        out = {name: getattr(self, name)[order].cpu().numpy() for name in ("conf", "box", "valid")}
+        out = {"conf": self.conf[order].float().cpu().numpy(), "box": self.boxes()[order].numpy()}
+        out["valid"] = self.valid[order].cpu().numpy()
         out["passes"] = np.array(self.passes)
         out.update({f"track_{k}": v for k, v in self.tracks.items()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        state = {name: getattr(self, name).cpu() for name in ("conf", "box", "valid")}
+        state = {name: getattr(self, name).cpu() for name in ("conf", "box_rel", "valid")}
         # tensors only, so torch.load(..., weights_only=True) reads checkpoints and state.pt
         state.update(passes=self.passes, tracks={k: torch.from_numpy(v.copy()) for k, v in self.tracks.items()})
         return state
@@ -193,8 +215,11 @@ class LabelAudit:
             raise PruneHooksError(
                 f"[LabelAudit] state has shape {tuple(state['conf'].shape)}, expected {tuple(self.conf.shape)}"
             )
-        for name in ("conf", "box", "valid"):
-            getattr(self, name).copy_(state[name])
+        if "box" in state:  # an earlier version's absolute float32 boxes
+            rows = torch.arange(self.num_objects)
+            state = {**state, "box_rel": torch.stack([self._encode(rows, b) for b in torch.as_tensor(state["box"])])}
+        for name in ("conf", "box_rel", "valid"):
+            getattr(self, name).copy_(torch.as_tensor(state[name]))
         self.passes = int(state["passes"])
         self.tracks = {k: torch.as_tensor(v).numpy().copy() for k, v in state["tracks"].items()}
 

@@ -52,7 +52,7 @@ class VPSCapture:
         self.rows = (int(self._row_ranges[r]), int(self._row_ranges[r + 1]))
         n = self.rows[1] - self.rows[0]
         self.acc = VPSAccumulator(n, device=self.device)
-        self.audit = LabelAudit(n, device=self.device)
+        self.audit = LabelAudit(index.obj_boxes[self.rows[0] : self.rows[1]], device=self.device)
         self._whole: dict[str, Any] | None = None  # main of a sharded run: every rank's state after the last pass
         self._pos = index.image_position()
         self._pending: list[tuple[torch.Tensor, ...]] = []  # per image: the objects' matches

@@ -25,13 +25,16 @@ class VPSAccumulator:
     completed passes, so a resumed run knows what it already holds; per object also the passes in
     which it was learned (:func:`~prune_hooks.core.scoring.matching.learned`), its forgetting events
     (learned at a pass, not learned at the next pass that saw it) and whether it was learned at the
-    last pass that saw it. 8 + 2 * 2 * 4 + 4 + 4 + 1 = 33 bytes per object.
+    last pass that saw it. 4 + 2 * 2 * 4 + 2 + 2 + 1 = 25 bytes per object (counters of at most
+    ``MAX_PASSES`` passes).
     """
+
+    MAX_PASSES = 2**15 - 1  # the int16 counters' range
 
     def __init__(self, num_objects: int, device: torch.device | str | None = None) -> None:
         self.stats = Welford(num_objects, shape=(2,), device=device)
-        self.learned_passes = torch.zeros(num_objects, dtype=torch.int32, device=device)
-        self.forget_events = torch.zeros(num_objects, dtype=torch.int32, device=device)
+        self.learned_passes = torch.zeros(num_objects, dtype=torch.int16, device=device)
+        self.forget_events = torch.zeros(num_objects, dtype=torch.int16, device=device)
         self.learned_last = torch.zeros(num_objects, dtype=torch.bool, device=device)
         self.passes = 0
 
@@ -44,11 +47,13 @@ class VPSAccumulator:
         self.stats.update(indices, torch.stack([torch.as_tensor(iou), torch.as_tensor(conf)], dim=1))
         idx = torch.as_tensor(indices, device=self.stats.device).long()
         now = torch.as_tensor(learned, device=idx.device).bool()
-        self.forget_events[idx] += (self.learned_last[idx] & ~now).int()
-        self.learned_passes[idx] += now.int()
+        self.forget_events[idx] += (self.learned_last[idx] & ~now).to(torch.int16)
+        self.learned_passes[idx] += now.to(torch.int16)
         self.learned_last[idx] = now
 
     def end_pass(self) -> None:
+        if self.passes >= self.MAX_PASSES:
+            raise PruneHooksError(f"[VPSAccumulator] at most {self.MAX_PASSES} scoring passes a run (PERIOD thins)")
         self.passes += 1
 
     def merge(self, other: VPSAccumulator) -> None:

@@ -65,7 +65,7 @@ def exchange(comm: Comm, parts: list[Any]) -> list[Any]:
 
 # Where each part of VPSCapture.state_dict() keeps its objects: dim 0 of every tensor of "vps" and
 # "soft_labels", dim 1 of the audit's ring buffers; the audit's tracks belong to image positions.
-_AUDIT_ROWS = ("conf", "box", "valid")
+_AUDIT_ROWS = ("conf", "box_rel", "box", "valid")  # "box": an earlier version's absolute boxes
 
 
 def _map_rows(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -83,7 +83,8 @@ def shard_state(state: dict[str, Any], rows: tuple[int, int], images: tuple[int,
     if "audit" in state:
         audit = dict(state["audit"])
         for name in _AUDIT_ROWS:
-            audit[name] = audit[name][:, a:b]
+            if name in audit:
+                audit[name] = audit[name][:, a:b]
         image = torch.as_tensor(audit["tracks"]["image"])
         mine = (image >= p) & (image < q)
         audit["tracks"] = {k: torch.as_tensor(v)[mine] for k, v in audit["tracks"].items()}
@@ -101,7 +102,8 @@ def join_states(states: list[dict[str, Any]]) -> dict[str, Any]:
     if "audit" in first:
         audit = dict(first["audit"])
         for name in _AUDIT_ROWS:
-            audit[name] = torch.cat([s["audit"][name] for s in states], dim=1)
+            if name in audit:
+                audit[name] = torch.cat([s["audit"][name] for s in states], dim=1)
         names = first["audit"]["tracks"]
         tracks = {k: torch.cat([torch.as_tensor(s["audit"]["tracks"][k]) for s in states]) for k in names}
         order = torch.argsort(tracks["image"], stable=True)

@@ -14,7 +14,7 @@ __all__ = ["Welford"]
 class Welford:
     """Per-object running count, mean and sum of squared deviations, kept on one device.
 
-    State is ``count`` Tensor[N] (int64) and ``mean``/``m2`` Tensor[N, *shape] (float32 by default):
+    State is ``count`` Tensor[N] (int32) and ``mean``/``m2`` Tensor[N, *shape] (float32 by default):
     O(N) memory whatever the number of updates. An object may be missing from an update.
 
     Float32 is enough here: for values in [0, 1] the incremental update keeps ~1e-7 relative error
@@ -32,7 +32,7 @@ class Welford:
             raise PruneHooksError(f"[Welford] num must be >= 0, got {num}")
         self.num = int(num)
         self.shape = tuple(shape)
-        self.count = torch.zeros(num, dtype=torch.long, device=device)
+        self.count = torch.zeros(num, dtype=torch.int32, device=device)
         self.mean = torch.zeros((num, *self.shape), dtype=dtype, device=device)
         self.m2 = torch.zeros((num, *self.shape), dtype=dtype, device=device)
 
@@ -114,6 +114,6 @@ class Welford:
                 f"[Welford] state holds {count.shape[0]} objects of shape {tuple(state['mean'].shape[1:])}, "
                 f"this accumulator has {self.num} of shape {self.shape}: was the dataset changed?"
             )
-        self.count = count.to(self.device, torch.long).clone()
+        self.count = count.to(self.device, torch.int32).clone()
         self.mean = torch.as_tensor(state["mean"]).to(self.device, self.mean.dtype).clone()
         self.m2 = torch.as_tensor(state["m2"]).to(self.device, self.m2.dtype).clone()

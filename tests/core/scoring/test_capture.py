@@ -33,8 +33,9 @@ def test_capture_equals_cli_path_and_counts_repeated_images_once(coco_file):
     assert vps["learned_passes"].tolist() == m.learned.astype(int).tolist()
     # the label audit's state: same matches and boxes, and the unexplained detections once each
     audit = a.audit.arrays()
-    assert audit["valid"][-1].all() and audit["conf"][-1].tolist() == pytest.approx(m.near_conf.tolist(), abs=1e-6)
-    assert audit["box"][-1].ravel().tolist() == pytest.approx(m.near_box.ravel().tolist(), abs=1e-4)
+    # the audit keeps confidences in float16 and boxes as float16 offsets from the object's box
+    assert audit["valid"][-1].all() and audit["conf"][-1].tolist() == pytest.approx(m.near_conf.tolist(), abs=1e-3)
+    assert audit["box"][-1].ravel().tolist() == pytest.approx(m.near_box.ravel().tolist(), abs=1e-2)
     assert m.near_conf.tolist() == pytest.approx([0.0, 0.8, 0.6])  # 13 (no cat-1 box near), 10, 11 (dog at IoU .5)
     assert len(m.candidates[0]) == 2  # image 1's 3rd box (once) and image 2's
     assert sorted(audit["track_image"].tolist()) == sorted(m.candidates[0].tolist())

@@ -114,4 +114,4 @@ def test_memory_does_not_grow_with_passes():
     for _ in range(50):
         w.update(torch.arange(100), torch.rand(100, 2))
     after = sum(t.numel() * t.element_size() for t in w.state_dict().values())
-    assert before == after == 100 * (8 + 2 * 2 * 4)
+    assert before == after == 100 * (4 + 2 * 2 * 4)
