@@ -19,6 +19,7 @@ from . import coverage
 from . import methods as registry
 from .algorithms import subset_record
 from .coverage import DEFAULT_STRATA, default_beta
+from .estimate import check_cost, selection_cost
 from .inputs import RunInputs
 
 __all__ = ["DEFAULT_LAMBDA", "select"]
@@ -84,6 +85,7 @@ def select(
         seed = None
     else:
         aggregation = None
+        _check_cost(method, m, inputs, n_keep, dedup_threshold is not None)
         seed = (0 if seed is None else seed) if m.seeded else None
         req = registry.Request(n_keep=n_keep, seed=seed or 0, lam=lam)
         ranked, extra = m.rank(inputs, req)
@@ -103,6 +105,8 @@ def select(
     elif per_group_max is not None:
         raise PruneHooksError("--per-group-max needs --group-by")
     if dedup_threshold is not None:
+        if m.is_score:
+            _check_cost(method, m, inputs, n_keep, True)
         ids, feats = image_features(inputs.prototypes("--dedup"))
         ranked = coverage.dedup(ranked, dict(zip(ids.tolist(), feats)), dedup_threshold, n_keep)
         extra["dedup"] = dedup_threshold
@@ -117,3 +121,23 @@ def select(
     record = subset_record(method, aggregation, keep_ratio, index.num_images, seed, ranked[:n_keep])
     record.update(extra)
     return record
+
+
+def _check_cost(method: str, m: registry.Method, inputs: RunInputs, n_keep: int, dedup: bool) -> None:
+    """Say what a feature method (and --dedup) will cost before it starts; refuse what does not fit in memory."""
+    uses = registry.PROTOTYPES in m.needs
+    if not (uses or dedup):
+        return
+    feature = inputs.prototypes(method if uses else "--dedup")["feature"]
+    index = inputs.index
+    check_cost(
+        selection_cost(
+            method if uses else "",
+            images=index.num_images,
+            rows=int(feature.shape[0]),
+            dim=int(feature.shape[1]) if feature.ndim == 2 else 0,
+            classes=len(index.category_ids),
+            n_keep=n_keep,
+            dedup=dedup,
+        )
+    )
