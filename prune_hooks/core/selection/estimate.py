@@ -16,6 +16,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import PruneHooksError
 
 __all__ = ["Cost", "selection_cost", "check_cost", "available_memory"]
@@ -24,6 +26,7 @@ logger = logging.getLogger("prune_hooks")
 
 CSOD_SCANS = 270  # lazy greedy, tools/bench/bench_select.py at COCO size (186-265 measured)
 LONG = 3600.0  # seconds from which the estimate is a warning
+SLICE = 65536  # rows of the slice timed here
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def _matvec_seconds_per_byte(dim: int) -> float:
     """Seconds per byte of a float32 matrix-vector product here (a 64k-row slice, best of 3)."""
     import torch
 
-    x = torch.randn(65536, max(dim, 1))
+    x = torch.randn(SLICE, max(dim, 1))
     v = torch.randn(max(dim, 1))
     best = float("inf")
     for _ in range(3):
@@ -71,31 +74,60 @@ def _matvec_seconds_per_byte(dim: int) -> float:
     return best / (x.numel() * 4)
 
 
+def _block_seconds_per_kept_row(dim: int) -> float:
+    """Seconds per kept image of one --dedup block: 1,024 candidates against the kept features (a timed product)."""
+    import torch
+
+    f, kept = torch.randn(1024, max(dim, 1)), torch.randn(SLICE, max(dim, 1))
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        (f @ kept.T).max(dim=1)
+        best = min(best, time.perf_counter() - t)
+    return best / SLICE
+
+
+def _pick_seconds(method: str, images: int, dim: int) -> float:
+    """Seconds of one k-center / herding pick over ``images`` rows: the algorithm itself timed on a slice of at
+    most 64k rows (8 picks after the first), scaled by the rows."""
+    from .algorithms import herding, kcenter_greedy
+
+    rows = max(2, min(images, SLICE))
+    x = np.random.default_rng(0).standard_normal((rows, max(dim, 1)), dtype=np.float32)
+    run = (lambda n: kcenter_greedy(x, n, 0)) if method == "kcenter" else (lambda n: herding(x, n))
+    run(1)  # warm-up: the first call pays the allocations
+    t = time.perf_counter()
+    run(1)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    run(9)
+    return max(time.perf_counter() - t - first, 0.0) / 8 * images / rows
+
+
 def selection_cost(
     method: str, *, images: int, rows: int, dim: int, classes: int, n_keep: int, dedup: bool = False
 ) -> list[Cost]:
     """The costs of ``method`` (and of ``--dedup``) on ``images`` images with ``rows`` prototypes of ``dim``
     values over ``classes`` classes, keeping ``n_keep``. Empty for methods whose cost does not grow with features."""
     costs = []
-    per_byte = None
     feats = 4.0 * images * dim  # image_features: one float32 row an image
     gather = 24.0 * rows  # image_features: ids, inverse and order of every prototype row
     if method in ("kcenter", "herding"):
-        per_byte = _matvec_seconds_per_byte(dim)
         scans = float(min(n_keep, images))
-        costs.append(Cost(method, feats + gather + 16.0 * images, scans, feats, scans * feats * per_byte))
+        seconds = scans * _pick_seconds(method, images, dim)
+        costs.append(Cost(method, feats + gather + 16.0 * images, scans, feats, seconds))
     elif method == "csod":
-        per_byte = _matvec_seconds_per_byte(dim)
+        per_byte = _matvec_seconds_per_byte(dim)  # bench_select: one CSOD scan ≈ one float32 product
         ram = 80.0 * rows + 24.0 * images + 32.0 * classes * dim  # float64 bounds per row, per-class sums
         scan = 2.0 * rows * dim  # the float16 file, memory-mapped
         costs.append(Cost(method, ram, CSOD_SCANS, scan, CSOD_SCANS * scan * 2 * per_byte, mapped=scan))
     if dedup:
-        per_byte = per_byte or _matvec_seconds_per_byte(dim)
-        kept = 4.0 * min(n_keep, images) * dim
+        n = min(n_keep, images)
+        kept = 4.0 * n * dim
         # every block of 1,024 candidates against the images kept so far: on average half the kept matrix
-        scans = min(n_keep, images) / 1024.0 / 2
+        scans = n / 1024.0 / 2
         ram = feats + gather + kept + 120.0 * images  # + the image -> feature map
-        costs.append(Cost("--dedup", ram, scans, kept, scans * kept * per_byte))
+        costs.append(Cost("--dedup", ram, scans, kept, n / 1024.0 * n / 2 * _block_seconds_per_kept_row(dim)))
     return costs
 
 
