@@ -212,6 +212,14 @@ class VPSCapture:
             recorded = self.comm.to(results, 0) or [] if self.record else []
         else:
             parts, recorded = [(objects, cands)], [results]
+        # a rank that has scored no image yet has no soft labels: its empty rows take the others' width
+        widths = [p[0][4].shape[1] for p in parts if len(p[0][4])]
+        width = max(widths, default=0)
+        for p in parts:
+            if not len(p[0][4]):
+                p[0][4].resize_(0, width)
+        if width and self.soft is None:  # this rank keeps objects others scored before it scored any image
+            self.soft = SoftLabels(self.acc.num_objects, len(self.index.category_ids) + 1, device=self.device)
         idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.

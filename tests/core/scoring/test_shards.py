@@ -45,6 +45,8 @@ def predictions(idx, image_id, t):
 
 
 def score(cap, idx, image_ids, t):
+    if image_ids and cap._columns is None:  # as ScoringRun does: when the rank scores its first image
+        cap.set_model_classes(list(range(1, CLASSES + 1)))
     for i in image_ids:
         cap.add_image(i, *predictions(idx, i, t)[:3], probs=predictions(idx, i, t)[3])
     cap.end_pass()
@@ -55,6 +57,9 @@ def schedule(idx, world, t):
     order = np.random.default_rng(t).permutation(idx.image_ids)
     parts = [order[r::world].tolist() for r in range(world)]
     parts[-1].append(parts[0][0])  # a padded sampler: an image scored twice in the pass
+    if t == 0:  # the last rank scores nothing in the first pass: it has no soft labels when rows reach it
+        parts[0] += parts[-1]
+        parts[-1] = []
     return parts
 
 
@@ -69,7 +74,6 @@ def _worker(rank, world, port, path, out, resume):
 
         idx = load_coco(path)
         cap = VPSCapture(idx, comm=Comm(rank, world, gather))
-        cap.set_model_classes(list(range(1, CLASSES + 1)))
         passes = range(3)
         if resume:
             cap.load_state_dict(torch.load(resume, weights_only=True))
