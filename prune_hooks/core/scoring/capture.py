@@ -209,7 +209,7 @@ class VPSCapture:
                     for d in range(world)
                 ],
             )
-            recorded = self.comm.to(results, 0) or [] if self.record else []
+            recorded = (self.comm.to(results, 0) or []) if self.record else []
         else:
             parts, recorded = [(objects, cands)], [results]
         # a rank that has scored no image yet has no soft labels: its empty rows take the others' width
