@@ -77,8 +77,12 @@ class VPSCapture:
         where = {int(c): j for j, c in enumerate(coco_ids)}
         cols = [where.get(int(c), k + 1) for c in self.index.category_ids] + [k]  # k + 1: a zero column
         self._columns = torch.as_tensor(cols, device=self.device)
+        self._start_soft_labels()
+
+    def _start_soft_labels(self) -> None:
+        """Soft labels of this rank's objects, columns = the file's categories then background (once)."""
         if self.soft is None:
-            self.soft = SoftLabels(self.acc.num_objects, len(cols), device=self.device)
+            self.soft = SoftLabels(self.acc.num_objects, len(self.index.category_ids) + 1, device=self.device)
 
     def collect_prototypes(self) -> None:
         """Also keep per-image per-class mean features in :meth:`add_image` (until :meth:`take_prototypes`)."""
@@ -107,7 +111,9 @@ class VPSCapture:
     def gt_boxes(self, image_id: int) -> torch.Tensor:
         """The image's object boxes, Tensor[n, 4] xyxy in original image coordinates, on the device (read from
         the index's host arrays per image: no copy of every box on the device)."""
-        a, b = self.object_slice(image_id)
+        return self._gt_boxes(*self.object_slice(image_id))
+
+    def _gt_boxes(self, a: int, b: int) -> torch.Tensor:
         return torch.as_tensor(self.index.obj_boxes[a:b], dtype=torch.float32).to(self.device)
 
     def add_image(
@@ -147,7 +153,7 @@ class VPSCapture:
         boxes = boxes.to(self.device, torch.float32)
         scores = scores.to(self.device, torch.float32)
         pred_labels = category_ids.to(self.device)
-        gt = self.gt_boxes(image_id)
+        gt = self._gt_boxes(a, b)
         pair_iou = box_iou(gt.float(), boxes) if a < b and len(boxes) else None  # shared by the three uses
         odd = unexplained(gt, boxes, scores, pair_iou)
         if odd.any():
@@ -218,8 +224,8 @@ class VPSCapture:
         for p in parts:
             if not len(p[0][4]):
                 p[0][4].resize_(0, width)
-        if width and self.soft is None:  # this rank keeps objects others scored before it scored any image
-            self.soft = SoftLabels(self.acc.num_objects, len(self.index.category_ids) + 1, device=self.device)
+        if width:  # this rank may keep objects others scored before it scored any image
+            self._start_soft_labels()
         idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         if idx.numel():
             # Shards of some samplers overlap (padding): an object counts once per pass.

@@ -60,31 +60,32 @@ def _duration(s: float) -> str:
     return f"{s / 86400:.0f} days"
 
 
-def _matvec_seconds_per_byte(dim: int) -> float:
-    """Seconds per byte of a float32 matrix-vector product here (a 64k-row slice, best of 3)."""
+def _best_seconds(fn) -> float:
+    """The shortest of three timed calls of ``fn``."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _matvec_seconds_per_byte(rows: int, dim: int) -> float:
+    """Seconds per byte of a float32 matrix-vector product here (a slice of at most 64k of the ``rows``)."""
     import torch
 
-    x = torch.randn(SLICE, max(dim, 1))
+    x = torch.randn(max(1, min(rows, SLICE)), max(dim, 1))
     v = torch.randn(max(dim, 1))
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        x @ v
-        best = min(best, time.perf_counter() - t)
-    return best / (x.numel() * 4)
+    return _best_seconds(lambda: x @ v) / (x.numel() * 4)
 
 
-def _block_seconds_per_kept_row(dim: int) -> float:
-    """Seconds per kept image of one --dedup block: 1,024 candidates against the kept features (a timed product)."""
+def _block_seconds_per_kept_row(kept_rows: int, dim: int) -> float:
+    """Seconds per kept image of one --dedup block: 1,024 candidates against the kept features (a timed product
+    on at most 64k of the ``kept_rows``)."""
     import torch
 
-    f, kept = torch.randn(1024, max(dim, 1)), torch.randn(SLICE, max(dim, 1))
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        (f @ kept.T).max(dim=1)
-        best = min(best, time.perf_counter() - t)
-    return best / SLICE
+    f, kept = torch.randn(1024, max(dim, 1)), torch.randn(max(1, min(kept_rows, SLICE)), max(dim, 1))
+    return _best_seconds(lambda: (f @ kept.T).max(dim=1)) / len(kept)
 
 
 def _pick_seconds(method: str, images: int, dim: int) -> float:
@@ -114,7 +115,7 @@ def selection_cost(
         seconds = scans * _pick_seconds(method, images, dim)
         costs.append(Cost(method, feats + gather + 16.0 * images, scans, feats, seconds))
     elif method == "csod":
-        per_byte = _matvec_seconds_per_byte(dim)  # bench_select: one CSOD scan ≈ one float32 product
+        per_byte = _matvec_seconds_per_byte(rows, dim)  # bench_select: one CSOD scan ≈ one float32 product
         ram = 80.0 * rows + 24.0 * images + 32.0 * classes * dim  # float64 bounds per row, per-class sums
         scan = 2.0 * rows * dim  # the float16 file, memory-mapped
         costs.append(Cost(method, ram, CSOD_SCANS, scan, CSOD_SCANS * scan * 2 * per_byte, mapped=scan))
@@ -124,7 +125,7 @@ def selection_cost(
         # every block of 1,024 candidates against the images kept so far: on average half the kept matrix
         scans = n / 1024.0 / 2
         ram = feats + gather + kept + 120.0 * images  # + the image -> feature map
-        costs.append(Cost("--dedup", ram, scans, kept, n / 1024.0 * n / 2 * _block_seconds_per_kept_row(dim)))
+        costs.append(Cost("--dedup", ram, scans, kept, n / 1024.0 * n / 2 * _block_seconds_per_kept_row(n, dim)))
     return costs
 
 
