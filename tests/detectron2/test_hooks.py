@@ -389,6 +389,53 @@ def test_in_loop_takes_the_training_forwards_head_outputs_and_scores_the_same(tm
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize(
+    "zoo",
+    [
+        "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+        "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml",
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+    ],
+)
+def test_gt_boxes_ride_with_the_proposals_and_change_nothing(tmp_path, zoo, monkeypatch):
+    """The pass's one box-head call on proposals + GT boxes gives the detections (masks included), class
+    distributions and features of the model's own forward followed by a separate call on the GT boxes."""
+    import torch
+    from detectron2 import model_zoo
+    from detectron2.modeling import build_model
+
+    from prune_hooks.detectron2 import model as d2model
+
+    cfg = model_zoo.get_config(zoo)
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS, cfg.MODEL.ROI_HEADS.NUM_CLASSES = "cpu", "", 3
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS, cfg.MODEL.RESNETS.NORM = 18, 64, "GN"
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 0.0, 50  # an untrained model
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    kind = d2model._gt_kind(model)
+    assert kind == ("res5" if "C4" in zoo else "box_head") and d2model._stock_inference(model.roi_heads, kind)
+    g = torch.Generator().manual_seed(0)
+    batch = [{"image": torch.randint(0, 255, (3, 128, 160), generator=g).float()} for _ in range(2)]
+    gt = [torch.tensor([[4.0, 8.0, 60.0, 90.0], [30.0, 20.0, 150.0, 120.0]]), torch.zeros(0, 4)]
+    with torch.no_grad():
+        images = model.preprocess_image(batch)
+        features = model.backbone(images.tensor)
+        merged = d2model._heads(model, images, features, gt)
+        monkeypatch.setattr(d2model, "_stock_inference", lambda roi, kind: False)
+        separate = d2model._heads(model, images, features, gt)
+    for a, b in zip(merged[0], separate[0]):
+        assert len(a) > 0
+        torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        torch.testing.assert_close(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        if "mask" in zoo:
+            torch.testing.assert_close(a.pred_masks, b.pred_masks)
+    assert [len(p) for p in merged[1]] == [2, 0]
+    for part in (1, 2):
+        for a, b in zip(merged[part], separate[part]):
+            torch.testing.assert_close(a, b)
+
+
 def test_entry_point_refuses_a_config_without_prune_or_no_file_in_one_line(tmp_path):
     """`python -m prune_hooks.detectron2.train_net` on a config it cannot prune: one line, exit 1, nothing written."""
     plain = tmp_path / "plain.yaml"

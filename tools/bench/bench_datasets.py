@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """LVIS- and Objects365-size annotation files through the hook's state and ``prune-hooks select``, whole processes.
 
-    python tools/bench/bench_datasets.py [--datasets lvis objects365] [--dim 64] [--passes 2] [--out DIR]
+    python tools/bench/bench_datasets.py [--datasets lvis objects365] [--dim 64] [--passes 2] [--picks 2000]
 
 Each synthetic file has the real set's image, box and category counts (LVIS v1 train: 100,170 images,
 1,270,141 boxes, 1,203 categories, federated image fields, no ``iscrowd``; Objects365 v2 train: 1,742,289 images,
@@ -44,8 +44,8 @@ SELECTS = [  # (label, argv after the run directory)
     ("vps_iou", ["--method", "vps_iou", "--keep", "0.3"]),
     ("entropy", ["--method", "entropy", "--keep", "0.3"]),
     ("csod", ["--method", "csod", "--keep", "0.3"]),
-    ("kcenter, 2,000 kept", ["--method", "kcenter", "--count", "2000"]),
-    ("herding, 2,000 kept", ["--method", "herding", "--count", "2000"]),
+    ("kcenter, {picks:,} kept", ["--method", "kcenter", "--count", "{picks}"]),
+    ("herding, {picks:,} kept", ["--method", "herding", "--count", "{picks}"]),
     ("vps_iou --dedup 0.95", ["--method", "vps_iou", "--keep", "0.3", "--dedup", "0.95"]),
 ]
 
@@ -159,6 +159,7 @@ def main() -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--dim", type=int, default=64, help="prototype width (memory of 1,024 is in the estimates)")
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--picks", type=int, default=2000, help="images kcenter and herding keep (one scan each)")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--state-stage", nargs=3, metavar=("ANN", "RUN", "PASSES"), help=argparse.SUPPRESS)
@@ -187,6 +188,7 @@ def main() -> int:
             write_prototypes(tmp / "run", pair_img, pair_cat, args.dim)
             rows = []
             for label, argv in SELECTS:
+                label, argv = label.format(picks=args.picks), [a.format(picks=args.picks) for a in argv]
                 full = ["select", str(tmp / "run"), *argv, "--out", str(tmp / "sel")]
                 secs, gb, err = run_cli(full)
                 estimate = [line.split("prune_hooks: ")[-1] for line in err.splitlines() if "scans of" in line]
@@ -207,8 +209,9 @@ def write(out: Path, result: dict) -> None:
         f"`python tools/bench/bench_datasets.py` — {result['machine']}; synthetic files with the real image, box "
         "and category counts. State: one process loads the file, feeds the hooks' accumulators (CPU) the passes "
         "and writes the run directory as a hook does; peak = VmHWM of that process. Select: one process per row, "
-        "prototypes one per (image, class) at the given width; kcenter and herding keep 2,000 images (each kept "
-        "image is a scan of every image feature: the estimate line gives keep 0.3's cost).",
+        "prototypes one per (image, class) at the given width; kcenter and herding keep the number of images "
+        "their row says (each kept image is a scan of every image feature: the estimate line gives keep 0.3's "
+        "cost).",
         "",
     ]
     for name, r in result["rows"].items():
