@@ -174,10 +174,17 @@ class VPSCapture:
             soft = torch.zeros(b - a, 0, device=self.device)
         self._pending.append((rows, iou, conf, ok, soft, near_conf, near_box))
 
-    def local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
-        """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results."""
+    def take_local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
+        """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results; the
+        pending rows are handed over, one field at a time (the pass's rows are held once, not twice)."""
         if self._pending:
-            objects = tuple(torch.cat(t).cpu() for t in zip(*self._pending))
+            fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*self._pending)]
+            self._pending.clear()
+            joined = []
+            for j in range(len(fields)):
+                joined.append(torch.cat(fields[j]).cpu())
+                fields[j] = None
+            objects = tuple(joined)
         else:
             k = self.soft.packed_width if self.soft is not None else 0
             e = torch.zeros(0)
@@ -201,8 +208,7 @@ class VPSCapture:
         Returns:
             the pass's recorded COCO results from all ranks on the main process (empty unless ``record``).
         """
-        objects, cands, results = self.local_pass()
-        self._pending.clear()
+        objects, cands, results = self.take_local_pass()
         self._candidates.clear()
         world = self.comm.world
         if world > 1:
@@ -226,22 +232,29 @@ class VPSCapture:
                 p[0][4].resize_(0, width)
         if width:  # this rank may keep objects others scored before it scored any image
             self._start_soft_labels()
-        idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
+        if len(parts) == 1:
+            idx, iou, conf, ok, soft, near_conf, near_box = parts[0][0]
+        else:
+            idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
+        candidates = [p[1] for p in parts]
+        del parts, objects
         if idx.numel():
-            # Shards of some samplers overlap (padding): an object counts once per pass.
+            # Shards of some samplers overlap (padding): an object counts once per pass (its first row).
             order = torch.argsort(idx, stable=True)
             keep = torch.ones_like(order, dtype=torch.bool)
             keep[1:] = idx[order][1:] != idx[order][:-1]
-            first = order[keep].to(self.device)
+            first = None if bool(keep.all()) else order[keep].to(self.device)
+            del order, keep
             idx, iou, conf, ok, soft, near_conf, near_box = (
-                t.to(self.device)[first] for t in (idx, iou, conf, ok, soft, near_conf, near_box)
+                t.to(self.device) if first is None else t.to(self.device)[first]
+                for t in (idx, iou, conf, ok, soft, near_conf, near_box)
             )
             idx = idx - self.rows[0]
             self.acc.update(idx, iou, conf, ok)
             if self.soft is not None and soft.shape[1] == self.soft.packed_width:
                 self.soft.apply(idx, soft)
         self.acc.end_pass()
-        self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates([p[1] for p in parts]))
+        self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates(candidates))
         self._seen.clear()
         if world > 1:
             states = self.comm.to(self._local_state(), 0)
