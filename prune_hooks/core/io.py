@@ -99,13 +99,17 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV; floats with 9 significant digits (float32 round-trips), NaN/None as empty."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow([_fmt(v) for v in row])
-    return atomic_write_text(path, buf.getvalue())
+    """Write a CSV; floats with 9 significant digits (float32 round-trips), NaN/None as empty. Rows are
+    streamed to the file (a table of millions of rows is never held as text)."""
+    with atomic_writer(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=False)
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(header)
+        for row in rows:
+            w.writerow([_fmt(v) for v in row])
+        text.flush()
+        text.detach()  # atomic_writer closes the file
+    return Path(path)
 
 
 def _fmt(v: Any) -> Any:

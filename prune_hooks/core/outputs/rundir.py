@@ -121,7 +121,7 @@ def write_run(
     table = object_table(index, acc, soft_mean, objects)
     header = [c for c in ("ann_id", "image_id", "category_id", *VPS_OBJECT_COLUMNS) if c in table]
     header += [c for c in table if c not in header]
-    write_csv(run / "objects.csv", header, zip(*(table[c].tolist() for c in header)))
+    write_csv(run / "objects.csv", header, _rows(*(table[c] for c in header)))
     scores: dict[str, np.ndarray] = {}
     for method, values in image_score_columns(table):
         if values is None:
@@ -141,11 +141,11 @@ def write_run(
     write_csv(
         run / "images.csv",
         (*IMAGE_COLUMNS, *scores),
-        zip(
-            index.image_ids.tolist(),
-            index.objects_per_image().tolist(),
-            [str(im.get("file_name", "")) for im in index.images],
-            *(v.tolist() for v in scores.values()),
+        _rows(
+            index.image_ids,
+            index.objects_per_image(),
+            np.array([str(im.get("file_name", "")) for im in index.images], dtype=object),
+            *scores.values(),
         ),
     )
     meta = {
@@ -164,6 +164,14 @@ def write_run(
     meta.update(extra_meta or {})
     write_json(run / "meta.json", meta)
     return scores
+
+
+def _rows(*columns: np.ndarray, chunk: int = 1 << 16):
+    """The rows of equal-length ``columns`` as Python values, converted ``chunk`` rows at a time (a column of
+    millions of values is never one list of Python objects)."""
+    n = len(columns[0]) if columns else 0
+    for a in range(0, n, chunk):
+        yield from zip(*(c[a : a + chunk].tolist() for c in columns))
 
 
 def write_label_issues(run: str | os.PathLike, rows: list[tuple]) -> Path:
