@@ -8,8 +8,8 @@ Each synthetic file has the real set's image, box and category counts (LVIS v1 t
 25.4 M boxes, 365 categories), boxes per image drawn around the real mean, categories long-tailed.
 
 1. **State** (one process): the annotation file loaded, a ``VPSCapture`` (the hooks' accumulators, CPU) fed
-   ``--passes`` passes of synthetic per-object matches and class distributions through its own ``end_pass``
-   (one pass's rows pending at a time, as a hook's pass holds them), then the run directory written as a
+   ``--passes`` passes of synthetic per-object matches and class distributions, applied every ``FLUSH_ROWS``
+   rows and closed by its own ``end_pass`` as in a hook's pass, then the run directory written as a
    hook writes it (``write_hook_run``: objects.csv, images.csv, soft labels, audit, state.pt, subset, pruned
    file). Prototypes are written beside it (``--dim`` wide, one per image and class, the hooks' own writer).
 2. **Select** (one process each): ``prune-hooks select`` of every score method family, csod, kcenter,
@@ -119,6 +119,9 @@ def state_stage(ann: Path, run: Path, passes: int) -> None:
             logits[torch.arange(b - a), labels[a:b]] += 4.0
             soft = cap.soft.reduce(torch.softmax(logits, 1))
             cap._pending.append((rows, iou, conf, iou > 0.5, soft, conf, gt[a:b] + 2.0))
+            cap._pending_rows += b - a
+            if cap._pending_rows >= cap.FLUSH_ROWS:  # as add_image does
+                cap.flush()
         cap.end_pass()
     t_pass = (time.perf_counter() - t0) / passes
     t0 = time.perf_counter()

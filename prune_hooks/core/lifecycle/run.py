@@ -167,6 +167,7 @@ class ScoringRun:
         with_gt = bool(ad.gt_outputs(model))
         batches = ad.batches()
         eta = _PassProgress(ad, self.capture.acc.passes + 1, _length(batches), start)
+        cap.features_only = not vps
         with inference_context(model, owners, self.score_thresh):
             for batch in batches:
                 eta.step()
@@ -179,6 +180,7 @@ class ScoringRun:
                         probs=out.probs,
                         features=out.features,
                     )
+        cap.features_only = False
         closed = cap.close_pass(self.out_dir, ad.is_main(), vps=vps, dump=self.dump)
         if closed is None:
             return

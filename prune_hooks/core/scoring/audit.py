@@ -103,6 +103,7 @@ class LabelAudit:
     def __init__(self, gt_boxes: np.ndarray, device: torch.device | str | None = None, recent: int = RECENT_PASSES):
         self.recent = recent
         self.passes = 0
+        self._open = False  # add_rows has started the pass numbered self.passes
         self._gt = np.asarray(gt_boxes).reshape(-1, 4)
         n = len(self._gt)
         z = lambda *s, dtype=torch.float16: torch.zeros(recent, n, *s, dtype=dtype, device=device)  # noqa: E731
@@ -127,7 +128,7 @@ class LabelAudit:
         box: torch.Tensor,
         candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
-        """Record one pass.
+        """Record one pass: :meth:`add_rows` of every object seen, then :meth:`end_pass`.
 
         Args:
             indices: Tensor[K] distinct object rows seen in this pass; conf Tensor[K] and box Tensor[K, 4] xyxy:
@@ -135,13 +136,27 @@ class LabelAudit:
             candidates: (image position ndarray[C], category id ndarray[C], box ndarray[C, 4] xyxy, score
                 ndarray[C]): the pass's unexplained detections (:func:`unexplained`).
         """
+        self.add_rows(indices, conf, box)
+        self.end_pass(candidates)
+
+    def add_rows(self, indices: torch.Tensor, conf: torch.Tensor, box: torch.Tensor) -> None:
+        """Record the open pass's near predictions of some objects (as :meth:`add_pass`; any number of calls a
+        pass, each object in one of them)."""
         slot = self.passes % self.recent
-        self.valid[slot] = False
+        if not self._open:
+            self.valid[slot] = False
+            self._open = True
         idx = torch.as_tensor(indices, device=self.conf.device).long()
         if idx.numel():
             self.conf[slot, idx] = torch.as_tensor(conf, device=self.conf.device).to(self.conf.dtype)
             self.box_rel[slot, idx] = self._encode(idx, torch.as_tensor(box, device=self.conf.device))
             self.valid[slot, idx] = True
+
+    def end_pass(self, candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Close the pass :meth:`add_rows` recorded, with its unexplained detections (as :meth:`add_pass`)."""
+        if not self._open:
+            self.valid[self.passes % self.recent] = False
+        self._open = False
         self.passes += 1
         with no_gc():  # many small lists per pass; none holds a cycle
             self._track(*candidates)
@@ -221,6 +236,7 @@ class LabelAudit:
         for name in ("conf", "box_rel", "valid"):
             getattr(self, name).copy_(torch.as_tensor(state[name]))
         self.passes = int(state["passes"])
+        self._open = False
         self.tracks = {k: torch.as_tensor(v).numpy().copy() for k, v in state["tracks"].items()}
 
 

@@ -31,6 +31,10 @@ __all__ = ["VPSCapture"]
 class VPSCapture:
     """Scores scoring passes of a detector over the images of one COCO file.
 
+    A pass's rows of this rank's own objects are applied every ``FLUSH_ROWS`` rows, so the pass holds at most
+    that many of them (~177 bytes each at the default soft-label width) plus the rows of objects other ranks
+    keep, which travel when the pass closes.
+
     Args:
         index: the training annotation file.
         device: where the accumulator and the ground-truth boxes live (the model's device).
@@ -38,6 +42,8 @@ class VPSCapture:
         comm: the process's rank, the world size and the framework's gather; with several ranks the
             accumulators hold this rank's range of objects (``rows``, ``images``) only.
     """
+
+    FLUSH_ROWS = 1 << 18
 
     def __init__(
         self, index: CocoIndex, device: torch.device | str = "cpu", record: bool = False, comm: Comm = SINGLE
@@ -56,6 +62,9 @@ class VPSCapture:
         self._whole: dict[str, Any] | None = None  # main of a sharded run: every rank's state after the last pass
         self._pos = index.image_position()
         self._pending: list[tuple[torch.Tensor, ...]] = []  # per image: the objects' matches
+        self._pending_rows = 0
+        self._applied: torch.Tensor | None = None  # this pass: which of this rank's objects are updated
+        self.features_only = False  # a features-only pass: add_image keeps prototypes, not a VPS row
         self._candidates: list[tuple[torch.Tensor, ...]] = []  # per image: unexplained detections (label audit)
         self._seen: set[int] = set()
         self.record = record
@@ -150,6 +159,8 @@ class VPSCapture:
         a, b = self.object_slice(image_id)
         if features is not None and self.prototypes is not None:
             self.prototypes.add(image_id, features)
+        if self.features_only:
+            return
         boxes = boxes.to(self.device, torch.float32)
         scores = scores.to(self.device, torch.float32)
         pred_labels = category_ids.to(self.device)
@@ -173,18 +184,71 @@ class VPSCapture:
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
         self._pending.append((rows, iou, conf, ok, soft, near_conf, near_box))
+        self._pending_rows += b - a
+        if self._pending_rows >= self.FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the pending rows of this rank's own objects now; rows of objects another rank keeps stay
+        pending until the pass closes."""
+        rows = self._take_pending()
+        if rows is None:
+            return
+        if self.comm.world > 1:
+            own = (rows[0] >= self.rows[0]) & (rows[0] < self.rows[1])
+            others = tuple(t[~own] for t in rows)
+            rows = tuple(t[own] for t in rows)
+            if len(others[0]):
+                self._pending.append(others)
+                self._pending_rows = 0  # counts own rows only: the others' travel at the close whatever they number
+        self._apply_rows(rows)
+
+    def _take_pending(self) -> tuple[torch.Tensor, ...] | None:
+        """The pending rows joined (on their device), handed over one field at a time: held once, not twice."""
+        if not self._pending:
+            return None
+        fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*self._pending)]
+        self._pending.clear()
+        self._pending_rows = 0
+        joined = []
+        for j in range(len(fields)):
+            joined.append(torch.cat(fields[j]) if len(fields[j]) > 1 else fields[j][0])
+            fields[j] = None
+        return tuple(joined)
+
+    def _apply_rows(self, rows: tuple[torch.Tensor, ...]) -> None:
+        """Update this rank's objects from pass rows (file rows, any order): an object counts once a pass, its
+        first row (padding samplers and other ranks may score an image twice)."""
+        idx, iou, conf, ok, soft, near_conf, near_box = rows
+        if not idx.numel():
+            return
+        idx = idx.to(self.device) - self.rows[0]
+        if self._applied is None:
+            self._applied = torch.zeros(self.acc.num_objects, dtype=torch.bool, device=self.device)
+        order = torch.argsort(idx, stable=True)
+        first = torch.ones_like(order, dtype=torch.bool)
+        first[1:] = idx[order][1:] != idx[order][:-1]
+        first &= ~self._applied[idx[order]]
+        take = None if bool(first.all()) else order[first]
+        del order, first
+        if take is not None:
+            idx = idx[take]
+        iou, conf, ok, soft, near_conf, near_box = (
+            t.to(self.device) if take is None else t.to(self.device)[take]
+            for t in (iou, conf, ok, soft, near_conf, near_box)
+        )
+        self._applied[idx] = True
+        self.acc.update(idx, iou, conf, ok)
+        if self.soft is not None and soft.shape[1] == self.soft.packed_width:
+            self.soft.apply(idx, soft)
+        self.audit.add_rows(idx, near_conf, near_box)
 
     def take_local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
-        """What this process recorded in the pass (CPU tensors): object matches, audit candidates, results; the
-        pending rows are handed over, one field at a time (the pass's rows are held once, not twice)."""
-        if self._pending:
-            fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*self._pending)]
-            self._pending.clear()
-            joined = []
-            for j in range(len(fields)):
-                joined.append(torch.cat(fields[j]).cpu())
-                fields[j] = None
-            objects = tuple(joined)
+        """What this process recorded in the pass and has not applied (CPU tensors): object matches, audit
+        candidates, results; the pending rows are handed over."""
+        rows = self._take_pending()
+        if rows is not None:
+            objects = tuple(t.cpu() for t in rows)
         else:
             k = self.soft.packed_width if self.soft is not None else 0
             e = torch.zeros(0)
@@ -232,29 +296,14 @@ class VPSCapture:
                 p[0][4].resize_(0, width)
         if width:  # this rank may keep objects others scored before it scored any image
             self._start_soft_labels()
-        if len(parts) == 1:
-            idx, iou, conf, ok, soft, near_conf, near_box = parts[0][0]
-        else:
-            idx, iou, conf, ok, soft, near_conf, near_box = (torch.cat([p[0][k] for p in parts]) for k in range(7))
         candidates = [p[1] for p in parts]
+        rows = parts[0][0] if len(parts) == 1 else tuple(torch.cat([p[0][k] for p in parts]) for k in range(7))
         del parts, objects
-        if idx.numel():
-            # Shards of some samplers overlap (padding): an object counts once per pass (its first row).
-            order = torch.argsort(idx, stable=True)
-            keep = torch.ones_like(order, dtype=torch.bool)
-            keep[1:] = idx[order][1:] != idx[order][:-1]
-            first = None if bool(keep.all()) else order[keep].to(self.device)
-            del order, keep
-            idx, iou, conf, ok, soft, near_conf, near_box = (
-                t.to(self.device) if first is None else t.to(self.device)[first]
-                for t in (idx, iou, conf, ok, soft, near_conf, near_box)
-            )
-            idx = idx - self.rows[0]
-            self.acc.update(idx, iou, conf, ok)
-            if self.soft is not None and soft.shape[1] == self.soft.packed_width:
-                self.soft.apply(idx, soft)
+        self._apply_rows(rows)
+        del rows
+        self._applied = None
         self.acc.end_pass()
-        self.audit.add_pass(idx, near_conf, near_box, _distinct_candidates(candidates))
+        self.audit.end_pass(_distinct_candidates(candidates))
         self._seen.clear()
         if world > 1:
             states = self.comm.to(self._local_state(), 0)
@@ -289,7 +338,10 @@ class VPSCapture:
 
     def discard_pass(self) -> None:
         """Forget what this pass recorded (a features-only pass)."""
+        if self._applied is not None:
+            raise PruneHooksError("this pass already updated the state (set features_only before it starts)")
         self._pending.clear()
+        self._pending_rows = 0
         self._candidates.clear()
         self._seen.clear()
         self.results = []

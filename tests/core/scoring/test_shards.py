@@ -63,7 +63,7 @@ def schedule(idx, world, t):
     return parts
 
 
-def _worker(rank, world, port, path, out, resume):
+def _worker(rank, world, port, path, out, resume, flush):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
     try:
 
@@ -74,6 +74,8 @@ def _worker(rank, world, port, path, out, resume):
 
         idx = load_coco(path)
         cap = VPSCapture(idx, comm=Comm(rank, world, gather))
+        if flush:
+            cap.FLUSH_ROWS = flush
         passes = range(3)
         if resume:
             cap.load_state_dict(torch.load(resume, weights_only=True))
@@ -88,17 +90,19 @@ def _worker(rank, world, port, path, out, resume):
         dist.destroy_process_group()
 
 
-def run_ranks(world, path, out, resume=None):
+def run_ranks(world, path, out, resume=None, flush=None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(world, port, str(path), str(out), resume and str(resume)), nprocs=world)
+    mp.spawn(_worker, args=(world, port, str(path), str(out), resume and str(resume), flush), nprocs=world)
     return torch.load(out, weights_only=True)
 
 
-def one_process(path, passes):
+def one_process(path, passes, flush=None):
     idx = load_coco(path)
     cap = VPSCapture(idx)
+    if flush:
+        cap.FLUSH_ROWS = flush
     cap.set_model_classes(list(range(1, CLASSES + 1)))
     for t in passes:
         score(cap, idx, sorted({i for part in schedule(idx, 2, t) for i in part}), t)
@@ -137,11 +141,17 @@ def test_shard_then_join_is_the_whole_state(tmp_path):
         assert_same_state(join_states(parts), whole)
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_ranks_hold_their_objects_and_gather_the_one_process_state(tmp_path, world):
+def test_rows_applied_during_the_pass_give_the_state_of_rows_applied_when_it_closes(tmp_path):
+    path = synthetic_coco(tmp_path / "a.json")
+    assert_same_state(one_process(path, range(3), flush=2), one_process(path, range(3)))
+
+
+@pytest.mark.parametrize("world, flush", [(2, None), (3, 4)])
+def test_ranks_hold_their_objects_and_gather_the_one_process_state(tmp_path, world, flush):
+    """With ``flush`` a rank applies its own objects' rows every ``flush`` rows and sends the others' at the close."""
     path = synthetic_coco(tmp_path / "a.json")
     assert load_coco(path).num_objects > 20
-    got = run_ranks(world, path, tmp_path / "state.pt")
+    got = run_ranks(world, path, tmp_path / "state.pt", flush=flush)
     assert_same_state(got, one_process(path, range(3)))
     assert int(got["soft_labels"]["count"].max()) == 3 and (got["audit"]["tracks"]["image"].numel() > 0)
 
