@@ -19,7 +19,6 @@ DIR/<stem>_pruned.json   the annotation file restricted to the subset
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import logging
 import os
 from pathlib import Path
@@ -32,7 +31,7 @@ from ..._version import __version__
 from ..data.coco import CocoIndex, sha256_file, write_pruned_coco
 from ..data.rundir import IMAGE_COLUMNS, LABEL_ISSUE_COLUMNS
 from ..errors import PruneHooksError
-from ..io import atomic_write_bytes, write_csv, write_json
+from ..io import atomic_writer, write_csv, write_json
 from ..scoring.audit import LabelAudit, label_issues
 from ..scoring.scores import VPSAccumulator, aggregate
 from ..scoring.softlabels import SoftLabels, SoftMeans, entropy, save_soft_labels
@@ -133,9 +132,8 @@ def write_run(
         save_soft_labels(run / "soft_labels.npz", index.ann_ids, columns, soft_mean)
     audit_arrays = audit.arrays() if audit is not None and audit.passes else None
     if audit_arrays is not None:
-        buf = io.BytesIO()
-        np.savez(buf, ann_id=index.ann_ids, **audit_arrays)
-        atomic_write_bytes(run / "audit.npz", buf.getvalue())
+        with atomic_writer(run / "audit.npz") as f:
+            np.savez(f, ann_id=index.ann_ids, **audit_arrays)
     if soft_mean is not None or audit_arrays is not None:
         write_label_issues(run, label_issues(index, audit_arrays, soft_mean, table.get("learned_passes")))
     write_csv(
@@ -219,9 +217,8 @@ def write_hook_run(
         objects=objects,
         audit=capture.audit,
     )
-    buf = io.BytesIO()
-    torch.save(capture.state_dict(), buf)
-    atomic_write_bytes(Path(run) / "state.pt", buf.getvalue())
+    with atomic_writer(Path(run) / "state.pt") as f:  # streamed: a 25 M-object state is ~3 GB
+        torch.save(capture.state_dict(), f)
     n_keep, ratio = keep_count(index.num_images, keep=keep_ratio)
     m = registry.get(method)
     agg = aggregation if m.is_score and aggregation in m.aggregations else None

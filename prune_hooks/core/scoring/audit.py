@@ -205,15 +205,17 @@ class LabelAudit:
         g, s = (torch.from_numpy(a).to(box.device) for a in self._scale(idx.cpu().numpy()))
         return ((box.float() - g) / s).to(torch.float16)
 
-    def boxes(self) -> torch.Tensor:
-        """Tensor[recent, N, 4] float32 xyxy (CPU): the recorded boxes decoded."""
+    def boxes(self, slots: list[int] | None = None) -> torch.Tensor:
+        """Tensor[len(slots), N, 4] float32 xyxy (CPU): the recorded boxes of ``slots`` (default all) decoded,
+        in place (one float32 copy of them)."""
         g, s = (torch.from_numpy(a) for a in self._scale(np.arange(len(self._gt))))
-        return g + self.box_rel.float().cpu() * s
+        rel = self.box_rel if slots is None else self.box_rel[slots]
+        return rel.to("cpu", torch.float32, copy=True).mul_(s).add_(g)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The state as numpy arrays, slots ordered oldest pass first (what RUN/audit.npz holds)."""
         order = [(self.passes + k) % self.recent for k in range(self.recent)]
-        out = {"conf": self.conf[order].float().cpu().numpy(), "box": self.boxes()[order].numpy()}
+        out = {"conf": self.conf[order].float().cpu().numpy(), "box": self.boxes(order).numpy()}
         out["valid"] = self.valid[order].cpu().numpy()
         out["passes"] = np.array(self.passes)
         out.update({f"track_{k}": v for k, v in self.tracks.items()})

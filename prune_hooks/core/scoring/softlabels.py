@@ -7,7 +7,6 @@ object whose soft label's argmax is another foreground class with mean probabili
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import PruneHooksError
-from ..io import atomic_write_bytes
+from ..io import atomic_writer
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -175,11 +174,16 @@ class SoftLabels:
     def top(self) -> SoftMeans:
         """The running means as kept columns (ascending column order in each row) and the rest."""
         count = self.count.cpu().numpy().astype(np.float64)
-        cols = self.cols.cpu().numpy().astype(np.int64)
-        order = np.argsort(np.where(cols >= 0, cols, self.num_columns), axis=1, kind="stable")
-        cols = np.take_along_axis(cols, order, 1)
+        n, k = self.cols.shape
+        cols, probs = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
+        for a in range(0, n, CHUNK):  # bounded temporaries: the sort order of a chunk of rows at a time
+            c = self.cols[a : a + CHUNK].cpu().numpy().astype(np.int64)
+            order = np.argsort(np.where(c >= 0, c, self.num_columns), axis=1, kind="stable")
+            cols[a : a + CHUNK] = np.take_along_axis(c, order, 1)
+            mass = np.take_along_axis(self.mass[a : a + CHUNK].cpu().numpy(), order, 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                probs[a : a + CHUNK] = mass / count[a : a + CHUNK, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            probs = np.take_along_axis(self.mass.double().cpu().numpy(), order, 1) / count[:, None]
             rest = self.rest.double().cpu().numpy() / count
             shape = self.rest_rh.double().cpu().numpy() / self.rest_r.double().cpu().numpy()
         seen = count > 0
@@ -313,16 +317,19 @@ def save_soft_labels(path, ann_ids: np.ndarray, columns: np.ndarray, soft: SoftM
     columns ``top_columns`` [N, k] (-1 = none), ``top_probs`` [N, k] and ``rest`` [N]; with ``ann_id`` and
     ``columns`` (category ids, -1 = background) either way, and ``rest_entropy`` [N] (the rest's normalized
     entropy as the passes saw it) in the top-k form."""
-    buf = io.BytesIO()
+    with atomic_writer(path) as f:
+        _savez_soft(f, ann_ids, columns, soft)
+
+
+def _savez_soft(f, ann_ids: np.ndarray, columns: np.ndarray, soft: SoftMeans) -> None:
     if soft.exact:
-        np.savez(buf, ann_id=ann_ids, columns=columns, probs=soft.dense().astype(np.float32))
+        np.savez(f, ann_id=ann_ids, columns=columns, probs=soft.dense().astype(np.float32))
     else:
         kind = np.int16 if soft.num_columns < 2**15 else np.int32
         shape = soft.rest_entropy if soft.rest_entropy is not None else np.full(len(soft), np.nan)
-        np.savez(buf, ann_id=ann_ids, columns=columns, top_columns=soft.cols.astype(kind),
+        np.savez(f, ann_id=ann_ids, columns=columns, top_columns=soft.cols.astype(kind),
                  top_probs=soft.probs.astype(np.float32), rest=soft.rest.astype(np.float32),
                  rest_entropy=shape.astype(np.float32))  # fmt: skip
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_soft_labels(path) -> tuple[np.ndarray, np.ndarray, SoftMeans]:
