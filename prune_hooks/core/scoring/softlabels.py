@@ -352,7 +352,10 @@ def entropy(soft: np.ndarray | SoftMeans) -> np.ndarray:
     normalized entropy as the passes saw it, at most an even spread over the columns not kept); NaN rows stay NaN."""
     if not isinstance(soft, SoftMeans):
         return _entropy(np.asarray(soft, dtype=np.float64))
-    out = _entropy(np.where(soft.cols >= 0, soft.probs, 0.0))
+    out = np.empty(len(soft))
+    for a in range(0, len(soft), CHUNK):  # bounded temporaries: a chunk of rows at a time
+        part = slice(a, a + CHUNK)
+        out[part] = _entropy(np.where(soft.cols[part] >= 0, soft.probs[part], 0.0))
     free = soft.num_columns - (soft.cols >= 0).sum(1)
     r = np.clip(soft.rest, 0.0, None)
     # the rest's normalized entropy: as the passes saw it (a lower bound, exact when its shape holds from pass to
