@@ -63,6 +63,7 @@ class VPSCapture:
         self._pos = index.image_position()
         self._pending: list[tuple[torch.Tensor, ...]] = []  # per image: the objects' matches
         self._pending_rows = 0
+        self._travelling: list[tuple[torch.Tensor, ...]] = []  # flushed rows of objects other ranks keep
         self._applied: torch.Tensor | None = None  # this pass: which of this rank's objects are updated
         self.features_only = False  # a features-only pass: add_image keeps prototypes, not a VPS row
         self._candidates: list[tuple[torch.Tensor, ...]] = []  # per image: unexplained detections (label audit)
@@ -199,8 +200,7 @@ class VPSCapture:
             others = tuple(t[~own] for t in rows)
             rows = tuple(t[own] for t in rows)
             if len(others[0]):
-                self._pending.append(others)
-                self._pending_rows = 0  # counts own rows only: the others' travel at the close whatever they number
+                self._travelling.append(others)
         self._apply_rows(rows)
 
     def _take_pending(self) -> tuple[torch.Tensor, ...] | None:
@@ -210,11 +210,7 @@ class VPSCapture:
         fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*self._pending)]
         self._pending.clear()
         self._pending_rows = 0
-        joined = []
-        for j in range(len(fields)):
-            joined.append(torch.cat(fields[j]) if len(fields[j]) > 1 else fields[j][0])
-            fields[j] = None
-        return tuple(joined)
+        return _join(fields)
 
     def _apply_rows(self, rows: tuple[torch.Tensor, ...]) -> None:
         """Update this rank's objects from pass rows (file rows, any order): an object counts once a pass, its
@@ -246,6 +242,8 @@ class VPSCapture:
     def take_local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
         """What this process recorded in the pass and has not applied (CPU tensors): object matches, audit
         candidates, results; the pending rows are handed over."""
+        self._pending = self._travelling + self._pending
+        self._travelling = []
         rows = self._take_pending()
         if rows is not None:
             objects = tuple(t.cpu() for t in rows)
@@ -341,6 +339,7 @@ class VPSCapture:
         if self._applied is not None:
             raise PruneHooksError("this pass already updated the state (set features_only before it starts)")
         self._pending.clear()
+        self._travelling.clear()
         self._pending_rows = 0
         self._candidates.clear()
         self._seen.clear()
@@ -408,3 +407,12 @@ def _distinct_candidates(parts: list[tuple[torch.Tensor, ...]]) -> tuple[np.ndar
         first.sort()
         image, cat, box, score = image[first], cat[first], box[first], score[first]
     return image.astype(np.int64), cat.astype(np.int64), box.astype(np.float64), score.astype(np.float64)
+
+
+def _join(fields: list[list[torch.Tensor] | None]) -> tuple[torch.Tensor, ...]:
+    """Each field's tensors concatenated, the parts of a field released as soon as it is joined (held once)."""
+    joined = []
+    for j in range(len(fields)):
+        joined.append(torch.cat(fields[j]) if len(fields[j]) > 1 else fields[j][0])
+        fields[j] = None
+    return tuple(joined)
