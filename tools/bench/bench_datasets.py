@@ -118,10 +118,7 @@ def state_stage(ann: Path, run: Path, passes: int) -> None:
             logits = torch.randn(b - a, k + 1, generator=gen)
             logits[torch.arange(b - a), labels[a:b]] += 4.0
             soft = cap.soft.reduce(torch.softmax(logits, 1))
-            cap._pending.append((rows, iou, conf, iou > 0.5, soft, conf, gt[a:b] + 2.0))
-            cap._pending_rows += b - a
-            if cap._pending_rows >= cap.FLUSH_ROWS:  # as add_image does
-                cap.flush()
+            cap._queue((rows, iou, conf, iou > 0.5, soft, conf, gt[a:b] + 2.0))
         cap.end_pass()
     t_pass = (time.perf_counter() - t0) / passes
     del gt, labels  # the bench's inputs, not the hook's

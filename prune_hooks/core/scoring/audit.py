@@ -142,20 +142,23 @@ class LabelAudit:
     def add_rows(self, indices: torch.Tensor, conf: torch.Tensor, box: torch.Tensor) -> None:
         """Record the open pass's near predictions of some objects (as :meth:`add_pass`; any number of calls a
         pass, each object in one of them)."""
+        self._open_slot()
         slot = self.passes % self.recent
-        if not self._open:
-            self.valid[slot] = False
-            self._open = True
         idx = torch.as_tensor(indices, device=self.conf.device).long()
         if idx.numel():
             self.conf[slot, idx] = torch.as_tensor(conf, device=self.conf.device).to(self.conf.dtype)
             self.box_rel[slot, idx] = self._encode(idx, torch.as_tensor(box, device=self.conf.device))
             self.valid[slot, idx] = True
 
-    def end_pass(self, candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """Close the pass :meth:`add_rows` recorded, with its unexplained detections (as :meth:`add_pass`)."""
+    def _open_slot(self) -> None:
+        """Start the pass numbered ``passes`` once: its slot forgets the pass ``recent`` ago."""
         if not self._open:
             self.valid[self.passes % self.recent] = False
+            self._open = True
+
+    def end_pass(self, candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Close the pass :meth:`add_rows` recorded, with its unexplained detections (as :meth:`add_pass`)."""
+        self._open_slot()
         self._open = False
         self.passes += 1
         with no_gc():  # many small lists per pass; none holds a cycle

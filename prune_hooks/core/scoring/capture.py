@@ -184,8 +184,12 @@ class VPSCapture:
             soft = self.soft.reduce(padded[:, self._columns])
         else:
             soft = torch.zeros(b - a, 0, device=self.device)
-        self._pending.append((rows, iou, conf, ok, soft, near_conf, near_box))
-        self._pending_rows += b - a
+        self._queue((rows, iou, conf, ok, soft, near_conf, near_box))
+
+    def _queue(self, rows: tuple[torch.Tensor, ...]) -> None:
+        """Hold one image's (or a batch's) pass rows; every ``FLUSH_ROWS`` of them, apply this rank's own."""
+        self._pending.append(rows)
+        self._pending_rows += len(rows[0])
         if self._pending_rows >= self.FLUSH_ROWS:
             self.flush()
 
@@ -203,12 +207,17 @@ class VPSCapture:
                 self._travelling.append(others)
         self._apply_rows(rows)
 
-    def _take_pending(self) -> tuple[torch.Tensor, ...] | None:
-        """The pending rows joined (on their device), handed over one field at a time: held once, not twice."""
-        if not self._pending:
+    def _take_pending(self, travelling: bool = False) -> tuple[torch.Tensor, ...] | None:
+        """The pending rows (with ``travelling``, also the flushed rows bound for other ranks) joined on their
+        device, handed over one field at a time: held once, not twice."""
+        parts = self._travelling + self._pending if travelling else self._pending
+        if not parts:
             return None
-        fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*self._pending)]
+        fields: list[list[torch.Tensor] | None] = [list(t) for t in zip(*parts)]
+        del parts
         self._pending.clear()
+        if travelling:
+            self._travelling.clear()
         self._pending_rows = 0
         return _join(fields)
 
@@ -222,11 +231,11 @@ class VPSCapture:
         if self._applied is None:
             self._applied = torch.zeros(self.acc.num_objects, dtype=torch.bool, device=self.device)
         order = torch.argsort(idx, stable=True)
-        first = torch.ones_like(order, dtype=torch.bool)
-        first[1:] = idx[order][1:] != idx[order][:-1]
-        first &= ~self._applied[idx[order]]
+        ordered = idx[order]
+        first = ~self._applied[ordered]
+        first[1:] &= ordered[1:] != ordered[:-1]
         take = None if bool(first.all()) else order[first]
-        del order, first
+        del order, ordered, first
         if take is not None:
             idx = idx[take]
         iou, conf, ok, soft, near_conf, near_box = (
@@ -242,9 +251,7 @@ class VPSCapture:
     def take_local_pass(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], list[dict[str, Any]]]:
         """What this process recorded in the pass and has not applied (CPU tensors): object matches, audit
         candidates, results; the pending rows are handed over."""
-        self._pending = self._travelling + self._pending
-        self._travelling = []
-        rows = self._take_pending()
+        rows = self._take_pending(travelling=True)
         if rows is not None:
             objects = tuple(t.cpu() for t in rows)
         else:
