@@ -7,7 +7,8 @@
 Arguments go to mmdet's script unchanged. One addition: with ``--launcher pytorch`` on a machine
 without CUDA, mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` and its DDP wrapper passes
 ``device_ids=[LOCAL_RANK]``, both of which fail on CPU. This script then joins the processes with
-gloo itself and asks for a CPU DDP wrapper (``model_wrapper_cfg.device_ids=None``).
+gloo itself and asks for a CPU DDP wrapper (``model_wrapper_cfg.device_ids=None``). The process group is
+destroyed when the script ends (mmengine leaves it open).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def main() -> None:
             "model_wrapper_cfg.device_ids=None",
         ]
     sys.argv = [str(train_py), *argv]
-    runpy.run_path(str(train_py), run_name="__main__")
+    try:
+        runpy.run_path(str(train_py), run_name="__main__")
+    finally:
+        # mmengine leaves the process group open; gloo's threads alive at interpreter teardown can abort a
+        # finished run (SIGABRT, "terminate called without an active exception").
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

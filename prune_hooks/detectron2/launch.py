@@ -59,7 +59,12 @@ def _cpu_worker(
     comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
     defaults.create_ddp_model = _create_cpu_ddp_model
     comm.synchronize()
-    main_func(*args)
+    try:
+        main_func(*args)
+    finally:
+        # gloo's worker threads must stop before the interpreter tears down, or the exit can abort the process
+        # ("terminate called without an active exception", SIGABRT) after a successful run.
+        dist.destroy_process_group()
 
 
 def _create_cpu_ddp_model(model: torch.nn.Module, *, fp16_compression: bool = False, **kwargs: Any) -> torch.nn.Module:
