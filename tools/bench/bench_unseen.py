@@ -12,8 +12,9 @@ Same data, model and schedule as bench_quality.py (400 train / 150 val images, M
     mean of K - 1 models that never trained on it.
 (b) Quality: for each keep ratio and each K, the UNSEEN subset (fold scores, then one refill step, through
     tools/unseen.py) and the full proxy's vps_iou:max subset, each retrained from its generated
-    retrain.yaml with training seeds 0..--seeds-1 (mean ± sample std); random from bench_quality's
-    results on the same data (3 subset seeds). A retraining that ends with no detection at all counts
+    retrain.yaml with training seeds 0..--seeds-1 (mean ± sample std); random
+    subsets (subset seed = training seed = 0..--seeds-1) retrained the same way; differences to random paired by
+    training seed with 95 % t intervals (bench_quality's table). A retraining that ends with no detection at all counts
     as AP 0 and is listed: on these 120-image subsets of hard images the lr 0.02 schedule can blow up.
 
 Resumable: finished trainings are skipped (their outputs are kept under --work). Writes
@@ -28,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, proxy_config, retrain, run_unseen, train_net  # this folder is sys.path[0]
+from bench_quality import paired_lines
+from common import RESULTS, ROOT, last_ap, proxy_config, retrain, run_unseen, train_net  # this folder is sys.path[0]
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
@@ -140,26 +142,18 @@ def main() -> int:
                 "proxy_iterations": cfg.SOLVER.MAX_ITER,
             }
         )
-    old = json.loads((RESULTS / "bench_quality.json").read_text())["rows"]
-    for keep in [] if args.stability_only else args.keep:
-        aps = [r for r in old if r["method"] == "random" and r["keep"] == keep]
-        if aps:
-            mean = {k: sum(r[k] for r in aps) / len(aps) for k in ("AP", "AP50")}
-            sd = {k: (sum((r[k] - mean[k]) ** 2 for r in aps) / max(1, len(aps) - 1)) ** 0.5 for k in ("AP", "AP50")}
-            rows.append(
-                {
-                    "method": f"random ({len(aps)} seeds, bench_quality)",
-                    "keep": keep,
-                    "AP": mean["AP"],
-                    "AP50": mean["AP50"],
-                    "AP_sd": sd["AP"],
-                    "AP50_sd": sd["AP50"],
-                    "proxy_iterations": 0,
-                }
-            )
+        rows.append({"method": "random", "keep": keep, **random_rows(user, work, full[0], keep, args.seeds),
+                     "proxy_iterations": 0})  # fmt: skip
+    # one row per training: random's seed s (subset and training) pairs with every method's training seed s
+    runs = [
+        {"method": r["method"], "keep": r["keep"], "repeat": s, "AP": ap, "AP50": ap50}
+        for r in rows
+        for s, (ap, ap50) in enumerate(zip(r["AP_runs"], r["AP50_runs"]))
+    ]
     result = {
         "stability": stability,
         "quality": rows,
+        "quality_runs": runs if rows else [],
         "minutes": round((time.time() - start) / 60, 1),
         "command": "python tools/bench/bench_unseen.py " + " ".join(sys.argv[1:]),
     }
@@ -205,10 +199,43 @@ def main() -> int:
         )
     if not rows:
         md.append("| (not run yet: `--stability-only`; the full command resumes from the proxies above) | | | | | |")
+    else:
+        md += paired_lines(runs, list(dict.fromkeys(r["method"] for r in rows)), args.keep)
     md.append(f"\n{result['minutes']} min on 2 CPU cores (this invocation; trainings it found done are not counted).\n")
     (out / "bench_unseen.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
+
+
+def random_rows(user, work: Path, run: Path, keep: float, seeds: int) -> dict:
+    """Random subsets of ``run``'s images, subset seed = training seed = 0..seeds-1, each retrained once with the
+    same scaled schedule as the other rows; AP mean, sample std and the per-seed values."""
+    import math
+
+    from prune_hooks.detectron2 import write_retrain_config
+
+    vals = []
+    for seed in range(seeds):
+        sel = work / f"random_k{keep:g}_s{seed}"
+        if not (sel / "retrain.yaml").exists():
+            assert cli(["select", str(run), "--method", "random", "--seed", str(seed), "--keep", str(keep),
+                        "--out", str(sel)]) == 0  # fmt: skip
+            base = user.clone()
+            base.SEED, base.OUTPUT_DIR = seed, str(sel / "train")
+            train = str((work / "data" / "train").resolve())
+            pruned = sel / "instances_train_pruned.json"
+            write_retrain_config(base, "bq_train", pruned, train, round(keep * 400), 400, sel / "retrain.yaml")
+        metrics = sel / "train" / "metrics.json"
+        if not metrics.exists() or "bbox/AP" not in metrics.read_text():
+            train_net(sel / "retrain.yaml", sel / "train.log")
+        vals.append(last_ap(sel / "train"))
+    row: dict = {"seeds": seeds, "collapsed": [s for s, r in enumerate(vals) if math.isnan(r["AP"])]}
+    for k in ("AP", "AP50"):
+        v = [0.0 if math.isnan(r[k]) else r[k] for r in vals]
+        mean = sum(v) / len(v)
+        row[k], row[f"{k}_runs"] = mean, v
+        row[f"{k}_sd"] = (sum((x - mean) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5
+    return row
 
 
 def proxy_iterations(out: Path, keep: float) -> int:
