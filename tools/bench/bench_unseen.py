@@ -30,7 +30,16 @@ import time
 from pathlib import Path
 
 from bench_quality import paired_lines
-from common import RESULTS, ROOT, last_ap, proxy_config, retrain, run_unseen, train_net  # this folder is sys.path[0]
+from common import (  # this folder is sys.path[0]
+    RESULTS,
+    ROOT,
+    last_ap,
+    proxy_config,
+    retrain,
+    run_unseen,
+    seed_summary,
+    train_net,
+)
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
@@ -210,8 +219,6 @@ def main() -> int:
 def random_rows(user, work: Path, run: Path, keep: float, seeds: int) -> dict:
     """Random subsets of ``run``'s images, subset seed = training seed = 0..seeds-1, each retrained once with the
     same scaled schedule as the other rows; AP mean, sample std and the per-seed values."""
-    import math
-
     from prune_hooks.detectron2 import write_retrain_config
 
     vals = []
@@ -229,13 +236,7 @@ def random_rows(user, work: Path, run: Path, keep: float, seeds: int) -> dict:
         if not metrics.exists() or "bbox/AP" not in metrics.read_text():
             train_net(sel / "retrain.yaml", sel / "train.log")
         vals.append(last_ap(sel / "train"))
-    row: dict = {"seeds": seeds, "collapsed": [s for s, r in enumerate(vals) if math.isnan(r["AP"])]}
-    for k in ("AP", "AP50"):
-        v = [0.0 if math.isnan(r[k]) else r[k] for r in vals]
-        mean = sum(v) / len(v)
-        row[k], row[f"{k}_runs"] = mean, v
-        row[f"{k}_sd"] = (sum((x - mean) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5
-    return row
+    return seed_summary(vals)
 
 
 def proxy_iterations(out: Path, keep: float) -> int:

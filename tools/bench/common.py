@@ -254,8 +254,13 @@ def retrain(yaml: Path, name: str, work: Path, seeds: int) -> dict:
         if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
             train_net(seeded if seed else yaml, work / f"{name}{f'_s{seed}' if seed else ''}.log")
         runs.append(last_ap(out))
-    collapsed = [s for s, r in enumerate(runs) if math.isnan(r["AP"])]
-    row = {"iters": cfg.SOLVER.MAX_ITER, "seeds": seeds, "collapsed": collapsed}
+    return {"iters": cfg.SOLVER.MAX_ITER, **seed_summary(runs)}
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """AP / AP50 of one subset's trainings (``last_ap`` of each seed): mean, sample std, the per-seed values
+    (a training with no detection counts as 0) and which seeds collapsed."""
+    row: dict = {"seeds": len(runs), "collapsed": [s for s, r in enumerate(runs) if math.isnan(r["AP"])]}
     for k in ("AP", "AP50"):
         vals = [0.0 if math.isnan(r[k]) else r[k] for r in runs]
         mean = sum(vals) / len(vals)
