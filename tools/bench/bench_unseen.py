@@ -232,10 +232,11 @@ def random_rows(user, work: Path, run: Path, keep: float, seeds: int) -> dict:
             train = str((work / "data" / "train").resolve())
             pruned = sel / "instances_train_pruned.json"
             write_retrain_config(base, "bq_train", pruned, train, round(keep * 400), 400, sel / "retrain.yaml")
-        metrics = sel / "train" / "metrics.json"
-        if not metrics.exists() or "bbox/AP" not in metrics.read_text():
+        out = Path(next(x.split(":", 1)[1].strip() for x in (sel / "retrain.yaml").read_text().splitlines()
+                        if x.startswith("OUTPUT_DIR:")))  # fmt: skip
+        if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
             train_net(sel / "retrain.yaml", sel / "train.log")
-        vals.append(last_ap(sel / "train"))
+        vals.append(last_ap(out))
     return seed_summary(vals)
 
 
