@@ -51,7 +51,8 @@ METHODS = [
 
 SEEDED = ("random", "random_uniform", "random_ratio")  # subsets drawn per seed
 FIRST = "first"  # --methods entry: the first keep·N images of the file list (no selection at all)
-UNSEEN = "unseen-vps"  # --methods entry: tools/unseen.py's vps_iou:max subset (K = 2 folds, one refill step)
+UNSEEN = "unseen-vps"  # --methods entry: tools/unseen.py's vps_iou:max subset (K = 2 folds, one refill step);
+# unseen-vps:k4 for K = 4 folds
 
 
 def no_detections(row: dict) -> dict:
@@ -102,7 +103,7 @@ def write_results(stem: Path, plot: Path, rows: list[dict], header: str, keeps: 
                 row.append("")
                 continue
             s = fmt([r.get("AP") for r in rs]) + ("†" if any(r.get("no_detections") for r in rs) else "")
-            if not m.startswith("random") and rand.get((baseline(m), k)) is not None:
+            if m != baseline(m) and rand.get((baseline(m), k)) is not None:
                 s += f" ({np.mean([r['AP'] for r in rs]) - rand[(baseline(m), k)]:+.1f})"
             row.append(s)
         lines.append(f"| {m} | " + " | ".join(row) + " |")
@@ -200,7 +201,7 @@ def paired_lines(rows: list[dict], methods: list[str], keeps: list[float]) -> li
         "|---" * (len(keeps) + 1) + "|",
     ]
     for m in methods:
-        if m.startswith("random"):
+        if m == baseline(m):  # random itself; random_uniform / random_ratio are compared with it
             continue
         cells = []
         for k in keeps:
@@ -289,14 +290,16 @@ def factor_lines(work: Path) -> list[str]:
     return lines
 
 
-def unseen_subset(bench, work: Path, keep: float, sel: Path) -> None:
-    """The UNSEEN subset of the benchmark's own setting (the proxy's config without the hook) copied to ``sel``."""
+def unseen_subset(bench, work: Path, keep: float, sel: Path, k: int = 2) -> None:
+    """The UNSEEN subset (``k`` folds) of the benchmark's own setting (the proxy's config without the hook)
+    copied to ``sel``."""
     if not isinstance(bench, Detectron2Bench):
         raise SystemExit(f"--methods {UNSEEN}: detectron2 benchmark only")
     user = bench.cfg.clone()
     user.PRUNE.ENABLED, user.OUTPUT_DIR = False, str(work / "unseen_user")
     (work / "unseen_user.yaml").write_text(user.dump())
-    final = run_unseen(work / "unseen_user.yaml", work / "unseen", 0, keep, 1) / f"final_keep{keep:g}"
+    out = work / ("unseen" if k == 2 else f"unseen_k{k}")  # K = 2: the first version's folder
+    final = run_unseen(work / "unseen_user.yaml", out, 0, keep, 1, k) / f"final_keep{keep:g}"
     sel.mkdir(parents=True, exist_ok=True)
     for f in [*final.glob("*_pruned.json"), final / "subset.json"]:  # subset.json last: it marks the copy done
         shutil.copy(f, sel / f.name)
@@ -321,7 +324,7 @@ def make_subset(bench, work: Path, files: dict, spec: str, keep: float, seed: in
     base, *options = spec.split("+")
     method, _, agg = base.partition(":")
     if method == UNSEEN:
-        unseen_subset(bench, work, keep, sel)
+        unseen_subset(bench, work, keep, sel, int(agg.removeprefix("k")) if agg else 2)
         return
     if method == FIRST:  # the first images of the file list: Ultralytics fraction=, Subset(range(n))
         index = load_coco(files["train"])
@@ -410,7 +413,8 @@ def main() -> int:
     bench = (MMDetBench if args.framework == "mmdet" else Detectron2Bench)(
         work, files, n_train, args.epochs, classes, size
     )
-    command = "python tools/bench/bench_quality.py " + " ".join(sys.argv[1:])
+    # the command that trains these results (a --report-only rewrite names the same command)
+    command = "python tools/bench/bench_quality.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     retrain_file = "retrain.py" if args.framework == "mmdet" else "retrain.yaml"
     header = (
         f"# Pruning quality: {args.framework}, {args.data} data\n\n`{command}`: {n_train} train / {n_val} val images; "
