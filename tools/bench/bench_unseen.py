@@ -33,17 +33,19 @@ from bench_quality import paired_lines
 from common import (  # this folder is sys.path[0]
     RESULTS,
     ROOT,
-    last_ap,
     proxy_config,
     retrain,
     run_unseen,
     seed_summary,
     train_net,
+    train_once,
 )
 
 import prune_hooks.detectron2  # noqa: F401  (v0.6 aliases)
 
 # isort: split
+
+from detectron2.config import CfgNode
 
 from prune_hooks.cli import main as cli
 from prune_hooks.core.outputs.unseen import compare_runs
@@ -130,19 +132,7 @@ def main() -> int:
         sel = work / f"vps_k{keep:g}"
         if not (sel / "retrain.yaml").exists():
             assert cli(["select", str(full[0]), "--method", "vps_iou", "--keep", str(keep), "--out", str(sel)]) == 0
-            from prune_hooks.detectron2 import write_retrain_config
-
-            base = user.clone()
-            base.OUTPUT_DIR = str(work / f"vps_k{keep:g}_train")
-            write_retrain_config(
-                base,
-                "bq_train",
-                sel / "instances_train_pruned.json",
-                str((work / "data" / "train").resolve()),
-                round(keep * 400),
-                400,
-                sel / "retrain.yaml",
-            )
+            retrain_config(user, work, sel, keep, work / f"vps_k{keep:g}_train")
         rows.append(
             {
                 "method": "vps_iou:max (full proxy)",
@@ -162,7 +152,7 @@ def main() -> int:
     result = {
         "stability": stability,
         "quality": rows,
-        "quality_runs": runs if rows else [],
+        "quality_runs": runs,
         "minutes": round((time.time() - start) / 60, 1),
         "command": "python tools/bench/bench_unseen.py " + " ".join(sys.argv[1:]),
     }
@@ -219,25 +209,30 @@ def main() -> int:
 def random_rows(user, work: Path, run: Path, keep: float, seeds: int) -> dict:
     """Random subsets of ``run``'s images, subset seed = training seed = 0..seeds-1, each retrained once with the
     same scaled schedule as the other rows; AP mean, sample std and the per-seed values."""
-    from prune_hooks.detectron2 import write_retrain_config
-
     vals = []
     for seed in range(seeds):
         sel = work / f"random_k{keep:g}_s{seed}"
-        if not (sel / "retrain.yaml").exists():
+        yaml = sel / "retrain.yaml"
+        if not yaml.exists():
             assert cli(["select", str(run), "--method", "random", "--seed", str(seed), "--keep", str(keep),
                         "--out", str(sel)]) == 0  # fmt: skip
-            base = user.clone()
-            base.SEED, base.OUTPUT_DIR = seed, str(sel / "train")
-            train = str((work / "data" / "train").resolve())
-            pruned = sel / "instances_train_pruned.json"
-            write_retrain_config(base, "bq_train", pruned, train, round(keep * 400), 400, sel / "retrain.yaml")
-        out = Path(next(x.split(":", 1)[1].strip() for x in (sel / "retrain.yaml").read_text().splitlines()
-                        if x.startswith("OUTPUT_DIR:")))  # fmt: skip
-        if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
-            train_net(sel / "retrain.yaml", sel / "train.log")
-        vals.append(last_ap(out))
+            retrain_config(user, work, sel, keep, sel / "train", seed)
+        vals.append(train_once(yaml, Path(CfgNode.load_yaml_with_base(str(yaml))["OUTPUT_DIR"]), sel / "train.log"))
     return seed_summary(vals)
+
+
+def retrain_config(user, work: Path, sel: Path, keep: float, output_dir: Path, seed: int | None = None) -> Path:
+    """``sel/retrain.yaml``: the user's config on ``sel``'s pruned file, its schedule scaled to keep·400 images
+    (``write_retrain_config``, which names the output folder after ``output_dir``); ``seed``: its SEED."""
+    from prune_hooks.detectron2 import write_retrain_config
+
+    base = user.clone()
+    base.OUTPUT_DIR = str(output_dir)
+    if seed is not None:
+        base.SEED = seed
+    train = str((work / "data" / "train").resolve())
+    return write_retrain_config(base, "bq_train", sel / "instances_train_pruned.json", train, round(keep * 400), 400,
+                                sel / "retrain.yaml")  # fmt: skip
 
 
 def proxy_iterations(out: Path, keep: float) -> int:

@@ -246,15 +246,23 @@ def retrain(yaml: Path, name: str, work: Path, seeds: int) -> dict:
     for seed in range(seeds):
         cfg = add_prune_config(get_cfg())
         cfg.merge_from_file(str(yaml))
+        run, tag = yaml, name
         if seed:
             cfg.SEED, cfg.OUTPUT_DIR = seed, f"{cfg.OUTPUT_DIR}_s{seed}"
-            seeded = work / f"{name}_s{seed}.yaml"
-            seeded.write_text(cfg.dump())
-        out = Path(cfg.OUTPUT_DIR)
-        if not (out / "metrics.json").exists() or "bbox/AP" not in (out / "metrics.json").read_text():
-            train_net(seeded if seed else yaml, work / f"{name}{f'_s{seed}' if seed else ''}.log")
-        runs.append(last_ap(out))
+            tag = f"{name}_s{seed}"
+            run = work / f"{tag}.yaml"
+            run.write_text(cfg.dump())
+        runs.append(train_once(run, Path(cfg.OUTPUT_DIR), work / f"{tag}.log"))
     return {"iters": cfg.SOLVER.MAX_ITER, **seed_summary(runs)}
+
+
+def train_once(yaml: Path, output_dir: Path, log: Path) -> dict:
+    """``train_net`` on ``yaml`` unless its ``output_dir`` already holds COCO metrics (resumable benches); the
+    last AP it logged."""
+    metrics = output_dir / "metrics.json"
+    if not metrics.exists() or "bbox/AP" not in metrics.read_text():
+        train_net(yaml, log)
+    return last_ap(output_dir)
 
 
 def seed_summary(runs: list[dict]) -> dict:
